@@ -1,0 +1,619 @@
+//! The DHCPv4 client (RFC 2131 §4.4) and FORCERENEW handling (RFC 3203, RFC 3118, RFC 6704).
+//!
+//! Contract: states are an enum whose variants carry their own data and absolute deadlines.
+//! Our own transmissions and frames the terminal sent (seen in a capture) arm the same state, so
+//! replay of a real client's capture walks the same machine. FORCERENEW is accepted only after
+//! the checks of DESIGN §4.2, in that order: not_for_us, bad_source, authentication, replay,
+//! wrong_state. Any xid is accepted: FORCERENEW is unsolicited.
+
+use super::acd::{self, Acd, Step};
+use super::state::LeaseState;
+use super::sync::dhcp_mac_ok;
+use super::{reason, Action, Cidr, DhcpMsg, Engine, HookReason, Input, Instant, Mode, TxKind, Verdict};
+use crate::wire::auth::Scheme;
+use crate::wire::dhcpv4::{self, MessageType};
+use crate::wire::frame::{self, UdpFrameRepr};
+use crate::wire::{arp, Mac};
+use std::net::Ipv4Addr;
+
+/// RFC 2131 §4.1: first retransmission after 4 s, doubling to 64 s, each ±1 s.
+const RETRANSMIT_FIRST_MS: u64 = 4000;
+const RETRANSMIT_MAX_MS: u64 = 64_000;
+/// Give up REQUESTING / REBOOTING after this many retransmissions and start over.
+const REQUEST_ATTEMPTS: u32 = 4;
+/// RFC 2131 §4.4.5: in RENEWING/REBINDING wait half the remaining time, at least 60 s.
+const RENEW_MIN_RETRANSMIT_MS: u64 = 60_000;
+const DEFAULT_LEASE_SECS: u32 = 3600;
+const DEFAULT_PREFIX: u8 = 24;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub cidr: Cidr,
+    pub server_id: Ipv4Addr,
+    pub server_mac: Mac,
+    pub router: Option<Ipv4Addr>,
+    pub acquired: Instant,
+    pub t1_at: Instant,
+    pub t2_at: Instant,
+    pub expires_at: Instant,
+}
+
+impl Lease {
+    fn to_state(self) -> LeaseState {
+        LeaseState {
+            address: self.cidr,
+            server_id: self.server_id,
+            router: self.router,
+            acquired: self.acquired.micros(),
+            t1: self.t1_at.micros(),
+            t2: self.t2_at.micros(),
+            expires: self.expires_at.micros(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Client {
+    /// No lease and nothing scheduled (replay before the capture's client speaks).
+    Init,
+    Selecting { xid: u32, attempt: u32, retransmit_at: Instant },
+    Requesting { xid: u32, requested: Ipv4Addr, server_id: Ipv4Addr, attempt: u32, retransmit_at: Instant },
+    Rebooting { xid: u32, requested: Ipv4Addr, attempt: u32, retransmit_at: Instant },
+    /// RFC 5227 probing of an ACKed address before it is configured (acd = "strict").
+    Probing { lease: Lease, acd: Acd },
+    Bound { lease: Lease, probation_until: Instant },
+    Renewing { xid: u32, lease: Lease, retransmit_at: Instant },
+    Rebinding { xid: u32, lease: Lease, retransmit_at: Instant },
+}
+
+impl Client {
+    pub fn restore(state: &super::State) -> Client {
+        match state.lease {
+            Some(l) => {
+                let lease = Lease {
+                    cidr: l.address,
+                    server_id: l.server_id,
+                    server_mac: Mac::BROADCAST,
+                    router: l.router,
+                    acquired: Instant(l.acquired),
+                    t1_at: Instant(l.t1),
+                    t2_at: Instant(l.t2),
+                    expires_at: Instant(l.expires),
+                };
+                Client::Bound { lease, probation_until: Instant(0) }
+            }
+            None => Client::Init,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Client::Init => "INIT",
+            Client::Selecting { .. } => "SELECTING",
+            Client::Requesting { .. } => "REQUESTING",
+            Client::Rebooting { .. } => "REBOOTING",
+            Client::Probing { .. } => "PROBING",
+            Client::Bound { .. } => "BOUND",
+            Client::Renewing { .. } => "RENEWING",
+            Client::Rebinding { .. } => "REBINDING",
+        }
+    }
+
+    pub fn is_bound(&self) -> bool {
+        matches!(self, Client::Bound { .. })
+    }
+
+    pub fn lease(&self) -> Option<&Lease> {
+        match self {
+            Client::Bound { lease, .. } | Client::Renewing { lease, .. } | Client::Rebinding { lease, .. } => Some(lease),
+            _ => None,
+        }
+    }
+
+    /// The configured address (a probing candidate is not configured yet).
+    pub fn address(&self) -> Option<Cidr> {
+        self.lease().map(|l| l.cidr)
+    }
+
+    pub fn router(&self) -> Option<Ipv4Addr> {
+        match self {
+            Client::Probing { lease, .. } => lease.router,
+            _ => self.lease().and_then(|l| l.router),
+        }
+    }
+
+    fn xid(&self) -> Option<u32> {
+        match self {
+            Client::Selecting { xid, .. }
+            | Client::Requesting { xid, .. }
+            | Client::Rebooting { xid, .. }
+            | Client::Renewing { xid, .. }
+            | Client::Rebinding { xid, .. } => Some(*xid),
+            _ => None,
+        }
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        match self {
+            Client::Init => None,
+            Client::Selecting { retransmit_at, .. } | Client::Requesting { retransmit_at, .. } | Client::Rebooting { retransmit_at, .. } => {
+                Some(*retransmit_at)
+            }
+            Client::Probing { acd, .. } => Some(acd.next_at),
+            Client::Bound { lease, .. } => Some(lease.t1_at),
+            Client::Renewing { lease, retransmit_at, .. } => Some((*retransmit_at).min(lease.t2_at)),
+            Client::Rebinding { lease, retransmit_at, .. } => Some((*retransmit_at).min(lease.expires_at)),
+        }
+    }
+}
+
+fn backoff_ms(attempt: u32) -> u64 {
+    RETRANSMIT_FIRST_MS.saturating_mul(1 << attempt.min(4)).min(RETRANSMIT_MAX_MS)
+}
+
+impl Engine {
+    fn jittered(&mut self, now: Instant, attempt: u32) -> Instant {
+        let base = backoff_ms(attempt);
+        now.add_ms(self.rng.between(base - 1000, base + 1000))
+    }
+
+    fn renew_retransmit(&mut self, now: Instant, until: Instant) -> Instant {
+        let half_ms = until.saturating_sub(now) / 2000;
+        now.add_ms(half_ms.max(RENEW_MIN_RETRANSMIT_MS))
+    }
+
+    /// Live start in dhcp mode: INIT-REBOOT with a remembered lease, else DISCOVER.
+    pub(super) fn client_start(&mut self, now: Instant) {
+        let actions = match self.client.clone() {
+            Client::Bound { lease, .. } if now < lease.expires_at => {
+                let xid = self.rng.next_u32();
+                self.client = Client::Rebooting { xid, requested: lease.cidr.addr, attempt: 0, retransmit_at: self.jittered(now, 0) };
+                vec![self.tx_request(xid, None, Some(lease.cidr.addr), None, None)]
+            }
+            _ => vec![self.begin_discover(now)],
+        };
+        self.actions.extend(actions);
+    }
+
+    fn begin_discover(&mut self, now: Instant) -> Action {
+        let xid = self.rng.next_u32();
+        self.client = Client::Selecting { xid, attempt: 0, retransmit_at: self.jittered(now, 0) };
+        self.tx(MessageType::Discover, xid, Ipv4Addr::UNSPECIFIED, None, None, None)
+    }
+
+    fn tx_request(&mut self, xid: u32, ciaddr: Option<Ipv4Addr>, requested: Option<Ipv4Addr>, server_id: Option<Ipv4Addr>, unicast: Option<(Ipv4Addr, Mac)>) -> Action {
+        self.tx(MessageType::Request, xid, ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED), requested, server_id, unicast)
+    }
+
+    /// Builds one client message as a whole Ethernet frame.
+    fn tx(&mut self, t: MessageType, xid: u32, ciaddr: Ipv4Addr, requested: Option<Ipv4Addr>, server_id: Option<Ipv4Addr>, unicast: Option<(Ipv4Addr, Mac)>) -> Action {
+        let mac = self.cfg.mac;
+        let mut client_id = [0u8; 7];
+        client_id[0] = 1;
+        client_id[1..].copy_from_slice(&mac.0);
+        let prl_buf = [1, 3, 6, 43, 51, 54, 58, 59, self.cfg.server_option];
+        let prl: &[u8] = if self.cfg.server_option == 0 { &prl_buf[..8] } else { &prl_buf };
+        let asks = matches!(t, MessageType::Discover | MessageType::Request);
+        let repr = dhcpv4::Repr {
+            message_type: t,
+            op: 1,
+            htype: 1,
+            hops: 0,
+            xid,
+            secs: 0,
+            broadcast: false,
+            ciaddr,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            chaddr: &mac.0,
+            client_identifier: Some(&client_id),
+            server_identifier: server_id,
+            requested_ip: requested,
+            lease_time: None,
+            renewal_time: None,
+            rebinding_time: None,
+            subnet_mask: None,
+            router: None,
+            dns_servers: None,
+            parameter_request_list: if asks { Some(prl) } else { None },
+            max_size: if asks { Some(1500) } else { None },
+            forcerenew_nonce_capable: asks,
+            cloud_server: None,
+            auth: None,
+            auth_offset: None,
+            auth_invalid: false,
+        };
+        let (src_ip, dst_ip, dst_mac) = match unicast {
+            Some((ip, m)) => (ciaddr, ip, m),
+            None => (if t == MessageType::Release { ciaddr } else { Ipv4Addr::UNSPECIFIED }, Ipv4Addr::BROADCAST, Mac::BROADCAST),
+        };
+        let udp = UdpFrameRepr { src_mac: mac, dst_mac, src_ip, dst_ip, src_port: dhcpv4::CLIENT_PORT, dst_port: dhcpv4::SERVER_PORT, ttl: 64 };
+        let kind = match t {
+            MessageType::Discover => TxKind::Discover,
+            MessageType::Decline => TxKind::Decline,
+            MessageType::Release => TxKind::Release,
+            _ => TxKind::Request,
+        };
+        Action::Transmit { kind, frame: udp.emit(&repr.to_bytes()) }
+    }
+
+    fn tx_arp(&self, kind: TxKind, a: arp::Repr) -> Action {
+        Action::Transmit { kind, frame: frame::emit_arp_frame(self.cfg.mac, Mac::BROADCAST, &a.to_bytes()) }
+    }
+
+    /// The cloud-server address a DHCP reply carries (DESIGN §5).
+    fn cloud_server_of(&self, msg: &DhcpMsg) -> Option<Ipv4Addr> {
+        if self.cfg.server_option == 0 { msg.server_id } else { msg.cloud_server }
+    }
+
+    pub(super) fn handle_dhcp(&mut self, now: Instant, frame: Option<u64>, msg: &DhcpMsg, raw: &[u8], src: Mac) {
+        let input = match msg.msg_type {
+            MessageType::ForceRenew => Input::ForceRenew,
+            MessageType::Offer => Input::Offer,
+            MessageType::Ack => Input::Ack,
+            MessageType::Nak => Input::Nak,
+            _ => Input::Dhcp,
+        };
+        if input == Input::ForceRenew {
+            return self.handle_forcerenew(now, frame, msg, raw);
+        }
+        let server_ip = if input == Input::Dhcp { None } else { self.cloud_server_of(msg) };
+        let ignore = |e: &mut Engine, r| e.decide(frame, now, input, Verdict::Ignore, Some(r), server_ip, None, Vec::new());
+        if input == Input::Dhcp || msg.op != 2 {
+            return ignore(self, reason::UNEXPECTED);
+        }
+        if !msg.chaddr.is_some_and(|m| m.ct_eq(&self.cfg.mac)) {
+            return ignore(self, reason::NOT_FOR_US);
+        }
+        if self.cfg.mode == Mode::Follow || self.client.xid() != Some(msg.xid) {
+            return ignore(self, reason::UNEXPECTED);
+        }
+        match (input, self.client.clone()) {
+            (Input::Offer, Client::Selecting { xid, .. }) => {
+                let Some(server_id) = msg.server_id else { return ignore(self, reason::UNEXPECTED) };
+                let requested = msg.yiaddr;
+                let retransmit_at = self.jittered(now, 0);
+                self.client = Client::Requesting { xid, requested, server_id, attempt: 0, retransmit_at };
+                let a = self.tx_request(xid, None, Some(requested), Some(server_id), None);
+                self.decide(frame, now, input, Verdict::Select, None, server_ip, None, vec![a]);
+            }
+            (Input::Offer, _) => ignore(self, reason::UNEXPECTED),
+            (Input::Ack, _) => self.handle_ack(now, frame, msg, src),
+            (Input::Nak, Client::Selecting { .. }) => ignore(self, reason::UNEXPECTED),
+            (Input::Nak, _) => {
+                let mut actions = Vec::new();
+                let old = self.client.address();
+                if let Some(c) = old {
+                    actions.push(Action::DelAddress { cidr: c });
+                }
+                self.state.lease = None;
+                self.mark_dirty();
+                actions.push(self.begin_discover(now));
+                if old.is_some() {
+                    actions.push(Action::Hook { reason: HookReason::LeaseLost, env: self.lease_env(None, old) });
+                }
+                self.decide(frame, now, input, Verdict::Restart, None, server_ip, None, actions);
+            }
+            _ => ignore(self, reason::UNEXPECTED),
+        }
+    }
+
+    fn lease_env(&self, new: Option<Cidr>, old: Option<Cidr>) -> super::HookEnv {
+        super::HookEnv {
+            own_ip: new.map(|c| c.addr),
+            old_own_ip: old.map(|c| c.addr),
+            old_server_ip: self.current_server(),
+            new_server_ip: self.current_server(),
+            ..Default::default()
+        }
+    }
+
+    fn handle_ack(&mut self, now: Instant, frame: Option<u64>, msg: &DhcpMsg, server_mac: Mac) {
+        let input = Input::Ack;
+        let server_ip = self.cloud_server_of(msg);
+        let Some(server_id) = msg.server_id.or(self.client.lease().map(|l| l.server_id)) else {
+            return self.decide(frame, now, input, Verdict::Ignore, Some(reason::UNEXPECTED), server_ip, None, Vec::new());
+        };
+        let lease_secs = msg.lease_time.unwrap_or(DEFAULT_LEASE_SECS);
+        let l = u64::from(lease_secs);
+        let t1 = msg.renewal_time.map_or(l / 2, u64::from).min(l);
+        let t2 = msg.rebinding_time.map_or(l * 7 / 8, u64::from).clamp(t1, l);
+        let cidr = match msg.subnet_mask {
+            Some(m) => Cidr::from_mask(msg.yiaddr, m),
+            None => Cidr::new(msg.yiaddr, DEFAULT_PREFIX),
+        };
+        let lease = Lease {
+            cidr,
+            server_id,
+            server_mac,
+            router: msg.router,
+            acquired: now,
+            t1_at: now.add_secs(t1),
+            t2_at: now.add_secs(t2),
+            expires_at: now.add_secs(l),
+        };
+        // RFC 6704: a reconfigure key in the ACK we bind with is the key for FORCERENEW.
+        if let Some(a) = msg.auth {
+            if let Scheme::ReconfigureKey { key } = a.scheme {
+                if self.state.nonce() != Some(key) {
+                    self.state.set_nonce(Some(key));
+                    self.state.dhcp_replay.remove("rkap");
+                }
+            }
+        }
+        let old = self.client.address();
+        let renewing = matches!(self.client, Client::Renewing { .. } | Client::Rebinding { .. });
+        let mut actions = Vec::new();
+        let hook;
+        if renewing && old == Some(cidr) {
+            self.client = Client::Bound { lease, probation_until: Instant(0) };
+            hook = Some(HookReason::LeaseRenewed);
+        } else if old.is_some() && old != Some(cidr) {
+            actions.push(Action::SetAddress { cidr });
+            if let Some(o) = old {
+                actions.push(Action::DelAddress { cidr: o });
+            }
+            self.client = Client::Bound { lease, probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS) };
+            hook = Some(HookReason::LeaseChanged);
+        } else if self.cfg.acd == super::AcdMode::Strict {
+            let acd = Acd::new(now, cidr.addr, &mut self.rng);
+            self.client = Client::Probing { lease, acd };
+            hook = None;
+        } else {
+            actions.push(Action::SetAddress { cidr });
+            actions.push(self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, cidr.addr)));
+            self.client = Client::Bound { lease, probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS) };
+            hook = Some(HookReason::LeaseBound);
+        }
+        if self.client.is_bound() {
+            self.state.lease = Some(lease.to_state());
+        }
+        self.mark_dirty();
+        if let Some(b) = server_ip {
+            if b == cidr.addr {
+                let detail = format!("DHCP hands out server address {b}, which is our own lease");
+                actions.extend(self.alarm(now, b, None, reason::OWN_ADDRESS, detail));
+            } else if self.current_server() != Some(b) {
+                actions.extend(self.switch_server(now, b, None, None));
+            }
+        }
+        if let Some(h) = hook {
+            actions.push(Action::Hook { reason: h, env: self.lease_env(Some(cidr), old) });
+        }
+        self.decide(frame, now, input, Verdict::Lease, None, server_ip, None, actions);
+    }
+
+    fn handle_forcerenew(&mut self, now: Instant, frame: Option<u64>, msg: &DhcpMsg, raw: &[u8]) {
+        let input = Input::ForceRenew;
+        let reject = |e: &mut Engine, r| e.decide(frame, now, input, Verdict::Reject, Some(r), None, None, Vec::new());
+        if msg.op != 2 || !msg.chaddr.is_some_and(|m| m.ct_eq(&self.cfg.mac)) {
+            return reject(self, reason::NOT_FOR_US);
+        }
+        if msg.src_ip.is_unspecified() || msg.src_ip.is_broadcast() {
+            return reject(self, reason::BAD_SOURCE);
+        }
+        let (counter_key, replay) = match (msg.auth, &msg.auth_mac) {
+            (Some(a), Some(range)) => {
+                let key: Vec<u8> = match a.scheme {
+                    Scheme::Delayed { secret_id, .. } => match self.cfg.dhcp_keys.get(&secret_id) {
+                        Some(k) => k.clone(),
+                        None => return reject(self, reason::UNKNOWN_KEY),
+                    },
+                    Scheme::ReconfigureHmac { .. } => match self.state.nonce() {
+                        Some(n) => n.to_vec(),
+                        None => return reject(self, reason::UNKNOWN_KEY),
+                    },
+                    Scheme::ReconfigureKey { .. } => return reject(self, reason::UNAUTHENTICATED),
+                };
+                if !dhcp_mac_ok(raw, range, &key) {
+                    return reject(self, reason::BAD_MAC);
+                }
+                let ck = match a.scheme {
+                    Scheme::Delayed { secret_id, .. } => format!("delayed:{secret_id}"),
+                    _ => "rkap".to_string(),
+                };
+                (Some(ck), a.replay)
+            }
+            _ if self.cfg.allow_unauthenticated && msg.auth.is_none() && !msg.auth_invalid => {
+                log::warn!("ACCEPTING UNAUTHENTICATED FORCERENEW from {} (allow_unauthenticated = true)", msg.src_ip);
+                (None, 0)
+            }
+            _ => return reject(self, reason::UNAUTHENTICATED),
+        };
+        if let Some(ck) = &counter_key {
+            if self.state.dhcp_replay.get(ck).is_some_and(|&last| replay <= last) {
+                return reject(self, reason::REPLAYED);
+            }
+        }
+        if !self.forcerenew_bound() {
+            return reject(self, reason::WRONG_STATE);
+        }
+        if let Some(ck) = counter_key {
+            self.state.dhcp_replay.insert(ck, replay);
+            self.mark_dirty();
+        }
+        let mut actions = Vec::new();
+        if self.cfg.mode == Mode::Dhcp {
+            if let Client::Bound { lease, .. } = self.client.clone() {
+                let xid = self.rng.next_u32();
+                let retransmit_at = self.renew_retransmit(now, lease.t2_at);
+                self.client = Client::Renewing { xid, lease, retransmit_at };
+                actions.push(self.tx_request(xid, Some(lease.cidr.addr), None, None, Some((lease.server_id, lease.server_mac))));
+            }
+        }
+        let env = self.hook_env(None, None);
+        actions.push(Action::Hook { reason: HookReason::ForceRenew, env });
+        self.decide(frame, now, input, Verdict::Renew, None, None, None, actions);
+    }
+
+    /// A frame the terminal itself sent: it arms the state exactly as if we had sent it.
+    pub(super) fn handle_own_dhcp(&mut self, now: Instant, msg: &DhcpMsg) {
+        if self.cfg.mode != Mode::Dhcp || msg.op != 1 {
+            return;
+        }
+        let xid = msg.xid;
+        let retransmit_at = self.jittered(now, 0);
+        self.client = match (msg.msg_type, self.client.clone()) {
+            (MessageType::Discover, _) => Client::Selecting { xid, attempt: 0, retransmit_at },
+            (MessageType::Request, c) if !msg.ciaddr.is_unspecified() => match c.lease().copied() {
+                Some(lease) if msg.dst_ip.is_broadcast() => {
+                    Client::Rebinding { xid, lease, retransmit_at: self.renew_retransmit(now, lease.expires_at) }
+                }
+                Some(lease) => Client::Renewing { xid, lease, retransmit_at: self.renew_retransmit(now, lease.t2_at) },
+                None => Client::Rebooting { xid, requested: msg.ciaddr, attempt: 0, retransmit_at },
+            },
+            (MessageType::Request, _) => match (msg.requested_ip, msg.server_id) {
+                (Some(requested), Some(server_id)) => Client::Requesting { xid, requested, server_id, attempt: 0, retransmit_at },
+                (Some(requested), None) => Client::Rebooting { xid, requested, attempt: 0, retransmit_at },
+                _ => return,
+            },
+            (MessageType::Decline | MessageType::Release, _) => {
+                self.state.lease = None;
+                self.mark_dirty();
+                Client::Init
+            }
+            _ => return,
+        };
+    }
+
+    pub(super) fn client_timeout(&mut self, now: Instant) {
+        let Some(deadline) = self.client.deadline() else { return };
+        if now < deadline {
+            return;
+        }
+        let t = Input::Timer;
+        match self.client.clone() {
+            Client::Init => {}
+            Client::Selecting { attempt, .. } => {
+                let a = self.begin_discover(now);
+                if let Client::Selecting { attempt: at, retransmit_at, .. } = &mut self.client {
+                    *at = attempt + 1;
+                    let next = backoff_ms(attempt + 1);
+                    *retransmit_at = now.add_ms(next);
+                }
+                self.decide(None, deadline, t, Verdict::Restart, None, None, None, vec![a]);
+            }
+            Client::Requesting { xid, requested, server_id, attempt, .. } if attempt + 1 < REQUEST_ATTEMPTS => {
+                let retransmit_at = self.jittered(now, attempt + 1);
+                self.client = Client::Requesting { xid, requested, server_id, attempt: attempt + 1, retransmit_at };
+                let a = self.tx_request(xid, None, Some(requested), Some(server_id), None);
+                self.decide(None, deadline, t, Verdict::Renew, None, None, None, vec![a]);
+            }
+            Client::Rebooting { xid, requested, attempt, .. } if attempt + 1 < REQUEST_ATTEMPTS => {
+                let retransmit_at = self.jittered(now, attempt + 1);
+                self.client = Client::Rebooting { xid, requested, attempt: attempt + 1, retransmit_at };
+                let a = self.tx_request(xid, None, Some(requested), None, None);
+                self.decide(None, deadline, t, Verdict::Renew, None, None, None, vec![a]);
+            }
+            Client::Requesting { .. } | Client::Rebooting { .. } => {
+                let a = self.begin_discover(now);
+                self.decide(None, deadline, t, Verdict::Restart, None, None, None, vec![a]);
+            }
+            Client::Probing { lease, mut acd } => match acd.on_timeout(now, &mut self.rng) {
+                Step::Probe => {
+                    self.client = Client::Probing { lease, acd };
+                    let a = self.tx_arp(TxKind::ArpProbe, arp::Repr::probe(self.cfg.mac, lease.cidr.addr));
+                    self.decide(None, deadline, t, Verdict::Lease, None, None, None, vec![a]);
+                }
+                Step::Bind => {
+                    self.client = Client::Bound { lease, probation_until: Instant(0) };
+                    self.state.lease = Some(lease.to_state());
+                    self.mark_dirty();
+                    let mut actions = vec![
+                        Action::SetAddress { cidr: lease.cidr },
+                        self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)),
+                    ];
+                    // A server learned from the ACK while probing is pinned now that we can ARP.
+                    if let Some(s) = self.state.server.filter(|s| s.mac.is_none() && self.resolving.is_none()) {
+                        if lease.cidr.contains(s.ip) {
+                            actions.extend(self.resolve_action(now, s.ip));
+                        }
+                    }
+                    actions.push(Action::Hook { reason: HookReason::LeaseBound, env: self.lease_env(Some(lease.cidr), None) });
+                    self.decide(None, deadline, t, Verdict::Lease, None, None, None, actions);
+                }
+            },
+            Client::Bound { lease, .. } => {
+                let xid = self.rng.next_u32();
+                let retransmit_at = self.renew_retransmit(now, lease.t2_at);
+                self.client = Client::Renewing { xid, lease, retransmit_at };
+                let a = self.tx_request(xid, Some(lease.cidr.addr), None, None, Some((lease.server_id, lease.server_mac)));
+                self.decide(None, deadline, t, Verdict::Renew, None, None, None, vec![a]);
+            }
+            Client::Renewing { xid, lease, .. } if now < lease.t2_at => {
+                let retransmit_at = self.renew_retransmit(now, lease.t2_at);
+                self.client = Client::Renewing { xid, lease, retransmit_at };
+                let a = self.tx_request(xid, Some(lease.cidr.addr), None, None, Some((lease.server_id, lease.server_mac)));
+                self.decide(None, deadline, t, Verdict::Renew, None, None, None, vec![a]);
+            }
+            Client::Renewing { lease, .. } | Client::Rebinding { lease, .. } if now < lease.expires_at => {
+                let xid = match self.client.clone() {
+                    Client::Rebinding { xid, .. } => xid,
+                    _ => self.rng.next_u32(),
+                };
+                let retransmit_at = self.renew_retransmit(now, lease.expires_at);
+                self.client = Client::Rebinding { xid, lease, retransmit_at };
+                let a = self.tx_request(xid, Some(lease.cidr.addr), None, None, None);
+                self.decide(None, deadline, t, Verdict::Renew, None, None, None, vec![a]);
+            }
+            Client::Renewing { lease, .. } | Client::Rebinding { lease, .. } => {
+                self.state.lease = None;
+                self.mark_dirty();
+                let mut actions = vec![Action::DelAddress { cidr: lease.cidr }];
+                actions.push(self.begin_discover(now));
+                actions.push(Action::Hook { reason: HookReason::LeaseLost, env: self.lease_env(None, Some(lease.cidr)) });
+                self.decide(None, deadline, t, Verdict::Restart, None, None, None, actions);
+            }
+        }
+    }
+
+    fn resolve_action(&mut self, now: Instant, ip: Ipv4Addr) -> Option<Action> {
+        self.start_resolving(now, ip)
+    }
+
+    /// ARP while we have or probe for a lease: RFC 5227 conflicts. Returns true when consumed.
+    pub(super) fn client_handle_arp(&mut self, now: Instant, frame: Option<u64>, a: &arp::Repr) -> bool {
+        if self.cfg.mode != Mode::Dhcp {
+            return false;
+        }
+        match self.client.clone() {
+            Client::Probing { lease, acd } if acd.conflicts(a, self.cfg.mac) => {
+                self.conflict_decline(now, frame, lease, a.sha, None);
+                true
+            }
+            Client::Bound { lease, probation_until } if acd::conflicts_with(lease.cidr.addr, a, self.cfg.mac, false) => {
+                if !self.rate.allow(a.sha, now) {
+                    return true;
+                }
+                if now < probation_until {
+                    // Optimistic ACD: a conflict inside the first DEFEND_INTERVAL gives the address up.
+                    self.conflict_decline(now, frame, lease, a.sha, Some(lease.cidr));
+                } else {
+                    let detail = format!("{} claims our address {}", a.sha, lease.cidr.addr);
+                    let mut actions = vec![self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr))];
+                    actions.extend(self.alarm(now, lease.cidr.addr, Some(a.sha), reason::ADDRESS_IN_USE, detail));
+                    self.decide(frame, now, Input::Arp, Verdict::Conflict, Some(reason::ADDRESS_IN_USE), None, None, actions);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn conflict_decline(&mut self, now: Instant, frame: Option<u64>, lease: Lease, other: Mac, configured: Option<Cidr>) {
+        let detail = format!("{} is in use by {other}; declining it", lease.cidr.addr);
+        let mut actions = Vec::new();
+        if let Some(c) = configured {
+            actions.push(Action::DelAddress { cidr: c });
+        }
+        let xid = self.rng.next_u32();
+        actions.push(self.tx(MessageType::Decline, xid, Ipv4Addr::UNSPECIFIED, Some(lease.cidr.addr), Some(lease.server_id), None));
+        actions.extend(self.alarm(now, lease.cidr.addr, Some(other), reason::ADDRESS_IN_USE, detail));
+        self.state.lease = None;
+        self.mark_dirty();
+        actions.push(self.begin_discover(now));
+        self.decide(frame, now, Input::Arp, Verdict::Conflict, Some(reason::ADDRESS_IN_USE), None, None, actions);
+    }
+}
+

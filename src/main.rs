@@ -1,0 +1,194 @@
+//! `ipsyncd`: the command line (DESIGN §6). Picks the source, clock and applier, then runs the
+//! pipeline or a server-side tool.
+//!
+//! Contract: exit 0 on success, 1 on a runtime failure, 2 on a usage or config error; every
+//! error message names the file, the key and what was expected.
+
+use clap::{Parser, Subcommand};
+use ipsyncd::config::{self, Config};
+use ipsyncd::engine::input::DecodeContext;
+use ipsyncd::engine::{Engine, State};
+use ipsyncd::shell::applier::Recorder;
+use ipsyncd::shell::source::PcapSource;
+use ipsyncd::shell::worker::Timing;
+use ipsyncd::shell::{decision_log, pipeline, state_file};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ipsyncd", version, about = "Keeps thin clients pointed at their cloud server when its address moves")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Terminal daemon (foreground).
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        interface: Option<String>,
+    },
+    /// Replay a pcap or pcapng capture through the pipeline; decision log as JSON lines on stdout.
+    Replay {
+        pcap: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Load and persist state here (default: start fresh and persist nothing).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Current server, pin, lease and counters.
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Announce the server's address (cloud-server side).
+    Announce {
+        #[arg(long)]
+        interface: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long)]
+        previous: Option<String>,
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        interval: Option<u64>,
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Send authenticated FORCERENEW to terminals (cloud-server side).
+    Forcerenew {
+        #[arg(long)]
+        interface: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        client_mac: Option<String>,
+        #[arg(long)]
+        leases: Option<PathBuf>,
+        #[arg(long)]
+        retries: Option<u32>,
+        #[arg(long)]
+        require_confirm: bool,
+    },
+    /// Answer HELLO with WELCOME (cloud-server side).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Print a fresh [[key]] section.
+    Keygen {
+        #[arg(long, default_value_t = 1)]
+        id: u32,
+    },
+}
+
+enum Fail {
+    Usage(String),
+    Runtime(String),
+}
+
+fn config_path(p: Option<PathBuf>) -> PathBuf {
+    p.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+}
+
+fn load_config(p: Option<PathBuf>) -> Result<(PathBuf, Config), Fail> {
+    let path = config_path(p);
+    let c = Config::load(&path).map_err(|e| Fail::Usage(e.to_string()))?;
+    Ok((path, c))
+}
+
+fn replay(pcap: PathBuf, config: Option<PathBuf>, state_dir: Option<PathBuf>) -> Result<(), Fail> {
+    let (cpath, cfg) = load_config(config)?;
+    let in_file = |m: String| Fail::Usage(format!("{}: {m}", cpath.display()));
+    let mac = cfg.terminal_mac().map_err(in_file)?.ok_or_else(|| in_file("terminal.mac: required for replay (the terminal's MAC)".into()))?;
+    let ecfg = cfg.engine_config(mac).map_err(in_file)?;
+    if ecfg.allow_unauthenticated {
+        log::warn!("allow_unauthenticated = true: unauthenticated FORCERENEW will be ACCEPTED (lab use only)");
+    }
+    let state = match &state_dir {
+        None => State::default(),
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| Fail::Runtime(format!("{}: cannot create state directory: {e}", d.display())))?;
+            match state_file::load(d, unix_now()).map_err(|e| Fail::Runtime(format!("{}: {e}", d.display())))? {
+                state_file::Loaded::Restored(s) => s,
+                _ => State::default(),
+            }
+        }
+    };
+    let source = PcapSource::open(&pcap).map_err(|e| Fail::Runtime(format!("{}: {e}", pcap.display())))?;
+    let ctx = DecodeContext { mac, port: ecfg.port, server_option: ecfg.server_option };
+    // Replay seeds its generator with a constant: the same capture gives the same log.
+    let engine = Engine::new(ecfg, state, 0);
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let sink = Box::new(move |d: &ipsyncd::engine::Decision| {
+        let _ = writeln!(out, "{}", decision_log::to_json(d));
+    });
+    let summary = pipeline::run(Box::new(source), ctx, engine, Box::new(Recorder::new(state_dir)), sink, Timing::Replay);
+    log::info!(
+        "replayed {} frames: {} filtered, drops {:?}, verdicts {:?}",
+        summary.frames,
+        summary.filtered,
+        summary.capture_drops,
+        summary.counters.verdicts
+    );
+    match summary.source_error {
+        Some(e) => Err(Fail::Runtime(format!("{}: {e} (after {} frames)", pcap.display(), summary.frames))),
+        None => Ok(()),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn keygen(id: u32) -> Result<(), Fail> {
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
+        .map_err(|e| Fail::Runtime(format!("/dev/urandom: {e}")))?;
+    println!("[[key]]\nid = {id}\nsecret = \"0x{}\"", config::to_hex(&key));
+    Ok(())
+}
+
+fn not_yet(what: &str) -> Result<(), Fail> {
+    Err(Fail::Runtime(format!("`ipsyncd {what}` is not available in this build yet")))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).format_timestamp_millis().init();
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Replay { pcap, config, state_dir } => replay(pcap, config, state_dir),
+        Cmd::Keygen { id } => keygen(id),
+        Cmd::Run { .. } => not_yet("run"),
+        Cmd::Status { .. } => not_yet("status"),
+        Cmd::Announce { .. } => not_yet("announce"),
+        Cmd::Forcerenew { .. } => not_yet("forcerenew"),
+        Cmd::Serve { .. } => not_yet("serve"),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Usage(m)) => {
+            eprintln!("ipsyncd: {m}");
+            ExitCode::from(2)
+        }
+        Err(Fail::Runtime(m)) => {
+            eprintln!("ipsyncd: {m}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The JSON decision log (DESIGN §8): one object per line, fields in a fixed order.
+//!
+//! Contract: written by hand rather than through a map so the field order and the number format
+//! (`time` as seconds with six decimals) are exactly what the golden files hold.
+
+use crate::engine::{Action, Decision};
+use std::fmt::Write;
+
+fn esc(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn action(a: &Action, out: &mut String) {
+    out.push_str("{\"op\":");
+    esc(a.op(), out);
+    match a {
+        Action::PinNeighbour { ip, mac } => {
+            let _ = write!(out, ",\"ip\":\"{ip}\",\"mac\":\"{mac}\"");
+        }
+        Action::UnpinNeighbour { ip } => {
+            let _ = write!(out, ",\"ip\":\"{ip}\"");
+        }
+        Action::SetAddress { cidr } | Action::DelAddress { cidr } => {
+            let _ = write!(out, ",\"cidr\":\"{cidr}\"");
+        }
+        Action::Transmit { kind, .. } => {
+            let _ = write!(out, ",\"kind\":\"{}\"", kind.as_str());
+        }
+        Action::Connect { ip, port } => {
+            let _ = write!(out, ",\"ip\":\"{ip}\",\"port\":{port}");
+        }
+        Action::SetServer { ip, mac } => {
+            let _ = write!(out, ",\"ip\":\"{ip}\"");
+            if let Some(m) = mac {
+                let _ = write!(out, ",\"mac\":\"{m}\"");
+            }
+        }
+        Action::Alarm { kind, detail } => {
+            out.push_str(",\"kind\":");
+            esc(kind, out);
+            out.push_str(",\"detail\":");
+            esc(detail, out);
+        }
+        Action::Hook { reason, .. } => {
+            let _ = write!(out, ",\"reason\":\"{}\"", reason.as_str());
+        }
+    }
+    out.push('}');
+}
+
+/// One decision as a JSON object, without the trailing newline.
+pub fn to_json(d: &Decision) -> String {
+    let mut out = String::with_capacity(128 + 64 * d.actions.len());
+    match d.frame {
+        Some(n) => {
+            let _ = write!(out, "{{\"frame\":{n}");
+        }
+        None => out.push_str("{\"frame\":null"),
+    }
+    let _ = write!(out, ",\"time\":{},\"input\":\"{}\",\"verdict\":\"{}\"", d.time, d.input.as_str(), d.verdict.as_str());
+    if let Some(r) = d.reason {
+        out.push_str(",\"reason\":");
+        esc(r, &mut out);
+    }
+    if let Some(ip) = d.server_ip {
+        let _ = write!(out, ",\"server_ip\":\"{ip}\"");
+    }
+    if let Some(m) = d.server_mac {
+        let _ = write!(out, ",\"server_mac\":\"{m}\"");
+    }
+    out.push_str(",\"actions\":[");
+    for (i, a) in d.actions.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        action(a, &mut out);
+    }
+    out.push_str("]}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{HookEnv, HookReason, Input, Instant, Verdict};
+    use crate::wire::Mac;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn matches_design_example() {
+        let b = Ipv4Addr::new(10, 77, 0, 20);
+        let m = Mac([2, 0, 0, 0, 0, 2]);
+        let d = Decision {
+            frame: Some(12),
+            time: Instant(1_764_138_625_123_456),
+            input: Input::Announce,
+            verdict: Verdict::Apply,
+            reason: None,
+            server_ip: Some(b),
+            server_mac: Some(m),
+            actions: vec![
+                Action::PinNeighbour { ip: b, mac: m },
+                Action::UnpinNeighbour { ip: Ipv4Addr::new(10, 77, 0, 1) },
+                Action::Connect { ip: b, port: 47474 },
+                Action::SetServer { ip: b, mac: Some(m) },
+                Action::Hook { reason: HookReason::ServerChanged, env: HookEnv::default() },
+            ],
+        };
+        let want = r#"{"frame":12,"time":1764138625.123456,"input":"announce","verdict":"apply","server_ip":"10.77.0.20","server_mac":"02:00:00:00:00:02","actions":[{"op":"pin_neighbour","ip":"10.77.0.20","mac":"02:00:00:00:00:02"},{"op":"unpin_neighbour","ip":"10.77.0.1"},{"op":"connect","ip":"10.77.0.20","port":47474},{"op":"set_server","ip":"10.77.0.20","mac":"02:00:00:00:00:02"},{"op":"hook","reason":"SERVER_CHANGED"}]}"#;
+        assert_eq!(to_json(&d), want);
+        let v: serde_json::Value = serde_json::from_str(&to_json(&d)).unwrap();
+        assert_eq!(v["time"].as_f64().unwrap(), 1764138625.123456);
+    }
+}

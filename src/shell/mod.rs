@@ -1,0 +1,14 @@
+//! Threads and the operating system; no policy. The shell feeds the engine and carries out what
+//! it decided.
+//!
+//! Contract: live capture and replay run the same three threads (capture → worker → applier)
+//! over bounded crossbeam channels. Only the [`source::FrameSource`], the clock and the
+//! [`applier::Applier`] differ. The clock is read once per wakeup, here, never in the engine.
+
+pub mod applier;
+pub mod decision_log;
+pub mod pcap;
+pub mod pipeline;
+pub mod source;
+pub mod state_file;
+pub mod worker;

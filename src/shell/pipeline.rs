@@ -1,0 +1,91 @@
+//! Wires source → capture thread → worker thread → applier thread with bounded channels.
+//!
+//! Contract: one pipeline for live and replay. The capture thread decodes borrowed views and
+//! sends only owned [`Inbound`] values; no borrowed view crosses a thread. Channels are bounded,
+//! so a flood costs CPU, not memory: replay blocks (lossless), a live source drops and counts.
+
+use super::applier::Applier;
+use super::source::{FrameSource, SourceError};
+use super::worker::{run_applier, ApplierMsg, CaptureMsg, DecisionSink, Timing, Worker};
+use crate::engine::input::{decode_frame, DecodeContext, Decoded};
+use crate::engine::{ActionResult, Counters, Engine};
+use crossbeam_channel::bounded;
+use std::collections::BTreeMap;
+use std::thread;
+
+const CAPTURE_QUEUE: usize = 1024;
+const APPLIER_QUEUE: usize = 1024;
+
+/// What a run saw, for `replay`'s exit code and for `status`.
+#[derive(Default)]
+pub struct Summary {
+    pub frames: u64,
+    pub filtered: u64,
+    pub capture_drops: BTreeMap<&'static str, u64>,
+    pub counters: Counters,
+    pub source_error: Option<SourceError>,
+    pub engine: Option<Engine>,
+}
+
+pub fn run(
+    mut source: Box<dyn FrameSource>,
+    ctx: DecodeContext,
+    engine: Engine,
+    applier: Box<dyn Applier>,
+    sink: DecisionSink,
+    timing: Timing,
+) -> Summary {
+    let (cap_tx, cap_rx) = bounded::<CaptureMsg>(CAPTURE_QUEUE);
+    let (app_tx, app_rx) = bounded::<ApplierMsg>(APPLIER_QUEUE);
+    let (res_tx, res_rx) = bounded::<ActionResult>(APPLIER_QUEUE);
+
+    let capture = thread::Builder::new().name("capture".into()).spawn(move || {
+        let mut s = Summary::default();
+        let mut last = None;
+        loop {
+            let f = match source.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    s.source_error = Some(e);
+                    break;
+                }
+            };
+            s.frames += 1;
+            last = Some(f.ts);
+            match decode_frame(Some(f.index), f.bytes, f.csum, &ctx) {
+                Decoded::Filtered => s.filtered += 1,
+                Decoded::Dropped(why) => *s.capture_drops.entry(why).or_default() += 1,
+                Decoded::Inbound(i) => {
+                    if cap_tx.send(CaptureMsg::Frame(f.ts, i)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = cap_tx.send(CaptureMsg::End(last));
+        s
+    });
+    let applier_thread = thread::Builder::new().name("applier".into()).spawn(move || run_applier(applier, app_rx, res_tx));
+    let worker = Worker { engine, timing, to_applier: app_tx, results: res_rx, sink };
+    let worker_thread = thread::Builder::new().name("worker".into()).spawn(move || worker.run(cap_rx));
+
+    let mut summary = match capture.map(|h| h.join()) {
+        Ok(Ok(s)) => s,
+        _ => {
+            log::error!("capture thread failed");
+            Summary::default()
+        }
+    };
+    if let Ok(Ok(engine)) = worker_thread.map(|h| h.join()) {
+        summary.counters = engine.counters().clone();
+        summary.engine = Some(engine);
+    } else {
+        log::error!("worker thread failed");
+    }
+    // The worker dropped its sender: the applier drains what is queued and exits.
+    if !matches!(applier_thread.map(|h| h.join()), Ok(Ok(_))) {
+        log::error!("applier thread failed");
+    }
+    summary
+}

@@ -1,0 +1,173 @@
+//! The worker thread: runs the engine. It waits on the capture channel or the engine's next
+//! deadline, feeds the engine, and forwards decisions to the log and actions to the applier.
+//!
+//! Contract: in replay the clock is the capture's: before each frame every deadline up to the
+//! frame's time runs, and at the end every deadline up to the last frame's time; nothing after
+//! the last frame runs. Live, the clock is read once per wakeup.
+
+use super::applier::Applier;
+use crate::engine::{ActionResult, Decision, Engine, Inbound, Instant, State};
+use crossbeam_channel::{select, Receiver, Sender};
+
+/// From the capture thread.
+#[derive(Debug)]
+pub enum CaptureMsg {
+    Frame(Instant, Inbound),
+    /// The source ended; the time of its last frame (replay runs deadlines up to it).
+    End(Option<Instant>),
+}
+
+/// To the applier thread.
+#[derive(Debug)]
+pub enum ApplierMsg {
+    Action(crate::engine::Action),
+    Persist(Box<State>),
+}
+
+pub trait Clock: Send {
+    fn now(&self) -> Instant;
+}
+
+/// The wall clock, for the live daemon.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Instant::from_micros(d.as_micros() as u64)
+    }
+}
+
+pub enum Timing {
+    /// Time comes from the frames.
+    Replay,
+    Live(Box<dyn Clock>),
+}
+
+pub type DecisionSink = Box<dyn FnMut(&Decision) + Send>;
+
+/// Guards against an engine bug that keeps a deadline in the past: never spin.
+const MAX_TIMER_STEPS: usize = 100_000;
+
+pub struct Worker {
+    pub engine: Engine,
+    pub timing: Timing,
+    pub to_applier: Sender<ApplierMsg>,
+    pub results: Receiver<ActionResult>,
+    pub sink: DecisionSink,
+}
+
+impl Worker {
+    fn flush(&mut self) {
+        while let Some(d) = self.engine.poll_decision() {
+            (self.sink)(&d);
+        }
+        while let Some(a) = self.engine.poll_action() {
+            // The applier outlives the worker; a send error means it died, and then there is
+            // nobody left to carry anything out.
+            let _ = self.to_applier.send(ApplierMsg::Action(a));
+        }
+        if self.engine.take_dirty() {
+            let _ = self.to_applier.send(ApplierMsg::Persist(Box::new(self.engine.state().clone())));
+        }
+    }
+
+    fn run_timers(&mut self, upto: Instant) {
+        let mut steps = 0;
+        while let Some(d) = self.engine.poll_timeout() {
+            if d > upto || steps >= MAX_TIMER_STEPS {
+                break;
+            }
+            self.engine.handle_timeout(d);
+            self.flush();
+            steps += 1;
+        }
+        if steps >= MAX_TIMER_STEPS {
+            log::error!("engine kept a deadline in the past; timers stopped at {upto}");
+        }
+    }
+
+    fn drain_results(&mut self, now: Instant) {
+        while let Ok(r) = self.results.try_recv() {
+            self.engine.handle_result(now, r);
+            self.flush();
+        }
+    }
+
+    /// Runs until the capture channel closes or says End. Returns the engine for inspection.
+    pub fn run(mut self, rx: Receiver<CaptureMsg>) -> Engine {
+        match std::mem::replace(&mut self.timing, Timing::Replay) {
+            Timing::Replay => self.run_replay(&rx),
+            Timing::Live(clock) => self.run_live(&rx, clock.as_ref()),
+        }
+        self.flush();
+        self.engine
+    }
+
+    fn run_replay(&mut self, rx: &Receiver<CaptureMsg>) {
+        for msg in rx.iter() {
+            match msg {
+                CaptureMsg::Frame(t, inbound) => {
+                    self.run_timers(t);
+                    self.engine.handle_frame(t, &inbound);
+                    self.flush();
+                    self.drain_results(t);
+                }
+                CaptureMsg::End(last) => {
+                    if let Some(t) = last {
+                        self.run_timers(t);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn run_live(&mut self, rx: &Receiver<CaptureMsg>, clock: &dyn Clock) {
+        self.engine.start(clock.now());
+        self.flush();
+        loop {
+            // No deadline, no timer: an idle daemon does not wake up.
+            let tick = match self.engine.poll_timeout() {
+                Some(d) => crossbeam_channel::after(std::time::Duration::from_micros(d.saturating_sub(clock.now()))),
+                None => crossbeam_channel::never(),
+            };
+            select! {
+                recv(rx) -> msg => match msg {
+                    Ok(CaptureMsg::Frame(_, inbound)) => {
+                        let now = clock.now();
+                        self.run_timers(now);
+                        self.engine.handle_frame(now, &inbound);
+                        self.flush();
+                    }
+                    Ok(CaptureMsg::End(_)) | Err(_) => return,
+                },
+                recv(self.results) -> r => if let Ok(r) = r {
+                    self.engine.handle_result(clock.now(), r);
+                    self.flush();
+                },
+                recv(tick) -> _ => self.run_timers(clock.now()),
+            }
+        }
+    }
+}
+
+/// The applier thread's loop: carry out actions in order and report each result.
+pub fn run_applier(mut applier: Box<dyn Applier>, rx: Receiver<ApplierMsg>, results: Sender<ActionResult>) -> Box<dyn Applier> {
+    for msg in rx.iter() {
+        match msg {
+            ApplierMsg::Action(a) => {
+                let r = applier.apply(&a);
+                if r != ActionResult::Done {
+                    let _ = results.send(r);
+                }
+            }
+            ApplierMsg::Persist(s) => {
+                if let Err(e) = applier.persist(&s) {
+                    log::error!("cannot persist state: {e}");
+                }
+            }
+        }
+    }
+    applier
+}

@@ -1,0 +1,183 @@
+//! Bytes only. Checked, zero-copy views over wire formats and their owned `Repr`s.
+//!
+//! Contract: nothing in here performs I/O, reads a clock or allocates on the parse path. Every
+//! view is built with `new_checked`, which validates every length that a field accessor later
+//! relies on, so accessors never index out of bounds. Any byte sequence yields either a view or a
+//! typed error that names the layer and field (see [`Malformed::reason`]).
+
+pub mod arp;
+pub mod auth;
+pub mod dhcpv4;
+pub mod frame;
+pub mod ipsync;
+
+use core::fmt;
+
+/// A named byte range inside a header, as smoltcp spells it.
+pub type Field = core::ops::Range<usize>;
+
+/// A 48-bit Ethernet address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    pub const BROADCAST: Mac = Mac([0xff; 6]);
+    pub const ZERO: Mac = Mac([0; 6]);
+
+    /// Copies a MAC out of a slice that the caller has already length-checked.
+    pub fn from_slice(b: &[u8]) -> Option<Mac> {
+        let a: [u8; 6] = b.get(..6)?.try_into().ok()?;
+        Some(Mac(a))
+    }
+
+    /// Constant-time equality: an attacker probing chaddr or SERVER_MAC learns nothing from timing.
+    pub fn ct_eq(&self, other: &Mac) -> bool {
+        auth::ct_eq(&self.0, &other.0)
+    }
+
+    pub fn is_unicast(&self) -> bool {
+        self.0[0] & 1 == 0 && *self != Mac::ZERO
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl core::str::FromStr for Mac {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Mac, ()> {
+        let mut out = [0u8; 6];
+        let mut n = 0;
+        for part in s.split([':', '-']) {
+            if n == 6 || part.len() != 2 {
+                return Err(());
+            }
+            out[n] = u8::from_str_radix(part, 16).map_err(|_| ())?;
+            n += 1;
+        }
+        if n == 6 { Ok(Mac(out)) } else { Err(()) }
+    }
+}
+
+/// A decode failure: which layer and which field. One variant per layer keeps the reason names
+/// stable (`dhcp_option_overrun`, `ipsync_tlv_duplicate`, …) for the decision log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Malformed {
+    Ethernet(frame::EthError),
+    Ipv4(frame::Ipv4Error),
+    Udp(frame::UdpError),
+    Arp(arp::Error),
+    Dhcp(dhcpv4::Error),
+    Ipsync(ipsync::Error),
+}
+
+impl Malformed {
+    /// The decision-log reason: `<layer>_<field>`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Malformed::Ethernet(e) => e.reason(),
+            Malformed::Ipv4(e) => e.reason(),
+            Malformed::Udp(e) => e.reason(),
+            Malformed::Arp(e) => e.reason(),
+            Malformed::Dhcp(e) => e.reason(),
+            Malformed::Ipsync(e) => e.reason(),
+        }
+    }
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+/// Big-endian readers over slices whose length the caller has checked. They still return a
+/// value rather than panic if that promise is broken, because a wrong offset must never become
+/// a crash on wire input.
+#[inline]
+pub(crate) fn be16(b: &[u8], f: Field) -> u16 {
+    match b.get(f) {
+        Some(&[a, c]) => u16::from_be_bytes([a, c]),
+        _ => 0,
+    }
+}
+
+#[inline]
+pub(crate) fn be32(b: &[u8], f: Field) -> u32 {
+    match b.get(f) {
+        Some(&[a, c, d, e]) => u32::from_be_bytes([a, c, d, e]),
+        _ => 0,
+    }
+}
+
+#[inline]
+pub(crate) fn be64(b: &[u8], f: Field) -> u64 {
+    match b.get(f).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
+        Some(a) => u64::from_be_bytes(a),
+        None => 0,
+    }
+}
+
+#[inline]
+pub(crate) fn ipv4_at(b: &[u8], f: Field) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(be32(b, f))
+}
+
+#[inline]
+pub(crate) fn byte(b: &[u8], i: usize) -> u8 {
+    b.get(i).copied().unwrap_or(0)
+}
+
+/// Writes into a buffer that `buffer_len` sized; a short buffer is an emit-side bug, reported
+/// as an error instead of a panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferTooSmall;
+
+impl fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("emit buffer too small")
+    }
+}
+impl std::error::Error for BufferTooSmall {}
+
+pub(crate) fn put(buf: &mut [u8], f: Field, src: &[u8]) -> Result<(), BufferTooSmall> {
+    match buf.get_mut(f) {
+        Some(d) if d.len() == src.len() => {
+            d.copy_from_slice(src);
+            Ok(())
+        }
+        _ => Err(BufferTooSmall),
+    }
+}
+
+/// The Internet checksum (RFC 1071) over `data`, folded, starting from `initial`.
+pub fn checksum_accumulate(mut sum: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+    }
+    if let [last] = chunks.remainder() {
+        sum = sum.wrapping_add(u32::from(*last) << 8);
+    }
+    sum
+}
+
+pub fn checksum_fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
