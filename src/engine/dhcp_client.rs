@@ -376,6 +376,9 @@ impl Engine {
                 actions.extend(self.alarm(now, b, None, reason::OWN_ADDRESS, detail));
             } else if self.current_server() != Some(b) {
                 actions.extend(self.switch_server(now, b, None, None));
+            } else if self.state.server.map_or(true, |s| s.mac.is_none()) && self.resolving.is_none() && cidr.contains(b) {
+                // Same server, still unpinned (known only by IP): resolve it so it can be pinned.
+                actions.extend(self.start_resolving(now, b));
             }
         }
         if let Some(h) = hook {

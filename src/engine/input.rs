@@ -136,15 +136,19 @@ pub enum Decoded {
 }
 
 pub fn decode_frame(index: Option<u64>, bytes: &[u8], csum: Checksum, ctx: &DecodeContext) -> Decoded {
+    let src = Mac::from_slice(bytes.get(6..12).unwrap_or(&[])).unwrap_or(Mac::ZERO);
+    // Frames from our own MAC are what the terminal sent (replay of a capture): its DHCP
+    // requests go to the server port, which the live filter never passes, so they are let in
+    // here only to arm the client state.
+    let own = src.ct_eq(&ctx.mac);
     let input = match frame::classify(bytes) {
         None => return Decoded::Filtered,
         Some(Class::Arp) => Input::Arp,
         Some(Class::Udp { dst_port }) if dst_port == dhcpv4::CLIENT_PORT => Input::Dhcp,
+        Some(Class::Udp { dst_port }) if own && dst_port == dhcpv4::SERVER_PORT => Input::Dhcp,
         Some(Class::Udp { dst_port }) if dst_port == ctx.port => Input::Announce,
         Some(Class::Udp { .. }) => return Decoded::Filtered,
     };
-    let src = Mac::from_slice(bytes.get(6..12).unwrap_or(&[])).unwrap_or(Mac::ZERO);
-    let own = src.ct_eq(&ctx.mac);
     let malformed = |e: Malformed| {
         if input == Input::Arp || own {
             Decoded::Dropped("malformed")

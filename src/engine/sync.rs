@@ -165,10 +165,12 @@ impl Engine {
                     r.answered = Some(sha);
                     self.resolving = Some(r);
                     let mut actions = vec![Action::PinNeighbour { ip: spa, mac: sha }];
-                    if let Some(s) = self.state.server.as_mut().filter(|s| s.ip == spa) {
-                        s.mac = Some(sha);
+                    // The target is the server (or, for an off-link server, the gateway).
+                    if self.current_server() == Some(spa) {
+                        let since = self.state.server.map_or(now.secs(), |s| s.since);
+                        self.state.server = Some(ServerState { ip: spa, mac: Some(sha), since });
                         actions.push(Action::SetServer { ip: spa, mac: Some(sha) });
-                        self.dirty = true;
+                        self.mark_dirty();
                     }
                     return Some(self.make(frame, now, Input::Arp, Verdict::Apply, None, Some(spa), Some(sha), actions));
                 }

@@ -1,0 +1,63 @@
+# ipsyncd — see README.md. `make demo` shows the main job; `make test` runs every test.
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := target/release/ipsyncd
+FIXTURES := pcap-fixtures
+APT_PKGS := dnsmasq-base dhcpcd-base tcpdump iproute2 arping
+
+.PHONY: all build test deps demo bench fuzz-smoke golden fixtures clean netns-test
+
+all: build
+
+build:
+	$(CARGO) build --release --locked
+
+# Installs the Debian peers the namespace tests use, when missing and when we may (root).
+deps:
+	@missing=""; \
+	command -v dnsmasq >/dev/null || missing="$$missing dnsmasq-base"; \
+	command -v dhcpcd  >/dev/null || missing="$$missing dhcpcd-base"; \
+	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
+	command -v ip      >/dev/null || missing="$$missing iproute2"; \
+	command -v arping  >/dev/null || missing="$$missing arping"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "not root: namespace tests will be skipped (missing:$$missing)"; fi; \
+	fi
+
+test: deps
+	$(CARGO) test --release --locked --all-targets
+	$(MAKE) --no-print-directory netns-test
+
+# Live tests in network namespaces (root only; each removes what it made, even on failure).
+netns-test: build
+	@if [ "$$(id -u)" != 0 ]; then echo "netns-test: SKIP (needs root)"; exit 0; fi; \
+	bash tests/netns/real-peers-test.sh $(BIN)
+
+demo: build
+	@bash tests/demo.sh $(BIN)
+
+bench:
+	@bash benches/run.sh
+
+fuzz-smoke:
+	@bash fuzz/smoke.sh $${FUZZ_SECONDS:-30}
+
+# Regenerates crafted fixture captures (bit-for-bit reproducible).
+fixtures:
+	$(CARGO) run --release --example mkfixtures -- $(FIXTURES)
+
+# Writes NAME.expected.jsonl.new beside each golden for a PERSON to review and rename.
+# Never copy these over the goldens without reading the diff.
+golden: build
+	@for cfg in $(FIXTURES)/*.toml; do \
+	  n=$${cfg%.toml}; p=$$n.pcap; [ -f $$p ] || p=$$n.pcapng; \
+	  $(BIN) replay $$p --config $$cfg > $$n.expected.jsonl.new 2>/dev/null; \
+	  if [ -f $$n.expected.jsonl ] && cmp -s $$n.expected.jsonl $$n.expected.jsonl.new; then rm $$n.expected.jsonl.new; \
+	  else echo "review: $$n.expected.jsonl.new"; fi; \
+	done
+
+clean:
+	$(CARGO) clean
