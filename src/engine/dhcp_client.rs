@@ -376,7 +376,7 @@ impl Engine {
                 actions.extend(self.alarm(now, b, None, reason::OWN_ADDRESS, detail));
             } else if self.current_server() != Some(b) {
                 actions.extend(self.switch_server(now, b, None, None));
-            } else if self.state.server.map_or(true, |s| s.mac.is_none()) && self.resolving.is_none() && cidr.contains(b) {
+            } else if self.state.server.map_or(true, |s| s.mac.is_none()) && !self.resolving_active(now) && cidr.contains(b) {
                 // Same server, still unpinned (known only by IP): resolve it so it can be pinned.
                 actions.extend(self.start_resolving(now, b));
             }
@@ -528,7 +528,7 @@ impl Engine {
                         self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)),
                     ];
                     // A server learned from the ACK while probing is pinned now that we can ARP.
-                    if let Some(s) = self.state.server.filter(|s| s.mac.is_none() && self.resolving.is_none()) {
+                    if let Some(s) = self.state.server.filter(|s| s.mac.is_none()).filter(|_| !self.resolving_active(now)) {
                         if lease.cidr.contains(s.ip) {
                             actions.extend(self.resolve_action(now, s.ip));
                         }

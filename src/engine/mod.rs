@@ -563,11 +563,6 @@ impl Engine {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(r) = self.resolving {
-            if now >= r.until {
-                self.resolving = None;
-            }
-        }
         self.client_timeout(now);
     }
 
@@ -597,12 +592,10 @@ impl Engine {
         }
     }
 
+    /// The next deadline. An ARP resolution window is checked when an answer arrives, not by a
+    /// timer, so nothing here wakes an idle daemon needlessly.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let r = self.resolving.map(|r| r.until);
-        match (self.client.deadline(), r) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.client.deadline()
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {

@@ -130,6 +130,10 @@ impl Engine {
         actions
     }
 
+    pub(super) fn resolving_active(&self, now: Instant) -> bool {
+        self.resolving.is_some_and(|r| now < r.until)
+    }
+
     pub(super) fn start_resolving(&mut self, now: Instant, target: Ipv4Addr) -> Option<Action> {
         self.resolving = Some(Resolving { ip: target, answered: None, until: now.add_ms(RESOLVE_WINDOW_MS) });
         let spa = self.own_cidr().map_or(Ipv4Addr::UNSPECIFIED, |c| c.addr);
@@ -159,6 +163,9 @@ impl Engine {
     }
 
     fn arp_evidence(&mut self, now: Instant, frame: Option<u64>, spa: Ipv4Addr, sha: Mac) -> Option<Decision> {
+        if self.resolving.is_some_and(|r| now >= r.until) {
+            self.resolving = None;
+        }
         if let Some(mut r) = self.resolving.filter(|r| r.ip == spa) {
             match r.answered {
                 None => {

@@ -1,0 +1,9 @@
+//! The one integration test binary: fixture replay, engine scenarios, decoder properties,
+//! the dhcproto cross-check and the CLI contract.
+
+mod cli;
+mod common;
+mod crosscheck;
+mod golden;
+mod props;
+mod scenarios;
