@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-pub use input::{DhcpMsg, IpsyncMsg, Inbound, InboundKind};
+pub use input::{DhcpMsg, Inbound, InboundKind, IpsyncMsg};
 pub use state::State;
 
 /// Microseconds since the Unix epoch. Replay takes it from pcap timestamps; live from the clock,
@@ -69,13 +69,20 @@ pub struct Cidr {
 
 impl Cidr {
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Cidr {
-        Cidr { addr, prefix: prefix.min(32) }
+        Cidr {
+            addr,
+            prefix: prefix.min(32),
+        }
     }
     pub fn from_mask(addr: Ipv4Addr, mask: Ipv4Addr) -> Cidr {
         Cidr::new(addr, u32::from(mask).leading_ones() as u8)
     }
     fn mask(&self) -> u32 {
-        if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) }
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
     }
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
@@ -94,9 +101,15 @@ impl fmt::Display for Cidr {
 impl core::str::FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Cidr, String> {
-        let (a, p) = s.split_once('/').ok_or_else(|| format!("expected ADDRESS/PREFIX, got {s:?}"))?;
-        let addr = a.parse().map_err(|_| format!("{a:?} is not an IPv4 address"))?;
-        let prefix: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("expected ADDRESS/PREFIX, got {s:?}"))?;
+        let addr = a
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .map_err(|_| format!("{p:?} is not a prefix length"))?;
         if prefix > 32 {
             return Err(format!("prefix /{prefix} is longer than 32"));
         }
@@ -126,7 +139,11 @@ impl Rng {
     }
     /// Uniform in `lo..=hi` (milliseconds, typically).
     pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo { lo } else { lo + self.next_u64() % (hi - lo + 1) }
+        if hi <= lo {
+            lo
+        } else {
+            lo + self.next_u64() % (hi - lo + 1)
+        }
     }
     pub fn bytes16(&mut self) -> [u8; 16] {
         let mut b = [0; 16];
@@ -280,16 +297,40 @@ impl TxKind {
 /// What the applier does. Order within a decision is significant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    PinNeighbour { ip: Ipv4Addr, mac: Mac },
-    UnpinNeighbour { ip: Ipv4Addr },
-    SetAddress { cidr: Cidr },
-    DelAddress { cidr: Cidr },
+    PinNeighbour {
+        ip: Ipv4Addr,
+        mac: Mac,
+    },
+    UnpinNeighbour {
+        ip: Ipv4Addr,
+    },
+    SetAddress {
+        cidr: Cidr,
+    },
+    DelAddress {
+        cidr: Cidr,
+    },
     /// A complete Ethernet frame to send on the interface.
-    Transmit { kind: TxKind, frame: Vec<u8> },
-    Connect { ip: Ipv4Addr, port: u16 },
-    SetServer { ip: Ipv4Addr, mac: Option<Mac> },
-    Alarm { kind: &'static str, detail: String },
-    Hook { reason: HookReason, env: HookEnv },
+    Transmit {
+        kind: TxKind,
+        frame: Vec<u8>,
+    },
+    Connect {
+        ip: Ipv4Addr,
+        port: u16,
+    },
+    SetServer {
+        ip: Ipv4Addr,
+        mac: Option<Mac>,
+    },
+    Alarm {
+        kind: &'static str,
+        detail: String,
+    },
+    Hook {
+        reason: HookReason,
+        env: HookEnv,
+    },
 }
 
 impl Action {
@@ -316,7 +357,11 @@ pub enum ActionResult {
     /// The action failed; the engine logs and counts it, and does not pretend it happened.
     Failed { op: &'static str, error: String },
     /// The connection channel got an authenticated WELCOME from `ip` with this status.
-    Welcome { ip: Ipv4Addr, mac: Option<Mac>, status: u8 },
+    Welcome {
+        ip: Ipv4Addr,
+        mac: Option<Mac>,
+        status: u8,
+    },
     /// Every connection attempt to `ip` failed.
     Unreachable { ip: Ipv4Addr },
     /// The kernel dropped a pin (RTM_DELNEIGH or link down): put it back.
@@ -378,9 +423,17 @@ pub struct Counters {
 
 impl Counters {
     pub fn count_decision(&mut self, d: &Decision) {
-        *self.verdicts.entry(d.verdict.as_str().to_string()).or_default() += 1;
+        *self
+            .verdicts
+            .entry(d.verdict.as_str().to_string())
+            .or_default() += 1;
         if let Some(r) = d.reason {
-            *self.reasons.entry(d.verdict.as_str().to_string()).or_default().entry(r.to_string()).or_default() += 1;
+            *self
+                .reasons
+                .entry(d.verdict.as_str().to_string())
+                .or_default()
+                .entry(r.to_string())
+                .or_default() += 1;
         }
     }
     pub fn drop(&mut self, what: &str) {
@@ -409,7 +462,12 @@ const TOKEN: u64 = 1000;
 impl RateLimiter {
     fn allow(&mut self, src: Mac, now: Instant) -> bool {
         if !self.buckets.contains_key(&src) && self.buckets.len() >= RATE_SOURCES {
-            if let Some(stalest) = self.buckets.iter().min_by_key(|(_, (_, t))| *t).map(|(m, _)| *m) {
+            if let Some(stalest) = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(m, _)| *m)
+            {
                 self.buckets.remove(&stalest);
             }
         }
@@ -440,14 +498,22 @@ const ARP_EVIDENCE_US: u64 = 60_000_000;
 impl ArpCache {
     fn learn(&mut self, ip: Ipv4Addr, mac: Mac, now: Instant) {
         if !self.entries.contains_key(&ip) && self.entries.len() >= ARP_CACHE_MAX {
-            if let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, t))| *t).map(|(ip, _)| *ip) {
+            if let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(ip, _)| *ip)
+            {
                 self.entries.remove(&oldest);
             }
         }
         self.entries.insert(ip, (mac, now));
     }
     fn owner(&self, ip: Ipv4Addr, now: Instant) -> Option<Mac> {
-        self.entries.get(&ip).filter(|(_, t)| now.saturating_sub(*t) <= ARP_EVIDENCE_US).map(|(m, _)| *m)
+        self.entries
+            .get(&ip)
+            .filter(|(_, t)| now.saturating_sub(*t) <= ARP_EVIDENCE_US)
+            .map(|(m, _)| *m)
     }
 }
 
@@ -520,7 +586,10 @@ impl Engine {
     /// client. Replay does not call this: the capture's own frames play the client's part.
     pub fn start(&mut self, now: Instant) {
         if let Some(ip) = self.current_server() {
-            self.actions.push_back(Action::Connect { ip, port: self.cfg.port });
+            self.actions.push_back(Action::Connect {
+                ip,
+                port: self.cfg.port,
+            });
         }
         if self.cfg.mode == Mode::Dhcp {
             self.client_start(now);
@@ -538,7 +607,16 @@ impl Engine {
             InboundKind::Own(msg) => self.handle_own_dhcp(now, msg),
             InboundKind::Malformed { input, reason } => {
                 if self.rate.allow(inbound.src, now) {
-                    self.decide(inbound.frame, now, *input, Verdict::Malformed, Some(reason), None, None, Vec::new());
+                    self.decide(
+                        inbound.frame,
+                        now,
+                        *input,
+                        Verdict::Malformed,
+                        Some(reason),
+                        None,
+                        None,
+                        Vec::new(),
+                    );
                 } else {
                     self.counters.drop("rate_limited");
                 }
@@ -577,7 +655,10 @@ impl Engine {
             ActionResult::Unreachable { ip } => {
                 if self.current_server() == Some(ip) {
                     let env = self.hook_env(Some(ip), None);
-                    self.actions.push_back(Action::Hook { reason: HookReason::ServerUnreachable, env });
+                    self.actions.push_back(Action::Hook {
+                        reason: HookReason::ServerUnreachable,
+                        env,
+                    });
                 }
             }
             ActionResult::PinLost { ip } => {
@@ -619,7 +700,16 @@ impl Engine {
         actions: Vec<Action>,
     ) {
         self.actions.extend(actions.iter().cloned());
-        let d = Decision { frame, time, input, verdict, reason, server_ip, server_mac, actions };
+        let d = Decision {
+            frame,
+            time,
+            input,
+            verdict,
+            reason,
+            server_ip,
+            server_mac,
+            actions,
+        };
         self.counters.count_decision(&d);
         self.last_decision = Some((input, verdict, time));
         self.decisions.push_back(d);

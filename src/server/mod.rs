@@ -4,7 +4,9 @@
 //! generator and the tests. Sequence numbers follow DESIGN §4.3: max(last + 1, µs since epoch),
 //! with both inputs passed in.
 
-use crate::wire::auth::{AuthRepr, Scheme, ALGORITHM_HMAC_MD5, PROTOCOL_DELAYED, PROTOCOL_RECONFIGURE_KEY, RDM_MONOTONIC};
+use crate::wire::auth::{
+    AuthRepr, Scheme, ALGORITHM_HMAC_MD5, PROTOCOL_DELAYED, PROTOCOL_RECONFIGURE_KEY, RDM_MONOTONIC,
+};
 use crate::wire::dhcpv4::{self, MessageType};
 use crate::wire::frame::UdpFrameRepr;
 use crate::wire::{ipsync, Mac};
@@ -85,8 +87,17 @@ impl ForceRenew<'_> {
     /// The signed DHCP message.
     pub fn payload(&self) -> Vec<u8> {
         let scheme_and_proto = match self.auth {
-            ForceRenewAuth::Delayed { secret_id, .. } => Some((PROTOCOL_DELAYED, Scheme::Delayed { secret_id, mac: [0; 16] })),
-            ForceRenewAuth::ReconfigureKey { .. } => Some((PROTOCOL_RECONFIGURE_KEY, Scheme::ReconfigureHmac { mac: [0; 16] })),
+            ForceRenewAuth::Delayed { secret_id, .. } => Some((
+                PROTOCOL_DELAYED,
+                Scheme::Delayed {
+                    secret_id,
+                    mac: [0; 16],
+                },
+            )),
+            ForceRenewAuth::ReconfigureKey { .. } => Some((
+                PROTOCOL_RECONFIGURE_KEY,
+                Scheme::ReconfigureHmac { mac: [0; 16] },
+            )),
             ForceRenewAuth::None => None,
         };
         let repr = dhcpv4::Repr {
@@ -171,7 +182,10 @@ mod tests {
             client_mac: Mac([2, 0, 0, 0, 0, 0x10]),
             xid: 0,
             replay: 9,
-            auth: ForceRenewAuth::Delayed { secret_id: 1, key: b"k" },
+            auth: ForceRenewAuth::Delayed {
+                secret_id: 1,
+                key: b"k",
+            },
         };
         let raw = fr.payload();
         let p = dhcpv4::Packet::new_checked(&raw[..]).unwrap();

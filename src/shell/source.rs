@@ -49,12 +49,17 @@ pub struct PcapSource {
 
 impl PcapSource {
     pub fn open(path: &Path) -> Result<PcapSource, SourceError> {
-        let reader = Reader::open(path).map_err(SourceError::Io)?.map_err(SourceError::Pcap)?;
+        let reader = Reader::open(path)
+            .map_err(SourceError::Io)?
+            .map_err(SourceError::Pcap)?;
         Ok(PcapSource { reader, index: 0 })
     }
 
     pub fn from_bytes(bytes: Vec<u8>) -> Result<PcapSource, SourceError> {
-        Ok(PcapSource { reader: Reader::new(bytes).map_err(SourceError::Pcap)?, index: 0 })
+        Ok(PcapSource {
+            reader: Reader::new(bytes).map_err(SourceError::Pcap)?,
+            index: 0,
+        })
     }
 }
 
@@ -65,7 +70,12 @@ impl FrameSource for PcapSource {
             Some(r) => {
                 self.index += 1;
                 // A capture has no PACKET_AUXDATA: infer partial checksums (see wire::frame).
-                Ok(Some(Frame { index: self.index, ts: Instant::from_micros(r.ts_us), bytes: r.data, csum: Checksum::Infer }))
+                Ok(Some(Frame {
+                    index: self.index,
+                    ts: Instant::from_micros(r.ts_us),
+                    bytes: r.data,
+                    csum: Checksum::Infer,
+                }))
             }
         }
     }

@@ -137,7 +137,9 @@ pub fn classify(b: &[u8]) -> Option<Class> {
             if udp.len() < 4 {
                 return None;
             }
-            Some(Class::Udp { dst_port: be16(udp, field::UDP_DST_PORT) })
+            Some(Class::Udp {
+                dst_port: be16(udp, field::UDP_DST_PORT),
+            })
         }
         _ => None,
     }
@@ -213,7 +215,12 @@ pub fn decode(b: &[u8], csum: Checksum) -> Result<Frame<'_>, Malformed> {
     };
     let _ = field::ETH_DST;
     let _ = field::ETH_SRC;
-    Ok(Frame { dst, src, vlan, body })
+    Ok(Frame {
+        dst,
+        src,
+        vlan,
+        body,
+    })
 }
 
 fn decode_ipv4(ip: &[u8], csum: Checksum) -> Result<Body<'_>, Malformed> {
@@ -258,7 +265,12 @@ fn decode_ipv4(ip: &[u8], csum: Checksum) -> Result<Body<'_>, Malformed> {
     decode_udp(l4, src_ip, dst_ip, csum)
 }
 
-fn decode_udp<'a>(l4: &'a [u8], src_ip: Ipv4Addr, dst_ip: Ipv4Addr, csum: Checksum) -> Result<Body<'a>, Malformed> {
+fn decode_udp<'a>(
+    l4: &'a [u8],
+    src_ip: Ipv4Addr,
+    dst_ip: Ipv4Addr,
+    csum: Checksum,
+) -> Result<Body<'a>, Malformed> {
     use UdpError as E;
     if l4.len() < field::UDP_HEADER {
         return Err(Malformed::Udp(E::Truncated));
@@ -283,9 +295,13 @@ fn decode_udp<'a>(l4: &'a [u8], src_ip: Ipv4Addr, dst_ip: Ipv4Addr, csum: Checks
 }
 
 fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, udp_len: u16) -> u32 {
-    let mut s = checksum_accumulate(0, &src.octets());
-    s = checksum_accumulate(s, &dst.octets());
-    s.wrapping_add(u32::from(IPPROTO_UDP)).wrapping_add(u32::from(udp_len))
+    let mut ph = [0u8; 12];
+    ph[..4].copy_from_slice(&src.octets());
+    ph[4..8].copy_from_slice(&dst.octets());
+    ph[9] = IPPROTO_UDP;
+    ph[10..].copy_from_slice(&udp_len.to_be_bytes());
+    // Summed as bytes, never with plain `+`: 255.255.255.255 alone fills 32 bits.
+    checksum_accumulate(0, &ph)
 }
 
 fn udp_checksum_ok(dgram: &[u8], src: Ipv4Addr, dst: Ipv4Addr, csum: Checksum) -> bool {
@@ -300,7 +316,11 @@ fn udp_checksum_ok(dgram: &[u8], src: Ipv4Addr, dst: Ipv4Addr, csum: Checksum) -
 pub fn udp_checksum(dgram: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
     let ph = pseudo_header_sum(src, dst, dgram.len() as u16);
     let c = !checksum_fold(checksum_accumulate(ph, dgram));
-    if c == 0 { 0xffff } else { c }
+    if c == 0 {
+        0xffff
+    } else {
+        c
+    }
 }
 
 /// Everything needed to wrap a UDP payload into an Ethernet frame.
@@ -397,7 +417,10 @@ mod tests {
     fn every_truncation_is_an_error_never_a_panic() {
         let (_, f) = sample();
         for n in 0..f.len() {
-            assert!(decode(&f[..n], Checksum::Verify).is_err() || n < 14, "len {n}");
+            assert!(
+                decode(&f[..n], Checksum::Verify).is_err() || n < 14,
+                "len {n}"
+            );
         }
     }
 
@@ -406,7 +429,10 @@ mod tests {
         let (r, mut f) = sample();
         let last = f.len() - 1;
         f[last] ^= 0xff;
-        assert_eq!(decode(&f, Checksum::Verify).unwrap_err().reason(), "udp_checksum");
+        assert_eq!(
+            decode(&f, Checksum::Verify).unwrap_err().reason(),
+            "udp_checksum"
+        );
         assert!(decode(&f, Checksum::Skip).is_ok());
         // What a veth capture holds: the folded pseudo-header sum, not the checksum.
         let partial = checksum_fold(pseudo_header_sum(r.src_ip, r.dst_ip, 13));
@@ -416,10 +442,27 @@ mod tests {
     }
 
     #[test]
+    fn checksum_of_broadcast_from_zero_source() {
+        // 0.0.0.0 → 255.255.255.255 (every DHCP DISCOVER): the pseudo header nearly fills 32 bits.
+        let r = UdpFrameRepr {
+            src_ip: Ipv4Addr::UNSPECIFIED,
+            dst_ip: Ipv4Addr::BROADCAST,
+            ..sample().0
+        };
+        for len in [0, 1, 2, 3, 300, 301] {
+            let f = r.emit(&vec![0xa5; len]);
+            assert!(decode(&f, Checksum::Verify).is_ok(), "len {len}");
+        }
+    }
+
+    #[test]
     fn lying_ip_total_length_is_malformed() {
         let (_, mut f) = sample();
         f[14 + 2] = 0x10;
-        assert_eq!(decode(&f, Checksum::Skip).unwrap_err().reason(), "ipv4_total_length");
+        assert_eq!(
+            decode(&f, Checksum::Skip).unwrap_err().reason(),
+            "ipv4_total_length"
+        );
     }
 
     #[test]

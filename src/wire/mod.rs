@@ -43,7 +43,11 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -65,7 +69,11 @@ impl core::str::FromStr for Mac {
             out[n] = u8::from_str_radix(part, 16).map_err(|_| ())?;
             n += 1;
         }
-        if n == 6 { Ok(Mac(out)) } else { Err(()) }
+        if n == 6 {
+            Ok(Mac(out))
+        } else {
+            Err(())
+        }
     }
 }
 
@@ -163,21 +171,39 @@ pub(crate) fn put(buf: &mut [u8], f: Field, src: &[u8]) -> Result<(), BufferTooS
     }
 }
 
-/// The Internet checksum (RFC 1071) over `data`, folded, starting from `initial`.
-pub fn checksum_accumulate(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+/// The Internet checksum (RFC 1071) over `data`, unfolded, added to `initial`.
+///
+/// RFC 1071 §2(B): the sum is byte-order independent, so we add native little-endian 32-bit
+/// words (no byte swaps, one add per 4 bytes) and swap once in [`checksum_fold`]. Partial sums
+/// chain: every `data` but the last must have an even length so 16-bit words stay paired.
+pub fn checksum_accumulate(initial: u32, data: &[u8]) -> u32 {
+    // Four independent accumulators: the adds do not wait on each other.
+    let (mut a, mut b, mut c, mut d) = (u64::from(initial), 0u64, 0u64, 0u64);
+    let mut blocks = data.chunks_exact(16);
+    for x in &mut blocks {
+        a += u64::from(u32::from_le_bytes([x[0], x[1], x[2], x[3]]));
+        b += u64::from(u32::from_le_bytes([x[4], x[5], x[6], x[7]]));
+        c += u64::from(u32::from_le_bytes([x[8], x[9], x[10], x[11]]));
+        d += u64::from(u32::from_le_bytes([x[12], x[13], x[14], x[15]]));
     }
-    if let [last] = chunks.remainder() {
-        sum = sum.wrapping_add(u32::from(*last) << 8);
+    let mut sum = a + b + c + d;
+    let mut words = blocks.remainder().chunks_exact(4);
+    for w in &mut words {
+        sum += u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
     }
-    sum
+    let rest = words.remainder();
+    let mut tail = [0u8; 4];
+    tail[..rest.len()].copy_from_slice(rest);
+    sum += u64::from(u32::from_le_bytes(tail));
+    // 2^32 ≡ 1 (mod 2^16 − 1): end-around carry from bit 32 keeps the one's-complement sum.
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum as u32
 }
 
-pub fn checksum_fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+/// Folds a partial sum from [`checksum_accumulate`] to 16 bits, in network byte order.
+pub fn checksum_fold(sum: u32) -> u16 {
+    let mut s = (sum & 0xffff) + (sum >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    (s as u16).swap_bytes()
 }

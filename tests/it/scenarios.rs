@@ -2,7 +2,10 @@
 //! drives it, with `now` chosen by the test.
 
 use ipsyncd::engine::input::{decode_frame, DecodeContext, Decoded};
-use ipsyncd::engine::{AcdMode, Action, Decision, Engine, EngineConfig, Inbound, Input, Instant, Mode, State, TxKind, Verdict};
+use ipsyncd::engine::{
+    AcdMode, Action, Decision, Engine, EngineConfig, Inbound, Input, Instant, Mode, State, TxKind,
+    Verdict,
+};
 use ipsyncd::server::{Announce, ForceRenew, ForceRenewAuth};
 use ipsyncd::wire::dhcpv4::{self, CloudServer, MessageType, ServerForm};
 use ipsyncd::wire::frame::{Checksum, UdpFrameRepr};
@@ -33,7 +36,11 @@ fn cfg(mode: Mode, acd: AcdMode) -> EngineConfig {
 }
 
 fn inbound(frame: &[u8]) -> Inbound {
-    let ctx = DecodeContext { mac: ME, port: 47474, server_option: 224 };
+    let ctx = DecodeContext {
+        mac: ME,
+        port: 47474,
+        server_option: 224,
+    };
     match decode_frame(Some(1), frame, Checksum::Verify, &ctx) {
         Decoded::Inbound(i) => i,
         other => panic!("not an input: {other:?}"),
@@ -56,7 +63,11 @@ fn dhcp(t: MessageType, xid: u32, lease: u32, t1: u32, t2: u32) -> Vec<u8> {
         secs: 0,
         broadcast: false,
         ciaddr: Ipv4Addr::UNSPECIFIED,
-        yiaddr: if from_client { Ipv4Addr::UNSPECIFIED } else { MY_IP },
+        yiaddr: if from_client {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            MY_IP
+        },
         siaddr: Ipv4Addr::UNSPECIFIED,
         giaddr: Ipv4Addr::UNSPECIFIED,
         chaddr: &ME.0,
@@ -72,7 +83,11 @@ fn dhcp(t: MessageType, xid: u32, lease: u32, t1: u32, t2: u32) -> Vec<u8> {
         parameter_request_list: None,
         max_size: None,
         forcerenew_nonce_capable: false,
-        cloud_server: (!from_client).then_some(CloudServer { code: 224, addr: Ipv4Addr::new(10, 77, 0, 1), form: ServerForm::Binary }),
+        cloud_server: (!from_client).then_some(CloudServer {
+            code: 224,
+            addr: Ipv4Addr::new(10, 77, 0, 1),
+            form: ServerForm::Binary,
+        }),
         auth: None,
         auth_offset: None,
         auth_invalid: false,
@@ -82,7 +97,16 @@ fn dhcp(t: MessageType, xid: u32, lease: u32, t1: u32, t2: u32) -> Vec<u8> {
     } else {
         (SRV, SRV_IP, MY_IP, 67, 68)
     };
-    UdpFrameRepr { src_mac, dst_mac: Mac::BROADCAST, src_ip, dst_ip, src_port: sp, dst_port: dp, ttl: 64 }.emit(&r.to_bytes())
+    UdpFrameRepr {
+        src_mac,
+        dst_mac: Mac::BROADCAST,
+        src_ip,
+        dst_ip,
+        src_port: sp,
+        dst_port: dp,
+        ttl: 64,
+    }
+    .emit(&r.to_bytes())
 }
 
 /// DISCOVER/OFFER/REQUEST/ACK at T0 with the given lease times; returns the ACK's decision.
@@ -93,7 +117,10 @@ fn bind(e: &mut Engine, lease: u32, t1: u32, t2: u32) -> Decision {
     e.handle_frame(T0, &inbound(&dhcp(MessageType::Request, xid, 0, 0, 0)));
     e.handle_frame(T0, &inbound(&dhcp(MessageType::Ack, xid, lease, t1, t2)));
     let d = decisions(e);
-    assert_eq!(d.iter().map(|d| d.verdict).collect::<Vec<_>>(), [Verdict::Select, Verdict::Lease]);
+    assert_eq!(
+        d.iter().map(|d| d.verdict).collect::<Vec<_>>(),
+        [Verdict::Select, Verdict::Lease]
+    );
     d[1].clone()
 }
 
@@ -118,7 +145,10 @@ fn lease_walks_t1_t2_and_expiry() {
     assert_eq!(e.poll_timeout(), Some(T0.add_secs(50)), "T1");
     e.handle_timeout(T0.add_secs(50));
     let d = decisions(&mut e);
-    assert_eq!((d.len(), d[0].input, d[0].verdict, d[0].frame), (1, Input::Timer, Verdict::Renew, None));
+    assert_eq!(
+        (d.len(), d[0].input, d[0].verdict, d[0].frame),
+        (1, Input::Timer, Verdict::Renew, None)
+    );
     assert_eq!(ops(&d[0]), ["transmit:request"]);
     assert_eq!(e.client_state(), "RENEWING");
 
@@ -133,7 +163,10 @@ fn lease_walks_t1_t2_and_expiry() {
     e.handle_timeout(T0.add_secs(100));
     let d = decisions(&mut e);
     assert_eq!(d[0].verdict, Verdict::Restart);
-    assert_eq!(ops(&d[0]), ["del_address", "transmit:discover", "hook:LEASE_LOST"]);
+    assert_eq!(
+        ops(&d[0]),
+        ["del_address", "transmit:discover", "hook:LEASE_LOST"]
+    );
     assert_eq!(e.client_state(), "SELECTING");
     assert!(e.state().lease.is_none());
 }
@@ -143,12 +176,18 @@ fn strict_acd_binds_within_ten_seconds_after_three_probes() {
     for seed in 0..20 {
         let mut e = Engine::new(cfg(Mode::Dhcp, AcdMode::Strict), State::default(), seed);
         let ack = bind(&mut e, 3600, 1800, 3150);
-        assert!(!ops(&ack).contains(&"set_address".to_string()), "strict ACD must not configure before probing");
+        assert!(
+            !ops(&ack).contains(&"set_address".to_string()),
+            "strict ACD must not configure before probing"
+        );
         assert_eq!(e.client_state(), "PROBING");
         let mut probes = 0;
         loop {
             let t = e.poll_timeout().expect("a probe deadline");
-            assert!(t.saturating_sub(T0) <= 10_000_000, "seed {seed}: step at {t}");
+            assert!(
+                t.saturating_sub(T0) <= 10_000_000,
+                "seed {seed}: step at {t}"
+            );
             e.handle_timeout(t);
             let d = decisions(&mut e);
             assert_eq!(d[0].input, Input::Timer);
@@ -171,9 +210,19 @@ fn acd_conflict_while_probing_declines_and_restarts() {
     bind(&mut e, 3600, 1800, 3150);
     let other = Mac([2, 0, 0, 0, 0, 0x99]);
     let claim = arp::Repr::announcement(other, MY_IP);
-    e.handle_frame(T0.add_ms(300), &inbound(&frame::emit_arp_frame(other, Mac::BROADCAST, &claim.to_bytes())));
+    e.handle_frame(
+        T0.add_ms(300),
+        &inbound(&frame::emit_arp_frame(
+            other,
+            Mac::BROADCAST,
+            &claim.to_bytes(),
+        )),
+    );
     let d = decisions(&mut e);
-    assert_eq!((d[0].verdict, d[0].reason), (Verdict::Conflict, Some("address_in_use")));
+    assert_eq!(
+        (d[0].verdict, d[0].reason),
+        (Verdict::Conflict, Some("address_in_use"))
+    );
     assert!(ops(&d[0]).contains(&"transmit:decline".to_string()));
     assert_eq!(e.client_state(), "SELECTING");
 }
@@ -192,7 +241,13 @@ fn announce_frame(seq: u64, src: Mac, key: &[u8]) -> Vec<u8> {
     .frame(47474)
     .into_iter()
     .enumerate()
-    .map(|(i, b)| if (6..12).contains(&i) { src.0[i - 6] } else { b })
+    .map(|(i, b)| {
+        if (6..12).contains(&i) {
+            src.0[i - 6]
+        } else {
+            b
+        }
+    })
     .collect()
 }
 
@@ -204,13 +259,20 @@ fn rate_limit_only_above_fifty_per_second_per_source() {
         e.handle_frame(T0, &inbound(&announce_frame(i, evil, &[0; 32])));
     }
     let d = decisions(&mut e);
-    assert_eq!(d.len(), 50, "burst of 50 decided, the rest dropped and counted");
+    assert_eq!(
+        d.len(),
+        50,
+        "burst of 50 decided, the rest dropped and counted"
+    );
     assert!(d.iter().all(|d| d.reason == Some("bad_mac")));
     assert_eq!(e.counters().drops.get("rate_limited"), Some(&10));
     // Another source is unaffected, and 50/s sustained is never limited.
     let good = Mac([2, 0, 0, 0, 0, 2]);
     for i in 0..100u64 {
-        e.handle_frame(T0.add_ms(600 + i * 20), &inbound(&announce_frame(1000 + i, good, &KEY)));
+        e.handle_frame(
+            T0.add_ms(600 + i * 20),
+            &inbound(&announce_frame(1000 + i, good, &KEY)),
+        );
     }
     assert_eq!(decisions(&mut e).len(), 100);
 }
@@ -222,13 +284,32 @@ fn sequence_commits_only_after_the_hmac_checks() {
     e.handle_frame(T0, &inbound(&announce_frame(u64::MAX, m, &[1; 32])));
     e.handle_frame(T0.add_ms(1), &inbound(&announce_frame(5, m, &KEY)));
     e.handle_frame(T0.add_ms(2), &inbound(&announce_frame(5, m, &KEY)));
-    let v: Vec<_> = decisions(&mut e).iter().map(|d| (d.verdict, d.reason)).collect();
-    assert_eq!(v, [(Verdict::Reject, Some("bad_mac")), (Verdict::Apply, None), (Verdict::Reject, Some("replayed"))]);
+    let v: Vec<_> = decisions(&mut e)
+        .iter()
+        .map(|d| (d.verdict, d.reason))
+        .collect();
+    assert_eq!(
+        v,
+        [
+            (Verdict::Reject, Some("bad_mac")),
+            (Verdict::Apply, None),
+            (Verdict::Reject, Some("replayed"))
+        ]
+    );
     assert_eq!(e.state().sequences.get(&1), Some(&5));
 }
 
 fn forcerenew_frame(auth: ForceRenewAuth<'_>, replay: u64) -> Vec<u8> {
-    ForceRenew { server_ip: SRV_IP, server_mac: SRV, client_ip: MY_IP, client_mac: ME, xid: 99, replay, auth }.frame()
+    ForceRenew {
+        server_ip: SRV_IP,
+        server_mac: SRV,
+        client_ip: MY_IP,
+        client_mac: ME,
+        xid: 99,
+        replay,
+        auth,
+    }
+    .frame()
 }
 
 #[test]
@@ -242,7 +323,10 @@ fn unauthenticated_forcerenew_only_with_the_explicit_option() {
         if allow {
             assert_eq!(d[0].verdict, Verdict::Renew);
         } else {
-            assert_eq!((d[0].verdict, d[0].reason), (Verdict::Reject, Some("unauthenticated")));
+            assert_eq!(
+                (d[0].verdict, d[0].reason),
+                (Verdict::Reject, Some("unauthenticated"))
+            );
         }
     }
 }
@@ -251,7 +335,10 @@ fn unauthenticated_forcerenew_only_with_the_explicit_option() {
 fn forcerenew_in_renewing_is_wrong_state_and_accepted_renewal_transmits() {
     let mut e = Engine::new(cfg(Mode::Dhcp, AcdMode::Optimistic), State::default(), 3);
     bind(&mut e, 3600, 1800, 3150);
-    let key = ForceRenewAuth::Delayed { secret_id: 1, key: b"dhcpsecret" };
+    let key = ForceRenewAuth::Delayed {
+        secret_id: 1,
+        key: b"dhcpsecret",
+    };
     e.handle_frame(T0.add_secs(5), &inbound(&forcerenew_frame(key, 10)));
     let mut tx = Vec::new();
     while let Some(a) = e.poll_action() {
@@ -266,7 +353,9 @@ fn forcerenew_in_renewing_is_wrong_state_and_accepted_renewal_transmits() {
     let (kind, bytes) = &tx[0];
     assert_eq!(*kind, TxKind::Request);
     let f = frame::decode(bytes, Checksum::Verify).expect("our own frame decodes");
-    let frame::Body::Udp(u) = f.body else { panic!("not udp") };
+    let frame::Body::Udp(u) = f.body else {
+        panic!("not udp")
+    };
     assert_eq!((u.src_ip, u.dst_ip, u.dst_port), (MY_IP, SRV_IP, 67));
     let p = dhcpv4::Packet::new_checked(u.payload).unwrap();
     let r = dhcpv4::Repr::parse(&p, 224).unwrap();
@@ -275,5 +364,8 @@ fn forcerenew_in_renewing_is_wrong_state_and_accepted_renewal_transmits() {
 
     e.handle_frame(T0.add_secs(6), &inbound(&forcerenew_frame(key, 11)));
     let d = decisions(&mut e);
-    assert_eq!((d[0].verdict, d[0].reason), (Verdict::Reject, Some("wrong_state")));
+    assert_eq!(
+        (d[0].verdict, d[0].reason),
+        (Verdict::Reject, Some("wrong_state"))
+    );
 }
