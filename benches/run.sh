@@ -18,4 +18,10 @@ print(f"  ipsyncd full descent (Ethernet→IPv4→UDP→DHCP, options, 224, 90):
 print(f"  ipsyncd, checksum offloaded (live: kernel validated/not ready):   {off:8.1f} ns   ours/borrowed = {off/borrowed:.2f}x, owned/ours = {owned/off:.1f}x")
 print(f"  dhcproto borrowed (DHCP payload only, option walk):               {borrowed:8.1f} ns   ours/borrowed = {ours/borrowed:.2f}x  (target ≤ 1.00)")
 print(f"  dhcproto owned    (DHCP payload only, full decode):               {owned:8.1f} ns   owned/ours    = {owned/ours:.1f}x faster (target ≥ 10)")
+iv = dict(l.split() for l in open("target/criterion/decode-interleaved.txt"))
+print()
+print("interleaved (all four timed back to back in each of 301 rounds; medians; steadier on a VM):")
+print(f"  ours {float(iv['ours_ns']):.1f} ns, offloaded {float(iv['ours_offloaded_ns']):.1f} ns, dhcproto borrowed {float(iv['borrowed_ns']):.1f} ns, owned {float(iv['owned_ns']):.1f} ns")
+print(f"  ours/borrowed = {float(iv['ours_over_borrowed']):.2f}x (offloaded {float(iv['offloaded_over_borrowed']):.2f}x)   target ≤ 1.00")
+print(f"  owned/ours    = {float(iv['owned_over_ours']):.1f}x (offloaded {float(iv['owned_over_offloaded']):.1f}x)   target ≥ 10")
 PY

@@ -65,10 +65,7 @@ struct Cap {
 
 impl Cap {
     fn new() -> Cap {
-        Cap {
-            t: T0,
-            frames: Vec::new(),
-        }
+        Cap { t: T0, frames: Vec::new() }
     }
     /// Adds a frame `ms` after the previous one.
     fn push(&mut self, ms: u64, f: Vec<u8>) -> &mut Cap {
@@ -104,49 +101,11 @@ fn udp(
     dport: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    UdpFrameRepr {
-        src_mac,
-        dst_mac,
-        src_ip,
-        dst_ip,
-        src_port: sport,
-        dst_port: dport,
-        ttl: 64,
-    }
-    .emit(payload)
+    UdpFrameRepr { src_mac, dst_mac, src_ip, dst_ip, src_port: sport, dst_port: dport, ttl: 64 }.emit(payload)
 }
 
 fn base_repr(t: MessageType, op: u8) -> dhcpv4::Repr<'static> {
-    dhcpv4::Repr {
-        message_type: t,
-        op,
-        htype: 1,
-        hops: 0,
-        xid: XID,
-        secs: 0,
-        broadcast: false,
-        ciaddr: Ipv4Addr::UNSPECIFIED,
-        yiaddr: Ipv4Addr::UNSPECIFIED,
-        siaddr: Ipv4Addr::UNSPECIFIED,
-        giaddr: Ipv4Addr::UNSPECIFIED,
-        chaddr: &TERM_MAC.0,
-        client_identifier: None,
-        server_identifier: None,
-        requested_ip: None,
-        lease_time: None,
-        renewal_time: None,
-        rebinding_time: None,
-        subnet_mask: None,
-        router: None,
-        dns_servers: None,
-        parameter_request_list: None,
-        max_size: None,
-        forcerenew_nonce_capable: false,
-        cloud_server: None,
-        auth: None,
-        auth_offset: None,
-        auth_invalid: false,
-    }
+    dhcpv4::Repr { op, ..dhcpv4::Repr::new(t, XID, &TERM_MAC.0) }
 }
 
 const PRL: &[u8] = &[1, 3, 6, 43, 51, 54, 58, 59, 224];
@@ -192,23 +151,14 @@ impl TapPort for Vec<u8> {
 }
 
 /// A server reply to the terminal.
-fn server_reply(
-    t: MessageType,
-    server: Option<Ipv4Addr>,
-    form: ServerForm,
-    auth: Option<AuthRepr>,
-) -> Vec<u8> {
+fn server_reply(t: MessageType, server: Option<Ipv4Addr>, form: ServerForm, auth: Option<AuthRepr>) -> Vec<u8> {
     let mut r = base_repr(t, 2);
     if t != MessageType::Nak {
         r.yiaddr = TERM_IP;
         r.lease_time = Some(3600);
         r.subnet_mask = Some(Ipv4Addr::new(255, 255, 255, 0));
         r.router = Some(A_IP);
-        r.cloud_server = server.map(|addr| CloudServer {
-            code: 224,
-            addr,
-            form,
-        });
+        r.cloud_server = server.map(|addr| CloudServer { code: 224, addr, form });
     }
     r.server_identifier = Some(DHCP_IP);
     r.auth = auth;
@@ -216,51 +166,26 @@ fn server_reply(
 }
 
 fn nonce_option() -> AuthRepr {
-    AuthRepr {
-        protocol: 3,
-        algorithm: 1,
-        rdm: 0,
-        replay: 1,
-        scheme: Scheme::ReconfigureKey { key: NONCE },
-    }
+    AuthRepr { protocol: 3, algorithm: 1, rdm: 0, replay: 1, scheme: Scheme::ReconfigureKey { key: NONCE } }
 }
 
 /// DISCOVER, OFFER, REQUEST, ACK (server A in option 224), then A answers the pin's ARP.
 fn lease_exchange(c: &mut Cap, server: Ipv4Addr, ack_auth: Option<AuthRepr>) {
     // A reconfigure key in the OFFER must be ignored: give it a different value than the ACK's.
-    let offer_auth = ack_auth.map(|_| AuthRepr {
-        scheme: Scheme::ReconfigureKey {
-            key: *b"offer-nonce-1234",
-        },
-        ..nonce_option()
-    });
+    let offer_auth =
+        ack_auth.map(|_| AuthRepr { scheme: Scheme::ReconfigureKey { key: *b"offer-nonce-1234" }, ..nonce_option() });
     c.push(0, client_msg(MessageType::Discover, None, None, None));
-    c.push(
-        2,
-        server_reply(
-            MessageType::Offer,
-            Some(server),
-            ServerForm::Binary,
-            offer_auth,
-        ),
-    );
-    c.push(
-        1,
-        client_msg(MessageType::Request, None, Some(TERM_IP), Some(DHCP_IP)),
-    );
-    c.push(
-        2,
-        server_reply(MessageType::Ack, Some(server), ServerForm::Binary, ack_auth),
-    );
+    c.push(2, server_reply(MessageType::Offer, Some(server), ServerForm::Binary, offer_auth));
+    c.push(1, client_msg(MessageType::Request, None, Some(TERM_IP), Some(DHCP_IP)));
+    c.push(2, server_reply(MessageType::Ack, Some(server), ServerForm::Binary, ack_auth));
     let mac = if server == A_IP { A_MAC } else { B_MAC };
-    let reply = arp::Repr {
-        operation: arp::Operation::Reply,
-        sha: mac,
-        spa: server,
-        tha: TERM_MAC,
-        tpa: TERM_IP,
-    };
-    c.push(3, frame::emit_arp_frame(mac, TERM_MAC, &reply.to_bytes()));
+    c.push(3, arp_reply(mac, server));
+}
+
+/// "SPA is-at SHA", unicast to the terminal.
+fn arp_reply(sha: Mac, spa: Ipv4Addr) -> Vec<u8> {
+    let r = arp::Repr { operation: arp::Operation::Reply, sha, spa, tha: TERM_MAC, tpa: TERM_IP };
+    frame::emit_arp_frame(sha, TERM_MAC, &r.to_bytes())
 }
 
 fn forcerenew(replay: u64, auth: ForceRenewAuth<'_>) -> ForceRenew<'_> {
@@ -280,19 +205,13 @@ fn delayed(key: &[u8]) -> ForceRenewAuth<'_> {
 }
 
 fn write(dir: &Path, name: &str, c: &Cap, cfg: &str, ng: bool) {
-    let (ext, bytes) = if ng {
-        ("pcapng", write_pcapng(&c.frames))
-    } else {
-        ("pcap", write_pcap(&c.frames))
-    };
+    let (ext, bytes) = if ng { ("pcapng", write_pcapng(&c.frames)) } else { ("pcap", write_pcap(&c.frames)) };
     std::fs::write(dir.join(format!("{name}.{ext}")), bytes).expect("write pcap");
     std::fs::write(dir.join(format!("{name}.toml")), cfg).expect("write toml");
 }
 
 fn main() {
-    let dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "pcap-fixtures".into());
+    let dir = std::env::args().nth(1).unwrap_or_else(|| "pcap-fixtures".into());
     let dir = Path::new(&dir);
     std::fs::create_dir_all(dir).expect("fixture dir");
     let follow = config("follow", "optimistic");
@@ -318,60 +237,20 @@ fn main() {
     c.push(100, ann_frame(seq + 10, B_IP, B_MAC));
     c.push(100, ann_frame(seq + 10, EVIL_IP, EVIL_MAC));
     c.push(100, ann_frame(seq + 5, EVIL_IP, EVIL_MAC));
-    c.push(
-        100,
-        announce(seq + 11, EVIL_IP, EVIL_MAC, 1, &[0x22; 32]).frame(47474),
-    );
+    c.push(100, announce(seq + 11, EVIL_IP, EVIL_MAC, 1, &[0x22; 32]).frame(47474));
     write(dir, "announce-forged", &c, &follow, false);
 
     // arp-spoof: pin B, then an attacker claims B by reply and by gratuitous ARP; B itself is quiet.
     let mut c = Cap::new();
     c.push(0, ann_frame(seq, B_IP, B_MAC));
-    let spoof = arp::Repr {
-        operation: arp::Operation::Reply,
-        sha: EVIL_MAC,
-        spa: B_IP,
-        tha: TERM_MAC,
-        tpa: TERM_IP,
-    };
-    c.push(
-        500,
-        frame::emit_arp_frame(EVIL_MAC, TERM_MAC, &spoof.to_bytes()),
-    );
-    c.push(
-        500,
-        frame::emit_arp_frame(
-            EVIL_MAC,
-            Mac::BROADCAST,
-            &arp::Repr::announcement(EVIL_MAC, B_IP).to_bytes(),
-        ),
-    );
-    let genuine = arp::Repr {
-        operation: arp::Operation::Reply,
-        sha: B_MAC,
-        spa: B_IP,
-        tha: TERM_MAC,
-        tpa: TERM_IP,
-    };
-    c.push(
-        500,
-        frame::emit_arp_frame(B_MAC, TERM_MAC, &genuine.to_bytes()),
-    );
+    c.push(500, arp_reply(EVIL_MAC, B_IP));
+    c.push(500, frame::emit_arp_frame(EVIL_MAC, Mac::BROADCAST, &arp::Repr::announcement(EVIL_MAC, B_IP).to_bytes()));
+    c.push(500, arp_reply(B_MAC, B_IP));
     write(dir, "arp-spoof", &c, &follow, false);
 
     // address-in-use: ARP shows B at the attacker's MAC, then B is announced with another MAC.
     let mut c = Cap::new();
-    let who = arp::Repr {
-        operation: arp::Operation::Reply,
-        sha: EVIL_MAC,
-        spa: B_IP,
-        tha: TERM_MAC,
-        tpa: TERM_IP,
-    };
-    c.push(
-        0,
-        frame::emit_arp_frame(EVIL_MAC, TERM_MAC, &who.to_bytes()),
-    );
+    c.push(0, arp_reply(EVIL_MAC, B_IP));
     c.push(500, ann_frame(seq, B_IP, B_MAC));
     write(dir, "announce-address-in-use", &c, &follow, false);
 
@@ -379,40 +258,21 @@ fn main() {
     let mut c = Cap::new();
     lease_exchange(&mut c, A_IP, None);
     c.push(5000, forcerenew(100, delayed(DHCP_KEY)).frame());
-    c.push(
-        1,
-        client_msg(MessageType::Request, Some(TERM_IP), None, None),
-    );
-    c.push(
-        2,
-        server_reply(MessageType::Ack, Some(B_IP), ServerForm::Binary, None),
-    );
-    let reply = arp::Repr {
-        operation: arp::Operation::Reply,
-        sha: B_MAC,
-        spa: B_IP,
-        tha: TERM_MAC,
-        tpa: TERM_IP,
-    };
-    c.push(3, frame::emit_arp_frame(B_MAC, TERM_MAC, &reply.to_bytes()));
+    c.push(1, client_msg(MessageType::Request, Some(TERM_IP), None, None));
+    c.push(2, server_reply(MessageType::Ack, Some(B_IP), ServerForm::Binary, None));
+    c.push(3, arp_reply(B_MAC, B_IP));
     write(dir, "forcerenew-rfc3118", &c, &dhcp, false);
 
     // FORCERENEW, RFC 6704: nonce in the OFFER (ignored) and in the ACK (kept), FORCERENEW signed with it.
     let mut c = Cap::new();
     lease_exchange(&mut c, A_IP, Some(nonce_option()));
-    c.push(
-        5000,
-        forcerenew(2, ForceRenewAuth::ReconfigureKey { key: &NONCE }).frame(),
-    );
+    c.push(5000, forcerenew(2, ForceRenewAuth::ReconfigureKey { key: &NONCE }).frame());
     write(dir, "forcerenew-rfc6704", &c, &dhcp, false);
 
     // RFC 6704 FORCERENEW with no nonce stored.
     let mut c = Cap::new();
     lease_exchange(&mut c, A_IP, None);
-    c.push(
-        5000,
-        forcerenew(2, ForceRenewAuth::ReconfigureKey { key: &NONCE }).frame(),
-    );
+    c.push(5000, forcerenew(2, ForceRenewAuth::ReconfigureKey { key: &NONCE }).frame());
     write(dir, "forcerenew-rfc6704-no-nonce", &c, &dhcp, false);
 
     let single = |name: &str, f: Vec<u8>| {
@@ -421,25 +281,9 @@ fn main() {
         c.push(5000, f);
         write(dir, name, &c, &dhcp, false);
     };
-    single(
-        "forcerenew-wrong-key",
-        forcerenew(100, delayed(b"not-the-secret")).frame(),
-    );
-    single(
-        "forcerenew-unknown-key",
-        forcerenew(
-            100,
-            ForceRenewAuth::Delayed {
-                secret_id: 9,
-                key: DHCP_KEY,
-            },
-        )
-        .frame(),
-    );
-    single(
-        "forcerenew-no-auth",
-        forcerenew(100, ForceRenewAuth::None).frame(),
-    );
+    single("forcerenew-wrong-key", forcerenew(100, delayed(b"not-the-secret")).frame());
+    single("forcerenew-unknown-key", forcerenew(100, ForceRenewAuth::Delayed { secret_id: 9, key: DHCP_KEY }).frame());
+    single("forcerenew-no-auth", forcerenew(100, ForceRenewAuth::None).frame());
     let mut zero = forcerenew(100, delayed(DHCP_KEY));
     zero.server_ip = Ipv4Addr::UNSPECIFIED;
     single("forcerenew-zero-source", zero.frame());
@@ -454,14 +298,8 @@ fn main() {
     lease_exchange(&mut c, A_IP, None);
     let fr = forcerenew(100, delayed(DHCP_KEY)).frame();
     c.push(5000, fr.clone());
-    c.push(
-        1,
-        client_msg(MessageType::Request, Some(TERM_IP), None, None),
-    );
-    c.push(
-        2,
-        server_reply(MessageType::Ack, Some(A_IP), ServerForm::Binary, None),
-    );
+    c.push(1, client_msg(MessageType::Request, Some(TERM_IP), None, None));
+    c.push(2, server_reply(MessageType::Ack, Some(A_IP), ServerForm::Binary, None));
     c.push(5000, fr);
     c.push(1000, forcerenew(50, delayed(DHCP_KEY)).frame());
     write(dir, "forcerenew-replayed", &c, &dhcp, false);
@@ -476,38 +314,14 @@ fn main() {
     // DHCP forms of the server address: dotted string, then option 43 sub-option 224; a NAK.
     let mut c = Cap::new();
     c.push(0, client_msg(MessageType::Discover, None, None, None));
-    c.push(
-        2,
-        server_reply(MessageType::Offer, Some(B_IP), ServerForm::Dotted, None),
-    );
-    c.push(
-        1,
-        client_msg(MessageType::Request, None, Some(TERM_IP), Some(DHCP_IP)),
-    );
-    c.push(
-        2,
-        server_reply(MessageType::Ack, Some(B_IP), ServerForm::Dotted, None),
-    );
-    c.push(
-        2000,
-        client_msg(MessageType::Request, Some(TERM_IP), None, None),
-    );
-    c.push(
-        2,
-        server_reply(MessageType::Ack, Some(A_IP), ServerForm::Vendor, None),
-    );
-    c.push(
-        2000,
-        client_msg(MessageType::Request, Some(TERM_IP), None, None),
-    );
-    c.push(
-        2,
-        server_reply(MessageType::Nak, None, ServerForm::Binary, None),
-    );
-    c.push(
-        100,
-        server_reply(MessageType::Offer, Some(A_IP), ServerForm::Binary, None),
-    );
+    c.push(2, server_reply(MessageType::Offer, Some(B_IP), ServerForm::Dotted, None));
+    c.push(1, client_msg(MessageType::Request, None, Some(TERM_IP), Some(DHCP_IP)));
+    c.push(2, server_reply(MessageType::Ack, Some(B_IP), ServerForm::Dotted, None));
+    c.push(2000, client_msg(MessageType::Request, Some(TERM_IP), None, None));
+    c.push(2, server_reply(MessageType::Ack, Some(A_IP), ServerForm::Vendor, None));
+    c.push(2000, client_msg(MessageType::Request, Some(TERM_IP), None, None));
+    c.push(2, server_reply(MessageType::Nak, None, ServerForm::Binary, None));
+    c.push(100, server_reply(MessageType::Offer, Some(A_IP), ServerForm::Binary, None));
     write(dir, "dhcp-server-option-forms", &c, &dhcp, false);
 
     // Malformed at every layer. Frames the kernel filter would not pass make no line.
@@ -524,16 +338,14 @@ fn main() {
     let ip_total = (20 + 8 + 100) as u16;
     short_dhcp[16..18].copy_from_slice(&ip_total.to_be_bytes());
     short_dhcp[24..26].fill(0);
-    let s =
-        !ipsyncd::wire::checksum_fold(ipsyncd::wire::checksum_accumulate(0, &short_dhcp[14..34]));
+    let s = !ipsyncd::wire::checksum_fold(ipsyncd::wire::checksum_accumulate(0, &short_dhcp[14..34]));
     short_dhcp[24..26].copy_from_slice(&s.to_be_bytes());
     short_dhcp[38..40].copy_from_slice(&108u16.to_be_bytes());
     c.push(10, short_dhcp.tap_port(67, 68)); // DHCP cut to 100 bytes
     let mut short_ann = good_ann[..14 + 20 + 8 + 40].to_vec();
     short_ann[16..18].copy_from_slice(&((20 + 8 + 40) as u16).to_be_bytes());
     short_ann[24..26].fill(0);
-    let s =
-        !ipsyncd::wire::checksum_fold(ipsyncd::wire::checksum_accumulate(0, &short_ann[14..34]));
+    let s = !ipsyncd::wire::checksum_fold(ipsyncd::wire::checksum_accumulate(0, &short_ann[14..34]));
     short_ann[24..26].copy_from_slice(&s.to_be_bytes());
     short_ann[38..40].copy_from_slice(&48u16.to_be_bytes());
     c.push(10, short_ann.tap_port(47474, 47474)); // ipsync cut to 40 bytes
@@ -542,10 +354,7 @@ fn main() {
     let dhcp_payload = forcerenew(100, delayed(DHCP_KEY)).payload();
     let wrap = |p: &[u8]| udp(DHCP_MAC, DHCP_IP, TERM_MAC, TERM_IP, 67, 68, p);
     let mut overrun = dhcp_payload.clone();
-    let end = overrun
-        .iter()
-        .rposition(|&b| b == 255)
-        .unwrap_or(overrun.len() - 1);
+    let end = overrun.iter().rposition(|&b| b == 255).unwrap_or(overrun.len() - 1);
     overrun.truncate(end); // drop END and padding …
     let olen = overrun.len();
     overrun[olen - 32] = 250; // … and make option 90's length claim more than is left
@@ -554,27 +363,14 @@ fn main() {
     let mut cookie = dhcp_payload.clone();
     cookie[236] = 0x64;
     let mut c = Cap::new();
-    c.push(0, wrap(&overrun))
-        .push(10, wrap(&hlen))
-        .push(10, wrap(&cookie));
+    c.push(0, wrap(&overrun)).push(10, wrap(&hlen)).push(10, wrap(&cookie));
     write(dir, "malformed-dhcp", &c, &follow, false);
 
     let ann_payload = announce(seq, B_IP, B_MAC, 1, KEY).payload();
-    let wrap = |p: &[u8]| {
-        udp(
-            B_MAC,
-            B_IP,
-            Mac::BROADCAST,
-            Ipv4Addr::BROADCAST,
-            47474,
-            47474,
-            p,
-        )
-    };
+    let wrap = |p: &[u8]| udp(B_MAC, B_IP, Mac::BROADCAST, Ipv4Addr::BROADCAST, 47474, 47474, p);
     let mut tlv_overrun = ann_payload.clone();
     tlv_overrun[21] = 200; // SERVER_IPV4 claims 200 bytes
-    let mut dup =
-        ipsyncd::wire::ipsync::Repr::new(ipsyncd::wire::ipsync::MessageType::Announce, 1, seq);
+    let mut dup = ipsyncd::wire::ipsync::Repr::new(ipsyncd::wire::ipsync::MessageType::Announce, 1, seq);
     dup.server_ipv4 = Some(B_IP);
     dup.server_mac = Some(B_MAC);
     dup.previous_ipv4 = Some(A_IP);
@@ -588,50 +384,17 @@ fn main() {
     let mut magic = ann_payload.clone();
     magic[0] = b'X';
     let mut c = Cap::new();
-    c.push(0, wrap(&tlv_overrun))
-        .push(10, wrap(&dup_bytes))
-        .push(10, wrap(&lie))
-        .push(10, wrap(&magic));
+    c.push(0, wrap(&tlv_overrun)).push(10, wrap(&dup_bytes)).push(10, wrap(&lie)).push(10, wrap(&magic));
     write(dir, "malformed-ipsync", &c, &follow, false);
 
     // Noise: nothing here is for us.
     let mut c = Cap::new();
-    c.push(
-        0,
-        udp(
-            EVIL_MAC,
-            EVIL_IP,
-            Mac::BROADCAST,
-            Ipv4Addr::BROADCAST,
-            137,
-            137,
-            b"netbios noise",
-        ),
-    );
+    c.push(0, udp(EVIL_MAC, EVIL_IP, Mac::BROADCAST, Ipv4Addr::BROADCAST, 137, 137, b"netbios noise"));
     c.push(
         10,
-        udp(
-            EVIL_MAC,
-            EVIL_IP,
-            Mac([1, 0, 0x5e, 0, 0, 0xfb]),
-            Ipv4Addr::new(224, 0, 0, 251),
-            5353,
-            5353,
-            &[0; 40],
-        ),
+        udp(EVIL_MAC, EVIL_IP, Mac([1, 0, 0x5e, 0, 0, 0xfb]), Ipv4Addr::new(224, 0, 0, 251), 5353, 5353, &[0; 40]),
     );
-    c.push(
-        10,
-        udp(
-            EVIL_MAC,
-            Ipv4Addr::UNSPECIFIED,
-            Mac::BROADCAST,
-            Ipv4Addr::BROADCAST,
-            68,
-            67,
-            &[0; 300],
-        ),
-    );
+    c.push(10, udp(EVIL_MAC, Ipv4Addr::UNSPECIFIED, Mac::BROADCAST, Ipv4Addr::BROADCAST, 68, 67, &[0; 300]));
     let mut ipv6 = vec![0xff; 6];
     ipv6.extend_from_slice(&EVIL_MAC.0);
     ipv6.extend_from_slice(&[0x86, 0xdd]);
@@ -641,17 +404,9 @@ fn main() {
     let mut tcp = udp(EVIL_MAC, EVIL_IP, TERM_MAC, TERM_IP, 40000, 47474, &[0; 20]);
     tcp[23] = 6; // protocol TCP (header checksum is not re-done: the filter drops it first)
     c.push(10, tcp);
-    let other_arp = arp::Repr {
-        operation: arp::Operation::Request,
-        sha: EVIL_MAC,
-        spa: EVIL_IP,
-        tha: Mac::ZERO,
-        tpa: DHCP_IP,
-    };
-    c.push(
-        10,
-        frame::emit_arp_frame(EVIL_MAC, Mac::BROADCAST, &other_arp.to_bytes()),
-    );
+    let other_arp =
+        arp::Repr { operation: arp::Operation::Request, sha: EVIL_MAC, spa: EVIL_IP, tha: Mac::ZERO, tpa: DHCP_IP };
+    c.push(10, frame::emit_arp_frame(EVIL_MAC, Mac::BROADCAST, &other_arp.to_bytes()));
     c.push(10, ann_frame(seq, B_IP, B_MAC).tap_port(47474, 47475));
     write(dir, "noise", &c, &follow, false);
 }

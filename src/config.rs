@@ -170,10 +170,7 @@ pub fn to_hex(b: &[u8]) -> String {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let err = |message: String| ConfigError {
-            file: path.to_path_buf(),
-            message,
-        };
+        let err = |message: String| ConfigError { file: path.to_path_buf(), message };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         Config::parse(&text).map_err(err)
     }
@@ -199,10 +196,7 @@ impl Config {
         keys_by_id("key", &self.key, 1)?;
         for k in &self.key {
             if parse_secret(&k.secret).map_or(0, |v| v.len()) < 16 {
-                log::warn!(
-                    "[[key]] id {}: secret is shorter than 16 bytes; use `ipsyncd keygen`",
-                    k.id
-                );
+                log::warn!("[[key]] id {}: secret is shorter than 16 bytes; use `ipsyncd keygen`", k.id);
             }
         }
         keys_by_id("dhcp_key", &self.dhcp_key, 1)?;
@@ -213,7 +207,10 @@ impl Config {
             if let Some(k) = &fr.reconfigure_key {
                 let v = parse_secret(k).map_err(|e| format!("forcerenew.reconfigure_key: {e}"))?;
                 if v.len() != 16 {
-                    return Err(format!("forcerenew.reconfigure_key: expected 16 bytes (\"0x\" + 32 hex digits), got {}", v.len()));
+                    return Err(format!(
+                        "forcerenew.reconfigure_key: expected 16 bytes (\"0x\" + 32 hex digits), got {}",
+                        v.len()
+                    ));
                 }
             }
         }
@@ -224,10 +221,7 @@ impl Config {
         self.terminal
             .mac
             .as_deref()
-            .map(|m| {
-                m.parse::<Mac>()
-                    .map_err(|_| format!("terminal.mac: expected aa:bb:cc:dd:ee:ff, got {m:?}"))
-            })
+            .map(|m| m.parse::<Mac>().map_err(|_| format!("terminal.mac: expected aa:bb:cc:dd:ee:ff, got {m:?}")))
             .transpose()
     }
 
@@ -235,10 +229,7 @@ impl Config {
         self.terminal
             .address
             .as_deref()
-            .map(|a| {
-                a.parse::<Cidr>()
-                    .map_err(|e| format!("terminal.address: {e}"))
-            })
+            .map(|a| a.parse::<Cidr>().map_err(|e| format!("terminal.address: {e}")))
             .transpose()
     }
 
@@ -255,11 +246,7 @@ impl Config {
         Ok(EngineConfig {
             mode: self.mode,
             mac,
-            address: if self.mode == Mode::Follow {
-                self.terminal_address()?
-            } else {
-                None
-            },
+            address: if self.mode == Mode::Follow { self.terminal_address()? } else { None },
             initial_server: self.server.address,
             server_option: self.server.dhcp_option,
             port: self.server.port,
@@ -271,15 +258,10 @@ impl Config {
     }
 }
 
-fn keys_by_id(
-    section: &str,
-    keys: &[KeyEntry],
-    min_len: usize,
-) -> Result<BTreeMap<u32, Vec<u8>>, String> {
+fn keys_by_id(section: &str, keys: &[KeyEntry], min_len: usize) -> Result<BTreeMap<u32, Vec<u8>>, String> {
     let mut out = BTreeMap::new();
     for (i, k) in keys.iter().enumerate() {
-        let v = parse_secret(&k.secret)
-            .map_err(|e| format!("[[{section}]] #{} (id {}) secret: {e}", i + 1, k.id))?;
+        let v = parse_secret(&k.secret).map_err(|e| format!("[[{section}]] #{} (id {}) secret: {e}", i + 1, k.id))?;
         if v.len() < min_len {
             return Err(format!(
                 "[[{section}]] #{} (id {}) secret: expected at least {min_len} bytes, got {}",
@@ -339,15 +321,9 @@ reconfigure_key = "0x00112233445566778899aabbccddeeff"
 
     #[test]
     fn rejects_bad_values() {
-        assert!(Config::parse("[terminal]\nmac = \"zz\"")
-            .unwrap_err()
-            .contains("terminal.mac"));
-        assert!(Config::parse("[[key]]\nid = 1\nsecret = \"0x0g\"")
-            .unwrap_err()
-            .contains("not hex"));
-        assert!(Config::parse("[[key]]\nid = 1\nsecret = \"\"")
-            .unwrap_err()
-            .contains("at least 1"));
+        assert!(Config::parse("[terminal]\nmac = \"zz\"").unwrap_err().contains("terminal.mac"));
+        assert!(Config::parse("[[key]]\nid = 1\nsecret = \"0x0g\"").unwrap_err().contains("not hex"));
+        assert!(Config::parse("[[key]]\nid = 1\nsecret = \"\"").unwrap_err().contains("at least 1"));
         let dup = "[[dhcp_key]]\nid = 1\nsecret = \"a\"\n[[dhcp_key]]\nid = 1\nsecret = \"b\"";
         assert!(Config::parse(dup).unwrap_err().contains("twice"));
         assert!(Config::parse("mode = \"dhcpx\"").is_err());

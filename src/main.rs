@@ -17,11 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "ipsyncd",
-    version,
-    about = "Keeps thin clients pointed at their cloud server when its address moves"
-)]
+#[command(name = "ipsyncd", version, about = "Keeps thin clients pointed at their cloud server when its address moves")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -129,41 +125,24 @@ fn replay(pcap: PathBuf, config: Option<PathBuf>, state_dir: Option<PathBuf>) ->
     let state = match &state_dir {
         None => State::default(),
         Some(d) => {
-            std::fs::create_dir_all(d).map_err(|e| {
-                Fail::Runtime(format!(
-                    "{}: cannot create state directory: {e}",
-                    d.display()
-                ))
-            })?;
-            match state_file::load(d, unix_now())
-                .map_err(|e| Fail::Runtime(format!("{}: {e}", d.display())))?
-            {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Fail::Runtime(format!("{}: cannot create state directory: {e}", d.display())))?;
+            match state_file::load(d, unix_now()).map_err(|e| Fail::Runtime(format!("{}: {e}", d.display())))? {
                 state_file::Loaded::Restored(s) => s,
                 _ => State::default(),
             }
         }
     };
-    let source =
-        PcapSource::open(&pcap).map_err(|e| Fail::Runtime(format!("{}: {e}", pcap.display())))?;
-    let ctx = DecodeContext {
-        mac,
-        port: ecfg.port,
-        server_option: ecfg.server_option,
-    };
+    let source = PcapSource::open(&pcap).map_err(|e| Fail::Runtime(format!("{}: {e}", pcap.display())))?;
+    let ctx = DecodeContext { mac, port: ecfg.port, server_option: ecfg.server_option };
     // Replay seeds its generator with a constant: the same capture gives the same log.
     let engine = Engine::new(ecfg, state, 0);
     let mut out = std::io::BufWriter::new(std::io::stdout());
     let sink = Box::new(move |d: &ipsyncd::engine::Decision| {
         let _ = writeln!(out, "{}", decision_log::to_json(d));
     });
-    let summary = pipeline::run(
-        Box::new(source),
-        ctx,
-        engine,
-        Box::new(Recorder::new(state_dir)),
-        sink,
-        Timing::Replay,
-    );
+    let summary =
+        pipeline::run(Box::new(source), ctx, engine, Box::new(Recorder::new(state_dir)), sink, Timing::Replay);
     log::info!(
         "replayed {} frames: {} filtered, drops {:?}, verdicts {:?}",
         summary.frames,
@@ -172,20 +151,13 @@ fn replay(pcap: PathBuf, config: Option<PathBuf>, state_dir: Option<PathBuf>) ->
         summary.counters.verdicts
     );
     match summary.source_error {
-        Some(e) => Err(Fail::Runtime(format!(
-            "{}: {e} (after {} frames)",
-            pcap.display(),
-            summary.frames
-        ))),
+        Some(e) => Err(Fail::Runtime(format!("{}: {e} (after {} frames)", pcap.display(), summary.frames))),
         None => Ok(()),
     }
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn keygen(id: u32) -> Result<(), Fail> {
@@ -193,17 +165,12 @@ fn keygen(id: u32) -> Result<(), Fail> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
         .map_err(|e| Fail::Runtime(format!("/dev/urandom: {e}")))?;
-    println!(
-        "[[key]]\nid = {id}\nsecret = \"0x{}\"",
-        config::to_hex(&key)
-    );
+    println!("[[key]]\nid = {id}\nsecret = \"0x{}\"", config::to_hex(&key));
     Ok(())
 }
 
 fn not_yet(what: &str) -> Result<(), Fail> {
-    Err(Fail::Runtime(format!(
-        "`ipsyncd {what}` is not available in this build yet"
-    )))
+    Err(Fail::Runtime(format!("`ipsyncd {what}` is not available in this build yet")))
 }
 
 fn main() -> ExitCode {
@@ -212,11 +179,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Replay {
-            pcap,
-            config,
-            state_dir,
-        } => replay(pcap, config, state_dir),
+        Cmd::Replay { pcap, config, state_dir } => replay(pcap, config, state_dir),
         Cmd::Keygen { id } => keygen(id),
         Cmd::Run { .. } => not_yet("run"),
         Cmd::Status { .. } => not_yet("status"),

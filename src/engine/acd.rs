@@ -36,11 +36,7 @@ pub struct Acd {
 
 impl Acd {
     pub fn new(now: Instant, candidate: Ipv4Addr, rng: &mut Rng) -> Acd {
-        Acd {
-            candidate,
-            probes_sent: 0,
-            next_at: now.add_ms(rng.between(0, PROBE_WAIT_MS)),
-        }
+        Acd { candidate, probes_sent: 0, next_at: now.add_ms(rng.between(0, PROBE_WAIT_MS)) }
     }
 
     /// Called at `next_at`: what to do now, and the next deadline is updated.
@@ -69,11 +65,7 @@ pub fn conflicts_with(addr: Ipv4Addr, a: &arp::Repr, our_mac: Mac, probing: bool
     if a.sha.ct_eq(&our_mac) {
         return false;
     }
-    a.spa == addr
-        || (probing
-            && a.spa.is_unspecified()
-            && a.tpa == addr
-            && a.operation == arp::Operation::Request)
+    a.spa == addr || (probing && a.spa.is_unspecified() && a.tpa == addr && a.operation == arp::Operation::Request)
 }
 
 #[cfg(test)]
@@ -94,10 +86,7 @@ mod tests {
                     Step::Probe => probes += 1,
                     Step::Bind => {
                         assert_eq!(probes, PROBE_NUM);
-                        assert!(
-                            now.saturating_sub(t0) <= 7_000_000,
-                            "bound at {now} from {t0}"
-                        );
+                        assert!(now.saturating_sub(t0) <= 7_000_000, "bound at {now} from {t0}");
                         break;
                     }
                 }
@@ -110,19 +99,10 @@ mod tests {
         let me = Mac([2, 0, 0, 0, 0, 1]);
         let other = Mac([2, 0, 0, 0, 0, 9]);
         let cand = Ipv4Addr::new(10, 0, 0, 5);
-        let a = Acd {
-            candidate: cand,
-            probes_sent: 0,
-            next_at: Instant(0),
-        };
+        let a = Acd { candidate: cand, probes_sent: 0, next_at: Instant(0) };
         assert!(a.conflicts(&arp::Repr::announcement(other, cand), me));
         assert!(a.conflicts(&arp::Repr::probe(other, cand), me));
         assert!(!a.conflicts(&arp::Repr::probe(me, cand), me));
-        assert!(!conflicts_with(
-            cand,
-            &arp::Repr::probe(other, cand),
-            me,
-            false
-        ));
+        assert!(!conflicts_with(cand, &arp::Repr::probe(other, cand), me, false));
     }
 }

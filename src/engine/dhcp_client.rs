@@ -9,9 +9,7 @@
 use super::acd::{self, Acd, Step};
 use super::state::LeaseState;
 use super::sync::dhcp_mac_ok;
-use super::{
-    reason, Action, Cidr, DhcpMsg, Engine, HookReason, Input, Instant, Mode, TxKind, Verdict,
-};
+use super::{reason, Action, Cidr, Decision, DhcpMsg, Engine, HookReason, Input, Instant, Mode, TxKind, Verdict};
 use crate::wire::auth::Scheme;
 use crate::wire::dhcpv4::{self, MessageType};
 use crate::wire::frame::{self, UdpFrameRepr};
@@ -77,7 +75,10 @@ pub enum Client {
         retransmit_at: Instant,
     },
     /// RFC 5227 probing of an ACKed address before it is configured (acd = "strict").
-    Probing { lease: Lease, acd: Acd },
+    Probing {
+        lease: Lease,
+        acd: Acd,
+    },
     Bound {
         lease: Lease,
         probation_until: Instant,
@@ -108,10 +109,7 @@ impl Client {
                     t2_at: Instant(l.t2),
                     expires_at: Instant(l.expires),
                 };
-                Client::Bound {
-                    lease,
-                    probation_until: Instant(0),
-                }
+                Client::Bound { lease, probation_until: Instant(0) }
             }
             None => Client::Init,
         }
@@ -136,9 +134,9 @@ impl Client {
 
     pub fn lease(&self) -> Option<&Lease> {
         match self {
-            Client::Bound { lease, .. }
-            | Client::Renewing { lease, .. }
-            | Client::Rebinding { lease, .. } => Some(lease),
+            Client::Bound { lease, .. } | Client::Renewing { lease, .. } | Client::Rebinding { lease, .. } => {
+                Some(lease)
+            }
             _ => None,
         }
     }
@@ -174,24 +172,14 @@ impl Client {
             | Client::Rebooting { retransmit_at, .. } => Some(*retransmit_at),
             Client::Probing { acd, .. } => Some(acd.next_at),
             Client::Bound { lease, .. } => Some(lease.t1_at),
-            Client::Renewing {
-                lease,
-                retransmit_at,
-                ..
-            } => Some((*retransmit_at).min(lease.t2_at)),
-            Client::Rebinding {
-                lease,
-                retransmit_at,
-                ..
-            } => Some((*retransmit_at).min(lease.expires_at)),
+            Client::Renewing { lease, retransmit_at, .. } => Some((*retransmit_at).min(lease.t2_at)),
+            Client::Rebinding { lease, retransmit_at, .. } => Some((*retransmit_at).min(lease.expires_at)),
         }
     }
 }
 
 fn backoff_ms(attempt: u32) -> u64 {
-    RETRANSMIT_FIRST_MS
-        .saturating_mul(1 << attempt.min(4))
-        .min(RETRANSMIT_MAX_MS)
+    RETRANSMIT_FIRST_MS.saturating_mul(1 << attempt.min(4)).min(RETRANSMIT_MAX_MS)
 }
 
 impl Engine {
@@ -203,6 +191,13 @@ impl Engine {
     fn renew_retransmit(&mut self, now: Instant, until: Instant) -> Instant {
         let half_ms = until.saturating_sub(now) / 2000;
         now.add_ms(half_ms.max(RENEW_MIN_RETRANSMIT_MS))
+    }
+
+    /// RENEWING: (re)send the unicast REQUEST to the server that leased to us.
+    fn enter_renewing(&mut self, now: Instant, xid: u32, lease: Lease) -> Action {
+        let retransmit_at = self.renew_retransmit(now, lease.t2_at);
+        self.client = Client::Renewing { xid, lease, retransmit_at };
+        self.tx_request(xid, Some(lease.cidr.addr), None, None, Some((lease.server_id, lease.server_mac)))
     }
 
     /// Live start in dhcp mode: INIT-REBOOT with a remembered lease, else DISCOVER.
@@ -225,19 +220,8 @@ impl Engine {
 
     fn begin_discover(&mut self, now: Instant) -> Action {
         let xid = self.rng.next_u32();
-        self.client = Client::Selecting {
-            xid,
-            attempt: 0,
-            retransmit_at: self.jittered(now, 0),
-        };
-        self.tx(
-            MessageType::Discover,
-            xid,
-            Ipv4Addr::UNSPECIFIED,
-            None,
-            None,
-            None,
-        )
+        self.client = Client::Selecting { xid, attempt: 0, retransmit_at: self.jittered(now, 0) };
+        self.tx(MessageType::Discover, xid, Ipv4Addr::UNSPECIFIED, None, None, None)
     }
 
     fn tx_request(
@@ -248,14 +232,7 @@ impl Engine {
         server_id: Option<Ipv4Addr>,
         unicast: Option<(Ipv4Addr, Mac)>,
     ) -> Action {
-        self.tx(
-            MessageType::Request,
-            xid,
-            ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            requested,
-            server_id,
-            unicast,
-        )
+        self.tx(MessageType::Request, xid, ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED), requested, server_id, unicast)
     }
 
     /// Builds one client message as a whole Ethernet frame.
@@ -273,50 +250,23 @@ impl Engine {
         client_id[0] = 1;
         client_id[1..].copy_from_slice(&mac.0);
         let prl_buf = [1, 3, 6, 43, 51, 54, 58, 59, self.cfg.server_option];
-        let prl: &[u8] = if self.cfg.server_option == 0 {
-            &prl_buf[..8]
-        } else {
-            &prl_buf
-        };
+        let prl: &[u8] = if self.cfg.server_option == 0 { &prl_buf[..8] } else { &prl_buf };
         let asks = matches!(t, MessageType::Discover | MessageType::Request);
         let repr = dhcpv4::Repr {
-            message_type: t,
             op: 1,
-            htype: 1,
-            hops: 0,
-            xid,
-            secs: 0,
-            broadcast: false,
             ciaddr,
-            yiaddr: Ipv4Addr::UNSPECIFIED,
-            siaddr: Ipv4Addr::UNSPECIFIED,
-            giaddr: Ipv4Addr::UNSPECIFIED,
-            chaddr: &mac.0,
             client_identifier: Some(&client_id),
             server_identifier: server_id,
             requested_ip: requested,
-            lease_time: None,
-            renewal_time: None,
-            rebinding_time: None,
-            subnet_mask: None,
-            router: None,
-            dns_servers: None,
             parameter_request_list: if asks { Some(prl) } else { None },
             max_size: if asks { Some(1500) } else { None },
             forcerenew_nonce_capable: asks,
-            cloud_server: None,
-            auth: None,
-            auth_offset: None,
-            auth_invalid: false,
+            ..dhcpv4::Repr::new(t, xid, &mac.0)
         };
         let (src_ip, dst_ip, dst_mac) = match unicast {
             Some((ip, m)) => (ciaddr, ip, m),
             None => (
-                if t == MessageType::Release {
-                    ciaddr
-                } else {
-                    Ipv4Addr::UNSPECIFIED
-                },
+                if t == MessageType::Release { ciaddr } else { Ipv4Addr::UNSPECIFIED },
                 Ipv4Addr::BROADCAST,
                 Mac::BROADCAST,
             ),
@@ -336,17 +286,11 @@ impl Engine {
             MessageType::Release => TxKind::Release,
             _ => TxKind::Request,
         };
-        Action::Transmit {
-            kind,
-            frame: udp.emit(&repr.to_bytes()),
-        }
+        Action::Transmit { kind, frame: udp.emit(&repr.to_bytes()) }
     }
 
     fn tx_arp(&self, kind: TxKind, a: arp::Repr) -> Action {
-        Action::Transmit {
-            kind,
-            frame: frame::emit_arp_frame(self.cfg.mac, Mac::BROADCAST, &a.to_bytes()),
-        }
+        Action::Transmit { kind, frame: frame::emit_arp_frame(self.cfg.mac, Mac::BROADCAST, &a.to_bytes()) }
     }
 
     /// The cloud-server address a DHCP reply carries (DESIGN §5).
@@ -358,14 +302,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn handle_dhcp(
-        &mut self,
-        now: Instant,
-        frame: Option<u64>,
-        msg: &DhcpMsg,
-        raw: &[u8],
-        src: Mac,
-    ) {
+    pub(super) fn handle_dhcp(&mut self, now: Instant, frame: Option<u64>, msg: &DhcpMsg, raw: &[u8], src: Mac) {
         let input = match msg.msg_type {
             MessageType::ForceRenew => Input::ForceRenew,
             MessageType::Offer => Input::Offer,
@@ -376,22 +313,9 @@ impl Engine {
         if input == Input::ForceRenew {
             return self.handle_forcerenew(now, frame, msg, raw);
         }
-        let server_ip = if input == Input::Dhcp {
-            None
-        } else {
-            self.cloud_server_of(msg)
-        };
+        let server_ip = if input == Input::Dhcp { None } else { self.cloud_server_of(msg) };
         let ignore = |e: &mut Engine, r| {
-            e.decide(
-                frame,
-                now,
-                input,
-                Verdict::Ignore,
-                Some(r),
-                server_ip,
-                None,
-                Vec::new(),
-            )
+            e.decide(Decision::new(frame, now, input, Verdict::Ignore).reason(r).server(server_ip, None))
         };
         if input == Input::Dhcp || msg.op != 2 {
             return ignore(self, reason::UNEXPECTED);
@@ -409,24 +333,9 @@ impl Engine {
                 };
                 let requested = msg.yiaddr;
                 let retransmit_at = self.jittered(now, 0);
-                self.client = Client::Requesting {
-                    xid,
-                    requested,
-                    server_id,
-                    attempt: 0,
-                    retransmit_at,
-                };
+                self.client = Client::Requesting { xid, requested, server_id, attempt: 0, retransmit_at };
                 let a = self.tx_request(xid, None, Some(requested), Some(server_id), None);
-                self.decide(
-                    frame,
-                    now,
-                    input,
-                    Verdict::Select,
-                    None,
-                    server_ip,
-                    None,
-                    vec![a],
-                );
+                self.decide(Decision::new(frame, now, input, Verdict::Select).server(server_ip, None).actions(vec![a]));
             }
             (Input::Offer, _) => ignore(self, reason::UNEXPECTED),
             (Input::Ack, _) => self.handle_ack(now, frame, msg, src),
@@ -441,20 +350,10 @@ impl Engine {
                 self.mark_dirty();
                 actions.push(self.begin_discover(now));
                 if old.is_some() {
-                    actions.push(Action::Hook {
-                        reason: HookReason::LeaseLost,
-                        env: self.lease_env(None, old),
-                    });
+                    actions.push(Action::Hook { reason: HookReason::LeaseLost, env: self.lease_env(None, old) });
                 }
                 self.decide(
-                    frame,
-                    now,
-                    input,
-                    Verdict::Restart,
-                    None,
-                    server_ip,
-                    None,
-                    actions,
+                    Decision::new(frame, now, input, Verdict::Restart).server(server_ip, None).actions(actions),
                 );
             }
             _ => ignore(self, reason::UNEXPECTED),
@@ -476,14 +375,7 @@ impl Engine {
         let server_ip = self.cloud_server_of(msg);
         let Some(server_id) = msg.server_id.or(self.client.lease().map(|l| l.server_id)) else {
             return self.decide(
-                frame,
-                now,
-                input,
-                Verdict::Ignore,
-                Some(reason::UNEXPECTED),
-                server_ip,
-                None,
-                Vec::new(),
+                Decision::new(frame, now, input, Verdict::Ignore).reason(reason::UNEXPECTED).server(server_ip, None),
             );
         };
         let lease_secs = msg.lease_time.unwrap_or(DEFAULT_LEASE_SECS);
@@ -514,27 +406,18 @@ impl Engine {
             }
         }
         let old = self.client.address();
-        let renewing = matches!(
-            self.client,
-            Client::Renewing { .. } | Client::Rebinding { .. }
-        );
+        let renewing = matches!(self.client, Client::Renewing { .. } | Client::Rebinding { .. });
         let mut actions = Vec::new();
         let hook;
         if renewing && old == Some(cidr) {
-            self.client = Client::Bound {
-                lease,
-                probation_until: Instant(0),
-            };
+            self.client = Client::Bound { lease, probation_until: Instant(0) };
             hook = Some(HookReason::LeaseRenewed);
         } else if old.is_some() && old != Some(cidr) {
             actions.push(Action::SetAddress { cidr });
             if let Some(o) = old {
                 actions.push(Action::DelAddress { cidr: o });
             }
-            self.client = Client::Bound {
-                lease,
-                probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS),
-            };
+            self.client = Client::Bound { lease, probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS) };
             hook = Some(HookReason::LeaseChanged);
         } else if self.cfg.acd == super::AcdMode::Strict {
             let acd = Acd::new(now, cidr.addr, &mut self.rng);
@@ -542,14 +425,8 @@ impl Engine {
             hook = None;
         } else {
             actions.push(Action::SetAddress { cidr });
-            actions.push(self.tx_arp(
-                TxKind::ArpAnnounce,
-                arp::Repr::announcement(self.cfg.mac, cidr.addr),
-            ));
-            self.client = Client::Bound {
-                lease,
-                probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS),
-            };
+            actions.push(self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, cidr.addr)));
+            self.client = Client::Bound { lease, probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS) };
             hook = Some(HookReason::LeaseBound);
         }
         if self.client.is_bound() {
@@ -571,37 +448,14 @@ impl Engine {
             }
         }
         if let Some(h) = hook {
-            actions.push(Action::Hook {
-                reason: h,
-                env: self.lease_env(Some(cidr), old),
-            });
+            actions.push(Action::Hook { reason: h, env: self.lease_env(Some(cidr), old) });
         }
-        self.decide(
-            frame,
-            now,
-            input,
-            Verdict::Lease,
-            None,
-            server_ip,
-            None,
-            actions,
-        );
+        self.decide(Decision::new(frame, now, input, Verdict::Lease).server(server_ip, None).actions(actions));
     }
 
     fn handle_forcerenew(&mut self, now: Instant, frame: Option<u64>, msg: &DhcpMsg, raw: &[u8]) {
         let input = Input::ForceRenew;
-        let reject = |e: &mut Engine, r| {
-            e.decide(
-                frame,
-                now,
-                input,
-                Verdict::Reject,
-                Some(r),
-                None,
-                None,
-                Vec::new(),
-            )
-        };
+        let reject = |e: &mut Engine, r| e.decide(Decision::new(frame, now, input, Verdict::Reject).reason(r));
         if msg.op != 2 || !msg.chaddr.is_some_and(|m| m.ct_eq(&self.cfg.mac)) {
             return reject(self, reason::NOT_FOR_US);
         }
@@ -631,21 +485,13 @@ impl Engine {
                 (Some(ck), a.replay)
             }
             _ if self.cfg.allow_unauthenticated && msg.auth.is_none() && !msg.auth_invalid => {
-                log::warn!(
-                    "ACCEPTING UNAUTHENTICATED FORCERENEW from {} (allow_unauthenticated = true)",
-                    msg.src_ip
-                );
+                log::warn!("ACCEPTING UNAUTHENTICATED FORCERENEW from {} (allow_unauthenticated = true)", msg.src_ip);
                 (None, 0)
             }
             _ => return reject(self, reason::UNAUTHENTICATED),
         };
         if let Some(ck) = &counter_key {
-            if self
-                .state
-                .dhcp_replay
-                .get(ck)
-                .is_some_and(|&last| replay <= last)
-            {
+            if self.state.dhcp_replay.get(ck).is_some_and(|&last| replay <= last) {
                 return reject(self, reason::REPLAYED);
             }
         }
@@ -660,27 +506,12 @@ impl Engine {
         if self.cfg.mode == Mode::Dhcp {
             if let Client::Bound { lease, .. } = self.client.clone() {
                 let xid = self.rng.next_u32();
-                let retransmit_at = self.renew_retransmit(now, lease.t2_at);
-                self.client = Client::Renewing {
-                    xid,
-                    lease,
-                    retransmit_at,
-                };
-                actions.push(self.tx_request(
-                    xid,
-                    Some(lease.cidr.addr),
-                    None,
-                    None,
-                    Some((lease.server_id, lease.server_mac)),
-                ));
+                actions.push(self.enter_renewing(now, xid, lease));
             }
         }
         let env = self.hook_env(None, None);
-        actions.push(Action::Hook {
-            reason: HookReason::ForceRenew,
-            env,
-        });
-        self.decide(frame, now, input, Verdict::Renew, None, None, None, actions);
+        actions.push(Action::Hook { reason: HookReason::ForceRenew, env });
+        self.decide(Decision::new(frame, now, input, Verdict::Renew).actions(actions));
     }
 
     /// A frame the terminal itself sent: it arms the state exactly as if we had sent it.
@@ -691,43 +522,19 @@ impl Engine {
         let xid = msg.xid;
         let retransmit_at = self.jittered(now, 0);
         self.client = match (msg.msg_type, self.client.clone()) {
-            (MessageType::Discover, _) => Client::Selecting {
-                xid,
-                attempt: 0,
-                retransmit_at,
-            },
+            (MessageType::Discover, _) => Client::Selecting { xid, attempt: 0, retransmit_at },
             (MessageType::Request, c) if !msg.ciaddr.is_unspecified() => match c.lease().copied() {
-                Some(lease) if msg.dst_ip.is_broadcast() => Client::Rebinding {
-                    xid,
-                    lease,
-                    retransmit_at: self.renew_retransmit(now, lease.expires_at),
-                },
-                Some(lease) => Client::Renewing {
-                    xid,
-                    lease,
-                    retransmit_at: self.renew_retransmit(now, lease.t2_at),
-                },
-                None => Client::Rebooting {
-                    xid,
-                    requested: msg.ciaddr,
-                    attempt: 0,
-                    retransmit_at,
-                },
+                Some(lease) if msg.dst_ip.is_broadcast() => {
+                    Client::Rebinding { xid, lease, retransmit_at: self.renew_retransmit(now, lease.expires_at) }
+                }
+                Some(lease) => Client::Renewing { xid, lease, retransmit_at: self.renew_retransmit(now, lease.t2_at) },
+                None => Client::Rebooting { xid, requested: msg.ciaddr, attempt: 0, retransmit_at },
             },
             (MessageType::Request, _) => match (msg.requested_ip, msg.server_id) {
-                (Some(requested), Some(server_id)) => Client::Requesting {
-                    xid,
-                    requested,
-                    server_id,
-                    attempt: 0,
-                    retransmit_at,
-                },
-                (Some(requested), None) => Client::Rebooting {
-                    xid,
-                    requested,
-                    attempt: 0,
-                    retransmit_at,
-                },
+                (Some(requested), Some(server_id)) => {
+                    Client::Requesting { xid, requested, server_id, attempt: 0, retransmit_at }
+                }
+                (Some(requested), None) => Client::Rebooting { xid, requested, attempt: 0, retransmit_at },
                 _ => return,
             },
             (MessageType::Decline | MessageType::Release, _) => {
@@ -751,103 +558,46 @@ impl Engine {
             Client::Init => {}
             Client::Selecting { attempt, .. } => {
                 let a = self.begin_discover(now);
-                if let Client::Selecting {
-                    attempt: at,
-                    retransmit_at,
-                    ..
-                } = &mut self.client
-                {
+                if let Client::Selecting { attempt: at, retransmit_at, .. } = &mut self.client {
                     *at = attempt + 1;
                     let next = backoff_ms(attempt + 1);
                     *retransmit_at = now.add_ms(next);
                 }
-                self.decide(
-                    None,
-                    deadline,
-                    t,
-                    Verdict::Restart,
-                    None,
-                    None,
-                    None,
-                    vec![a],
-                );
+                self.decide(Decision::new(None, deadline, t, Verdict::Restart).actions(vec![a]));
             }
-            Client::Requesting {
-                xid,
-                requested,
-                server_id,
-                attempt,
-                ..
-            } if attempt + 1 < REQUEST_ATTEMPTS => {
+            Client::Requesting { xid, requested, server_id, attempt, .. } if attempt + 1 < REQUEST_ATTEMPTS => {
                 let retransmit_at = self.jittered(now, attempt + 1);
-                self.client = Client::Requesting {
-                    xid,
-                    requested,
-                    server_id,
-                    attempt: attempt + 1,
-                    retransmit_at,
-                };
+                self.client = Client::Requesting { xid, requested, server_id, attempt: attempt + 1, retransmit_at };
                 let a = self.tx_request(xid, None, Some(requested), Some(server_id), None);
-                self.decide(None, deadline, t, Verdict::Renew, None, None, None, vec![a]);
+                self.decide(Decision::new(None, deadline, t, Verdict::Renew).actions(vec![a]));
             }
-            Client::Rebooting {
-                xid,
-                requested,
-                attempt,
-                ..
-            } if attempt + 1 < REQUEST_ATTEMPTS => {
+            Client::Rebooting { xid, requested, attempt, .. } if attempt + 1 < REQUEST_ATTEMPTS => {
                 let retransmit_at = self.jittered(now, attempt + 1);
-                self.client = Client::Rebooting {
-                    xid,
-                    requested,
-                    attempt: attempt + 1,
-                    retransmit_at,
-                };
+                self.client = Client::Rebooting { xid, requested, attempt: attempt + 1, retransmit_at };
                 let a = self.tx_request(xid, None, Some(requested), None, None);
-                self.decide(None, deadline, t, Verdict::Renew, None, None, None, vec![a]);
+                self.decide(Decision::new(None, deadline, t, Verdict::Renew).actions(vec![a]));
             }
             Client::Requesting { .. } | Client::Rebooting { .. } => {
                 let a = self.begin_discover(now);
-                self.decide(
-                    None,
-                    deadline,
-                    t,
-                    Verdict::Restart,
-                    None,
-                    None,
-                    None,
-                    vec![a],
-                );
+                self.decide(Decision::new(None, deadline, t, Verdict::Restart).actions(vec![a]));
             }
             Client::Probing { lease, mut acd } => match acd.on_timeout(now, &mut self.rng) {
                 Step::Probe => {
                     self.client = Client::Probing { lease, acd };
-                    let a = self.tx_arp(
-                        TxKind::ArpProbe,
-                        arp::Repr::probe(self.cfg.mac, lease.cidr.addr),
-                    );
-                    self.decide(None, deadline, t, Verdict::Lease, None, None, None, vec![a]);
+                    let a = self.tx_arp(TxKind::ArpProbe, arp::Repr::probe(self.cfg.mac, lease.cidr.addr));
+                    self.decide(Decision::new(None, deadline, t, Verdict::Lease).actions(vec![a]));
                 }
                 Step::Bind => {
-                    self.client = Client::Bound {
-                        lease,
-                        probation_until: Instant(0),
-                    };
+                    self.client = Client::Bound { lease, probation_until: Instant(0) };
                     self.state.lease = Some(lease.to_state());
                     self.mark_dirty();
                     let mut actions = vec![
                         Action::SetAddress { cidr: lease.cidr },
-                        self.tx_arp(
-                            TxKind::ArpAnnounce,
-                            arp::Repr::announcement(self.cfg.mac, lease.cidr.addr),
-                        ),
+                        self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)),
                     ];
                     // A server learned from the ACK while probing is pinned now that we can ARP.
-                    if let Some(s) = self
-                        .state
-                        .server
-                        .filter(|s| s.mac.is_none())
-                        .filter(|_| !self.resolving_active(now))
+                    if let Some(s) =
+                        self.state.server.filter(|s| s.mac.is_none()).filter(|_| !self.resolving_active(now))
                     {
                         if lease.cidr.contains(s.ip) {
                             actions.extend(self.resolve_action(now, s.ip));
@@ -857,43 +607,20 @@ impl Engine {
                         reason: HookReason::LeaseBound,
                         env: self.lease_env(Some(lease.cidr), None),
                     });
-                    self.decide(None, deadline, t, Verdict::Lease, None, None, None, actions);
+                    self.decide(Decision::new(None, deadline, t, Verdict::Lease).actions(actions));
                 }
             },
-            Client::Bound { lease, .. } => {
-                let xid = self.rng.next_u32();
-                let retransmit_at = self.renew_retransmit(now, lease.t2_at);
-                self.client = Client::Renewing {
-                    xid,
-                    lease,
-                    retransmit_at,
+            // T1, and retransmissions while RENEWING (same xid).
+            Client::Bound { lease, .. } | Client::Renewing { lease, .. } if now < lease.t2_at => {
+                let xid = match self.client {
+                    Client::Renewing { xid, .. } => xid,
+                    _ => self.rng.next_u32(),
                 };
-                let a = self.tx_request(
-                    xid,
-                    Some(lease.cidr.addr),
-                    None,
-                    None,
-                    Some((lease.server_id, lease.server_mac)),
-                );
-                self.decide(None, deadline, t, Verdict::Renew, None, None, None, vec![a]);
+                let a = self.enter_renewing(now, xid, lease);
+                self.decide(Decision::new(None, deadline, t, Verdict::Renew).actions(vec![a]));
             }
-            Client::Renewing { xid, lease, .. } if now < lease.t2_at => {
-                let retransmit_at = self.renew_retransmit(now, lease.t2_at);
-                self.client = Client::Renewing {
-                    xid,
-                    lease,
-                    retransmit_at,
-                };
-                let a = self.tx_request(
-                    xid,
-                    Some(lease.cidr.addr),
-                    None,
-                    None,
-                    Some((lease.server_id, lease.server_mac)),
-                );
-                self.decide(None, deadline, t, Verdict::Renew, None, None, None, vec![a]);
-            }
-            Client::Renewing { lease, .. } | Client::Rebinding { lease, .. }
+            // T2 (or T1 found already past T2, e.g. after a restart).
+            Client::Bound { lease, .. } | Client::Renewing { lease, .. } | Client::Rebinding { lease, .. }
                 if now < lease.expires_at =>
             {
                 let xid = match self.client.clone() {
@@ -901,33 +628,18 @@ impl Engine {
                     _ => self.rng.next_u32(),
                 };
                 let retransmit_at = self.renew_retransmit(now, lease.expires_at);
-                self.client = Client::Rebinding {
-                    xid,
-                    lease,
-                    retransmit_at,
-                };
+                self.client = Client::Rebinding { xid, lease, retransmit_at };
                 let a = self.tx_request(xid, Some(lease.cidr.addr), None, None, None);
-                self.decide(None, deadline, t, Verdict::Renew, None, None, None, vec![a]);
+                self.decide(Decision::new(None, deadline, t, Verdict::Renew).actions(vec![a]));
             }
-            Client::Renewing { lease, .. } | Client::Rebinding { lease, .. } => {
+            Client::Bound { lease, .. } | Client::Renewing { lease, .. } | Client::Rebinding { lease, .. } => {
                 self.state.lease = None;
                 self.mark_dirty();
                 let mut actions = vec![Action::DelAddress { cidr: lease.cidr }];
                 actions.push(self.begin_discover(now));
-                actions.push(Action::Hook {
-                    reason: HookReason::LeaseLost,
-                    env: self.lease_env(None, Some(lease.cidr)),
-                });
-                self.decide(
-                    None,
-                    deadline,
-                    t,
-                    Verdict::Restart,
-                    None,
-                    None,
-                    None,
-                    actions,
-                );
+                actions
+                    .push(Action::Hook { reason: HookReason::LeaseLost, env: self.lease_env(None, Some(lease.cidr)) });
+                self.decide(Decision::new(None, deadline, t, Verdict::Restart).actions(actions));
             }
         }
     }
@@ -937,12 +649,7 @@ impl Engine {
     }
 
     /// ARP while we have or probe for a lease: RFC 5227 conflicts. Returns true when consumed.
-    pub(super) fn client_handle_arp(
-        &mut self,
-        now: Instant,
-        frame: Option<u64>,
-        a: &arp::Repr,
-    ) -> bool {
+    pub(super) fn client_handle_arp(&mut self, now: Instant, frame: Option<u64>, a: &arp::Repr) -> bool {
         if self.cfg.mode != Mode::Dhcp {
             return false;
         }
@@ -951,10 +658,9 @@ impl Engine {
                 self.conflict_decline(now, frame, lease, a.sha, None);
                 true
             }
-            Client::Bound {
-                lease,
-                probation_until,
-            } if acd::conflicts_with(lease.cidr.addr, a, self.cfg.mac, false) => {
+            Client::Bound { lease, probation_until }
+                if acd::conflicts_with(lease.cidr.addr, a, self.cfg.mac, false) =>
+            {
                 if !self.rate.allow(a.sha, now) {
                     return true;
                 }
@@ -963,26 +669,13 @@ impl Engine {
                     self.conflict_decline(now, frame, lease, a.sha, Some(lease.cidr));
                 } else {
                     let detail = format!("{} claims our address {}", a.sha, lease.cidr.addr);
-                    let mut actions = vec![self.tx_arp(
-                        TxKind::ArpAnnounce,
-                        arp::Repr::announcement(self.cfg.mac, lease.cidr.addr),
-                    )];
-                    actions.extend(self.alarm(
-                        now,
-                        lease.cidr.addr,
-                        Some(a.sha),
-                        reason::ADDRESS_IN_USE,
-                        detail,
-                    ));
+                    let mut actions =
+                        vec![self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr))];
+                    actions.extend(self.alarm(now, lease.cidr.addr, Some(a.sha), reason::ADDRESS_IN_USE, detail));
                     self.decide(
-                        frame,
-                        now,
-                        Input::Arp,
-                        Verdict::Conflict,
-                        Some(reason::ADDRESS_IN_USE),
-                        None,
-                        None,
-                        actions,
+                        Decision::new(frame, now, Input::Arp, Verdict::Conflict)
+                            .reason(reason::ADDRESS_IN_USE)
+                            .actions(actions),
                     );
                 }
                 true
@@ -1013,25 +706,12 @@ impl Engine {
             Some(lease.server_id),
             None,
         ));
-        actions.extend(self.alarm(
-            now,
-            lease.cidr.addr,
-            Some(other),
-            reason::ADDRESS_IN_USE,
-            detail,
-        ));
+        actions.extend(self.alarm(now, lease.cidr.addr, Some(other), reason::ADDRESS_IN_USE, detail));
         self.state.lease = None;
         self.mark_dirty();
         actions.push(self.begin_discover(now));
         self.decide(
-            frame,
-            now,
-            Input::Arp,
-            Verdict::Conflict,
-            Some(reason::ADDRESS_IN_USE),
-            None,
-            None,
-            actions,
+            Decision::new(frame, now, Input::Arp, Verdict::Conflict).reason(reason::ADDRESS_IN_USE).actions(actions),
         );
     }
 }

@@ -138,12 +138,7 @@ pub enum Decoded {
     Inbound(Inbound),
 }
 
-pub fn decode_frame(
-    index: Option<u64>,
-    bytes: &[u8],
-    csum: Checksum,
-    ctx: &DecodeContext,
-) -> Decoded {
+pub fn decode_frame(index: Option<u64>, bytes: &[u8], csum: Checksum, ctx: &DecodeContext) -> Decoded {
     let src = Mac::from_slice(bytes.get(6..12).unwrap_or(&[])).unwrap_or(Mac::ZERO);
     // Frames from our own MAC are what the terminal sent (replay of a capture): its DHCP
     // requests go to the server port, which the live filter never passes, so they are let in
@@ -164,10 +159,7 @@ pub fn decode_frame(
             Decoded::Inbound(Inbound {
                 frame: index,
                 src,
-                kind: InboundKind::Malformed {
-                    input,
-                    reason: e.reason(),
-                },
+                kind: InboundKind::Malformed { input, reason: e.reason() },
                 raw: Box::default(),
             })
         }
@@ -176,14 +168,7 @@ pub fn decode_frame(
         Ok(f) => f,
         Err(e) => return malformed(e),
     };
-    let inbound = |kind, raw: &[u8]| {
-        Decoded::Inbound(Inbound {
-            frame: index,
-            src,
-            kind,
-            raw: raw.into(),
-        })
-    };
+    let inbound = |kind, raw: &[u8]| Decoded::Inbound(Inbound { frame: index, src, kind, raw: raw.into() });
     match (input, f.body) {
         (Input::Arp, Body::Arp(payload)) => {
             if own {
@@ -195,8 +180,8 @@ pub fn decode_frame(
             }
         }
         (Input::Dhcp, Body::Udp(udp)) => {
-            let parsed = dhcpv4::Packet::new_checked(udp.payload)
-                .and_then(|p| dhcpv4::Repr::parse(&p, ctx.server_option));
+            let parsed =
+                dhcpv4::Packet::new_checked(udp.payload).and_then(|p| dhcpv4::Repr::parse(&p, ctx.server_option));
             match parsed {
                 Ok(r) => {
                     let msg = DhcpMsg::from_repr(&r, &udp);
@@ -215,13 +200,9 @@ pub fn decode_frame(
             if own {
                 return Decoded::Dropped("own_frame");
             }
-            let parsed =
-                ipsync::Packet::new_checked(udp.payload).and_then(|p| ipsync::Repr::parse(&p));
+            let parsed = ipsync::Packet::new_checked(udp.payload).and_then(|p| ipsync::Repr::parse(&p));
             match parsed {
-                Ok(r) => inbound(
-                    InboundKind::Ipsync(IpsyncMsg::from_repr(&r, udp.src_ip)),
-                    udp.payload,
-                ),
+                Ok(r) => inbound(InboundKind::Ipsync(IpsyncMsg::from_repr(&r, udp.src_ip)), udp.payload),
                 Err(e) => malformed(Malformed::Ipsync(e)),
             }
         }

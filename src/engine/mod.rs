@@ -69,10 +69,7 @@ pub struct Cidr {
 
 impl Cidr {
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Cidr {
-        Cidr {
-            addr,
-            prefix: prefix.min(32),
-        }
+        Cidr { addr, prefix: prefix.min(32) }
     }
     pub fn from_mask(addr: Ipv4Addr, mask: Ipv4Addr) -> Cidr {
         Cidr::new(addr, u32::from(mask).leading_ones() as u8)
@@ -101,15 +98,9 @@ impl fmt::Display for Cidr {
 impl core::str::FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Cidr, String> {
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| format!("expected ADDRESS/PREFIX, got {s:?}"))?;
-        let addr = a
-            .parse()
-            .map_err(|_| format!("{a:?} is not an IPv4 address"))?;
-        let prefix: u8 = p
-            .parse()
-            .map_err(|_| format!("{p:?} is not a prefix length"))?;
+        let (a, p) = s.split_once('/').ok_or_else(|| format!("expected ADDRESS/PREFIX, got {s:?}"))?;
+        let addr = a.parse().map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
         if prefix > 32 {
             return Err(format!("prefix /{prefix} is longer than 32"));
         }
@@ -357,11 +348,7 @@ pub enum ActionResult {
     /// The action failed; the engine logs and counts it, and does not pretend it happened.
     Failed { op: &'static str, error: String },
     /// The connection channel got an authenticated WELCOME from `ip` with this status.
-    Welcome {
-        ip: Ipv4Addr,
-        mac: Option<Mac>,
-        status: u8,
-    },
+    Welcome { ip: Ipv4Addr, mac: Option<Mac>, status: u8 },
     /// Every connection attempt to `ip` failed.
     Unreachable { ip: Ipv4Addr },
     /// The kernel dropped a pin (RTM_DELNEIGH or link down): put it back.
@@ -369,6 +356,7 @@ pub enum ActionResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
 pub struct Decision {
     /// 1-based frame index; `None` for timer-driven decisions and results.
     pub frame: Option<u64>,
@@ -379,6 +367,25 @@ pub struct Decision {
     pub server_ip: Option<Ipv4Addr>,
     pub server_mac: Option<Mac>,
     pub actions: Vec<Action>,
+}
+
+impl Decision {
+    pub fn new(frame: Option<u64>, time: Instant, input: Input, verdict: Verdict) -> Decision {
+        Decision { frame, time, input, verdict, reason: None, server_ip: None, server_mac: None, actions: Vec::new() }
+    }
+    pub fn reason(mut self, r: &'static str) -> Decision {
+        self.reason = Some(r);
+        self
+    }
+    pub fn server(mut self, ip: Option<Ipv4Addr>, mac: Option<Mac>) -> Decision {
+        self.server_ip = ip;
+        self.server_mac = mac;
+        self
+    }
+    pub fn actions(mut self, actions: Vec<Action>) -> Decision {
+        self.actions = actions;
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -423,17 +430,9 @@ pub struct Counters {
 
 impl Counters {
     pub fn count_decision(&mut self, d: &Decision) {
-        *self
-            .verdicts
-            .entry(d.verdict.as_str().to_string())
-            .or_default() += 1;
+        *self.verdicts.entry(d.verdict.as_str().to_string()).or_default() += 1;
         if let Some(r) = d.reason {
-            *self
-                .reasons
-                .entry(d.verdict.as_str().to_string())
-                .or_default()
-                .entry(r.to_string())
-                .or_default() += 1;
+            *self.reasons.entry(d.verdict.as_str().to_string()).or_default().entry(r.to_string()).or_default() += 1;
         }
     }
     pub fn drop(&mut self, what: &str) {
@@ -462,12 +461,7 @@ const TOKEN: u64 = 1000;
 impl RateLimiter {
     fn allow(&mut self, src: Mac, now: Instant) -> bool {
         if !self.buckets.contains_key(&src) && self.buckets.len() >= RATE_SOURCES {
-            if let Some(stalest) = self
-                .buckets
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(m, _)| *m)
-            {
+            if let Some(stalest) = self.buckets.iter().min_by_key(|(_, (_, t))| *t).map(|(m, _)| *m) {
                 self.buckets.remove(&stalest);
             }
         }
@@ -498,22 +492,14 @@ const ARP_EVIDENCE_US: u64 = 60_000_000;
 impl ArpCache {
     fn learn(&mut self, ip: Ipv4Addr, mac: Mac, now: Instant) {
         if !self.entries.contains_key(&ip) && self.entries.len() >= ARP_CACHE_MAX {
-            if let Some(oldest) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(ip, _)| *ip)
-            {
+            if let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, t))| *t).map(|(ip, _)| *ip) {
                 self.entries.remove(&oldest);
             }
         }
         self.entries.insert(ip, (mac, now));
     }
     fn owner(&self, ip: Ipv4Addr, now: Instant) -> Option<Mac> {
-        self.entries
-            .get(&ip)
-            .filter(|(_, t)| now.saturating_sub(*t) <= ARP_EVIDENCE_US)
-            .map(|(m, _)| *m)
+        self.entries.get(&ip).filter(|(_, t)| now.saturating_sub(*t) <= ARP_EVIDENCE_US).map(|(m, _)| *m)
     }
 }
 
@@ -586,10 +572,7 @@ impl Engine {
     /// client. Replay does not call this: the capture's own frames play the client's part.
     pub fn start(&mut self, now: Instant) {
         if let Some(ip) = self.current_server() {
-            self.actions.push_back(Action::Connect {
-                ip,
-                port: self.cfg.port,
-            });
+            self.actions.push_back(Action::Connect { ip, port: self.cfg.port });
         }
         if self.cfg.mode == Mode::Dhcp {
             self.client_start(now);
@@ -607,16 +590,7 @@ impl Engine {
             InboundKind::Own(msg) => self.handle_own_dhcp(now, msg),
             InboundKind::Malformed { input, reason } => {
                 if self.rate.allow(inbound.src, now) {
-                    self.decide(
-                        inbound.frame,
-                        now,
-                        *input,
-                        Verdict::Malformed,
-                        Some(reason),
-                        None,
-                        None,
-                        Vec::new(),
-                    );
+                    self.decide(Decision::new(inbound.frame, now, *input, Verdict::Malformed).reason(reason));
                 } else {
                     self.counters.drop("rate_limited");
                 }
@@ -655,10 +629,7 @@ impl Engine {
             ActionResult::Unreachable { ip } => {
                 if self.current_server() == Some(ip) {
                     let env = self.hook_env(Some(ip), None);
-                    self.actions.push_back(Action::Hook {
-                        reason: HookReason::ServerUnreachable,
-                        env,
-                    });
+                    self.actions.push_back(Action::Hook { reason: HookReason::ServerUnreachable, env });
                 }
             }
             ActionResult::PinLost { ip } => {
@@ -687,31 +658,11 @@ impl Engine {
         self.decisions.pop_front()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn decide(
-        &mut self,
-        frame: Option<u64>,
-        time: Instant,
-        input: Input,
-        verdict: Verdict,
-        reason: Option<&'static str>,
-        server_ip: Option<Ipv4Addr>,
-        server_mac: Option<Mac>,
-        actions: Vec<Action>,
-    ) {
-        self.actions.extend(actions.iter().cloned());
-        let d = Decision {
-            frame,
-            time,
-            input,
-            verdict,
-            reason,
-            server_ip,
-            server_mac,
-            actions,
-        };
+    /// Records one decision and queues its actions for the applier.
+    fn decide(&mut self, d: Decision) {
+        self.actions.extend(d.actions.iter().cloned());
         self.counters.count_decision(&d);
-        self.last_decision = Some((input, verdict, time));
+        self.last_decision = Some((d.input, d.verdict, d.time));
         self.decisions.push_back(d);
     }
 

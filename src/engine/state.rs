@@ -90,11 +90,7 @@ mod opt_mac {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Mac>, D::Error> {
         let o: Option<String> = Option::deserialize(d)?;
-        o.map(|s| {
-            s.parse()
-                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a MAC address")))
-        })
-        .transpose()
+        o.map(|s| s.parse().map_err(|_| serde::de::Error::custom(format!("{s:?} is not a MAC address")))).transpose()
     }
 }
 
@@ -115,12 +111,14 @@ mod tests {
 
     #[test]
     fn round_trips_through_json() {
-        let mut s = State::default();
-        s.server = Some(ServerState {
-            ip: Ipv4Addr::new(10, 77, 0, 20),
-            mac: Some(Mac([2, 0, 0, 0, 0, 2])),
-            since: 5,
-        });
+        let mut s = State {
+            server: Some(ServerState {
+                ip: Ipv4Addr::new(10, 77, 0, 20),
+                mac: Some(Mac([2, 0, 0, 0, 0, 2])),
+                since: 5,
+            }),
+            ..State::default()
+        };
         s.sequences.insert(1, 99);
         s.set_nonce(Some([7; 16]));
         let j = serde_json::to_string(&s).unwrap();

@@ -8,10 +8,7 @@
 
 use super::state::ServerState;
 use super::Instant;
-use super::{
-    reason, Action, Decision, Engine, HookReason, Input, IpsyncMsg, Mode, Resolving, TxKind,
-    Verdict,
-};
+use super::{reason, Action, Decision, Engine, HookReason, Input, IpsyncMsg, Mode, Resolving, TxKind, Verdict};
 use crate::wire::{arp, auth, frame, ipsync, Mac};
 use std::net::Ipv4Addr;
 
@@ -24,27 +21,11 @@ fn usable_unicast(ip: Ipv4Addr) -> bool {
 }
 
 impl Engine {
-    pub(super) fn handle_ipsync(
-        &mut self,
-        now: Instant,
-        frame: Option<u64>,
-        msg: &IpsyncMsg,
-        raw: &[u8],
-    ) {
+    pub(super) fn handle_ipsync(&mut self, now: Instant, frame: Option<u64>, msg: &IpsyncMsg, raw: &[u8]) {
         let input = Input::Announce;
         let (sip, smac) = (msg.server_ipv4, msg.server_mac);
-        let reject = |e: &mut Engine, r| {
-            e.decide(
-                frame,
-                now,
-                input,
-                Verdict::Reject,
-                Some(r),
-                sip,
-                smac,
-                Vec::new(),
-            )
-        };
+        let reject =
+            |e: &mut Engine, r| e.decide(Decision::new(frame, now, input, Verdict::Reject).reason(r).server(sip, smac));
         let Some(key) = self.cfg.keys.get(&msg.key_id) else {
             return reject(self, reason::UNKNOWN_KEY);
         };
@@ -61,56 +42,23 @@ impl Engine {
 
         if msg.msg_type != ipsync::MessageType::Announce {
             return self.decide(
-                frame,
-                now,
-                input,
-                Verdict::Ignore,
-                Some(reason::UNEXPECTED),
-                sip,
-                smac,
-                Vec::new(),
+                Decision::new(frame, now, input, Verdict::Ignore).reason(reason::UNEXPECTED).server(sip, smac),
             );
         }
         // The decoder proved both are present in an ANNOUNCE.
         let (Some(ip), Some(mac)) = (sip, smac) else {
             return self.decide(
-                frame,
-                now,
-                input,
-                Verdict::Ignore,
-                Some(reason::UNEXPECTED),
-                sip,
-                smac,
-                Vec::new(),
+                Decision::new(frame, now, input, Verdict::Ignore).reason(reason::UNEXPECTED).server(sip, smac),
             );
         };
         if !usable_unicast(ip) || !mac.is_unicast() {
-            return self.decide(
-                frame,
-                now,
-                input,
-                Verdict::Ignore,
-                Some("bad_address"),
-                sip,
-                smac,
-                Vec::new(),
-            );
+            return self
+                .decide(Decision::new(frame, now, input, Verdict::Ignore).reason("bad_address").server(sip, smac));
         }
         if let Some(actions) = self.conflict_actions(now, ip, Some(mac)) {
-            let r = if self.is_own(ip) {
-                reason::OWN_ADDRESS
-            } else {
-                reason::ADDRESS_IN_USE
-            };
+            let r = if self.is_own(ip) { reason::OWN_ADDRESS } else { reason::ADDRESS_IN_USE };
             return self.decide(
-                frame,
-                now,
-                input,
-                Verdict::Conflict,
-                Some(r),
-                sip,
-                smac,
-                actions,
+                Decision::new(frame, now, input, Verdict::Conflict).reason(r).server(sip, smac).actions(actions),
             );
         }
         let current = self.state.server;
@@ -121,17 +69,14 @@ impl Engine {
                     // Same server, first time we learn its MAC: pin it; this is no switch.
                     actions.push(Action::PinNeighbour { ip, mac });
                     actions.push(Action::SetServer { ip, mac: Some(mac) });
-                    self.state.server = Some(ServerState {
-                        ip,
-                        mac: Some(mac),
-                        since: current.map_or(now.secs(), |s| s.since),
-                    });
+                    self.state.server =
+                        Some(ServerState { ip, mac: Some(mac), since: current.map_or(now.secs(), |s| s.since) });
                 }
-                self.decide(frame, now, input, Verdict::Same, None, sip, smac, actions)
+                self.decide(Decision::new(frame, now, input, Verdict::Same).server(sip, smac).actions(actions))
             }
             _ => {
                 let actions = self.switch_server(now, ip, Some(mac), msg.service_port);
-                self.decide(frame, now, input, Verdict::Apply, None, sip, smac, actions)
+                self.decide(Decision::new(frame, now, input, Verdict::Apply).server(sip, smac).actions(actions))
             }
         }
     }
@@ -142,27 +87,16 @@ impl Engine {
 
     /// `Some(actions)` when `ip` may not become the server: it is our own address, or ARP has
     /// recently shown it owned by a MAC other than `mac`.
-    pub(super) fn conflict_actions(
-        &mut self,
-        now: Instant,
-        ip: Ipv4Addr,
-        mac: Option<Mac>,
-    ) -> Option<Vec<Action>> {
+    pub(super) fn conflict_actions(&mut self, now: Instant, ip: Ipv4Addr, mac: Option<Mac>) -> Option<Vec<Action>> {
         let (kind, detail) = if self.is_own(ip) {
-            (
-                reason::OWN_ADDRESS,
-                format!("server address {ip} is this terminal's own address"),
-            )
+            (reason::OWN_ADDRESS, format!("server address {ip} is this terminal's own address"))
         } else {
             let seen = self.arp.owner(ip, now)?;
             let m = mac?;
             if seen.ct_eq(&m) {
                 return None;
             }
-            (
-                reason::ADDRESS_IN_USE,
-                format!("{ip} announced at {m} but ARP shows it at {seen}"),
-            )
+            (reason::ADDRESS_IN_USE, format!("{ip} announced at {m} but ARP shows it at {seen}"))
         };
         Some(self.alarm(now, ip, mac, kind, detail))
     }
@@ -178,13 +112,7 @@ impl Engine {
         log::warn!("conflict: {detail}");
         let mut env = self.hook_env(Some(ip), mac);
         env.conflict_kind = Some(kind);
-        vec![
-            Action::Alarm { kind, detail },
-            Action::Hook {
-                reason: HookReason::Conflict,
-                env,
-            },
-        ]
+        vec![Action::Alarm { kind, detail }, Action::Hook { reason: HookReason::Conflict, env }]
     }
 
     /// The actions of a switch to `ip`, and the state change. Without a MAC, an on-link server
@@ -203,11 +131,7 @@ impl Engine {
             Some(m) => actions.push(Action::PinNeighbour { ip, mac: m }),
             None => {
                 let on_link = self.own_cidr().is_some_and(|c| c.contains(ip));
-                let target = if on_link {
-                    Some(ip)
-                } else {
-                    self.client.router()
-                };
+                let target = if on_link { Some(ip) } else { self.client.router() };
                 if let Some(t) = target {
                     if let Some(a) = self.start_resolving(now, t) {
                         actions.push(a);
@@ -218,22 +142,12 @@ impl Engine {
         if let Some(o) = old.filter(|&o| o != ip) {
             actions.push(Action::UnpinNeighbour { ip: o });
         }
-        actions.push(Action::Connect {
-            ip,
-            port: self.cfg.port,
-        });
+        actions.push(Action::Connect { ip, port: self.cfg.port });
         actions.push(Action::SetServer { ip, mac });
         let mut env = self.hook_env(Some(ip), mac);
         env.service_port = port;
-        actions.push(Action::Hook {
-            reason: HookReason::ServerChanged,
-            env,
-        });
-        self.state.server = Some(ServerState {
-            ip,
-            mac,
-            since: now.secs(),
-        });
+        actions.push(Action::Hook { reason: HookReason::ServerChanged, env });
+        self.state.server = Some(ServerState { ip, mac, since: now.secs() });
         self.mark_dirty();
         actions
     }
@@ -243,19 +157,9 @@ impl Engine {
     }
 
     pub(super) fn start_resolving(&mut self, now: Instant, target: Ipv4Addr) -> Option<Action> {
-        self.resolving = Some(Resolving {
-            ip: target,
-            answered: None,
-            until: now.add_ms(RESOLVE_WINDOW_MS),
-        });
+        self.resolving = Some(Resolving { ip: target, answered: None, until: now.add_ms(RESOLVE_WINDOW_MS) });
         let spa = self.own_cidr().map_or(Ipv4Addr::UNSPECIFIED, |c| c.addr);
-        let req = arp::Repr {
-            operation: arp::Operation::Request,
-            sha: self.cfg.mac,
-            spa,
-            tha: Mac::ZERO,
-            tpa: target,
-        };
+        let req = arp::Repr { operation: arp::Operation::Request, sha: self.cfg.mac, spa, tha: Mac::ZERO, tpa: target };
         Some(Action::Transmit {
             kind: TxKind::ArpRequest,
             frame: frame::emit_arp_frame(self.cfg.mac, Mac::BROADCAST, &req.to_bytes()),
@@ -273,17 +177,11 @@ impl Engine {
         let decision = self.arp_evidence(now, frame, spa, sha);
         self.arp.learn(spa, sha, now);
         if let Some(d) = decision {
-            self.push(d);
+            self.decide(d);
         }
     }
 
-    fn arp_evidence(
-        &mut self,
-        now: Instant,
-        frame: Option<u64>,
-        spa: Ipv4Addr,
-        sha: Mac,
-    ) -> Option<Decision> {
+    fn arp_evidence(&mut self, now: Instant, frame: Option<u64>, spa: Ipv4Addr, sha: Mac) -> Option<Decision> {
         if self.resolving.is_some_and(|r| now >= r.until) {
             self.resolving = None;
         }
@@ -296,143 +194,57 @@ impl Engine {
                     // The target is the server (or, for an off-link server, the gateway).
                     if self.current_server() == Some(spa) {
                         let since = self.state.server.map_or(now.secs(), |s| s.since);
-                        self.state.server = Some(ServerState {
-                            ip: spa,
-                            mac: Some(sha),
-                            since,
-                        });
-                        actions.push(Action::SetServer {
-                            ip: spa,
-                            mac: Some(sha),
-                        });
+                        self.state.server = Some(ServerState { ip: spa, mac: Some(sha), since });
+                        actions.push(Action::SetServer { ip: spa, mac: Some(sha) });
                         self.mark_dirty();
                     }
-                    return Some(self.make(
-                        frame,
-                        now,
-                        Input::Arp,
-                        Verdict::Apply,
-                        None,
-                        Some(spa),
-                        Some(sha),
-                        actions,
-                    ));
+                    return Some(
+                        Decision::new(frame, now, Input::Arp, Verdict::Apply)
+                            .server(Some(spa), Some(sha))
+                            .actions(actions),
+                    );
                 }
                 Some(first) if !first.ct_eq(&sha) => {
                     let detail = format!("{spa} answered by {first} and by {sha}");
                     let actions = self.alarm(now, spa, Some(sha), reason::ADDRESS_IN_USE, detail);
-                    return Some(self.make(
-                        frame,
-                        now,
-                        Input::Arp,
-                        Verdict::Conflict,
-                        Some(reason::ADDRESS_IN_USE),
-                        Some(spa),
-                        Some(sha),
-                        actions,
-                    ));
+                    return Some(
+                        Decision::new(frame, now, Input::Arp, Verdict::Conflict)
+                            .reason(reason::ADDRESS_IN_USE)
+                            .server(Some(spa), Some(sha))
+                            .actions(actions),
+                    );
                 }
                 Some(_) => return None,
             }
         }
         // A spoofer claiming the pinned server's address: the pin holds; raise the alarm.
-        let pinned = self
-            .state
-            .server
-            .filter(|s| s.ip == spa)
-            .and_then(|s| s.mac)?;
+        let pinned = self.state.server.filter(|s| s.ip == spa).and_then(|s| s.mac)?;
         if pinned.ct_eq(&sha) || !self.rate.allow(sha, now) {
             return None;
         }
         let detail = format!("ARP claims server {spa} is at {sha}, pinned at {pinned}");
         let actions = self.alarm(now, spa, Some(sha), reason::ADDRESS_IN_USE, detail);
-        Some(self.make(
-            frame,
-            now,
-            Input::Arp,
-            Verdict::Conflict,
-            Some(reason::ADDRESS_IN_USE),
-            Some(spa),
-            Some(sha),
-            actions,
-        ))
+        Some(
+            Decision::new(frame, now, Input::Arp, Verdict::Conflict)
+                .reason(reason::ADDRESS_IN_USE)
+                .server(Some(spa), Some(sha))
+                .actions(actions),
+        )
     }
 
-    pub(super) fn handle_welcome(
-        &mut self,
-        now: Instant,
-        ip: Ipv4Addr,
-        mac: Option<Mac>,
-        status: u8,
-    ) {
+    pub(super) fn handle_welcome(&mut self, now: Instant, ip: Ipv4Addr, mac: Option<Mac>, status: u8) {
         if self.current_server() != Some(ip) {
             return;
         }
         if status == ipsync::status::SUCCESS {
             let env = self.hook_env(Some(ip), mac);
-            let actions = vec![Action::Hook {
-                reason: HookReason::ServerConnected,
-                env,
-            }];
-            self.decide(
-                None,
-                now,
-                Input::Welcome,
-                Verdict::Same,
-                None,
-                Some(ip),
-                mac,
-                actions,
-            );
+            let actions = vec![Action::Hook { reason: HookReason::ServerConnected, env }];
+            self.decide(Decision::new(None, now, Input::Welcome, Verdict::Same).server(Some(ip), mac).actions(actions));
         } else {
             self.decide(
-                None,
-                now,
-                Input::Welcome,
-                Verdict::Ignore,
-                Some("refused"),
-                Some(ip),
-                mac,
-                Vec::new(),
+                Decision::new(None, now, Input::Welcome, Verdict::Ignore).reason("refused").server(Some(ip), mac),
             );
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn make(
-        &self,
-        frame: Option<u64>,
-        time: Instant,
-        input: Input,
-        verdict: Verdict,
-        reason: Option<&'static str>,
-        server_ip: Option<Ipv4Addr>,
-        server_mac: Option<Mac>,
-        actions: Vec<Action>,
-    ) -> Decision {
-        Decision {
-            frame,
-            time,
-            input,
-            verdict,
-            reason,
-            server_ip,
-            server_mac,
-            actions,
-        }
-    }
-
-    pub(super) fn push(&mut self, d: Decision) {
-        self.decide(
-            d.frame,
-            d.time,
-            d.input,
-            d.verdict,
-            d.reason,
-            d.server_ip,
-            d.server_mac,
-            d.actions,
-        );
     }
 
     /// Whether FORCERENEW's final check ("we are BOUND") holds. In follow mode the system's own

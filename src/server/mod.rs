@@ -87,45 +87,16 @@ impl ForceRenew<'_> {
     /// The signed DHCP message.
     pub fn payload(&self) -> Vec<u8> {
         let scheme_and_proto = match self.auth {
-            ForceRenewAuth::Delayed { secret_id, .. } => Some((
-                PROTOCOL_DELAYED,
-                Scheme::Delayed {
-                    secret_id,
-                    mac: [0; 16],
-                },
-            )),
-            ForceRenewAuth::ReconfigureKey { .. } => Some((
-                PROTOCOL_RECONFIGURE_KEY,
-                Scheme::ReconfigureHmac { mac: [0; 16] },
-            )),
+            ForceRenewAuth::Delayed { secret_id, .. } => {
+                Some((PROTOCOL_DELAYED, Scheme::Delayed { secret_id, mac: [0; 16] }))
+            }
+            ForceRenewAuth::ReconfigureKey { .. } => {
+                Some((PROTOCOL_RECONFIGURE_KEY, Scheme::ReconfigureHmac { mac: [0; 16] }))
+            }
             ForceRenewAuth::None => None,
         };
         let repr = dhcpv4::Repr {
-            message_type: MessageType::ForceRenew,
-            op: 2,
-            htype: 1,
-            hops: 0,
-            xid: self.xid,
-            secs: 0,
-            broadcast: false,
-            ciaddr: Ipv4Addr::UNSPECIFIED,
-            yiaddr: Ipv4Addr::UNSPECIFIED,
-            siaddr: Ipv4Addr::UNSPECIFIED,
-            giaddr: Ipv4Addr::UNSPECIFIED,
-            chaddr: &self.client_mac.0,
-            client_identifier: None,
             server_identifier: Some(self.server_ip),
-            requested_ip: None,
-            lease_time: None,
-            renewal_time: None,
-            rebinding_time: None,
-            subnet_mask: None,
-            router: None,
-            dns_servers: None,
-            parameter_request_list: None,
-            max_size: None,
-            forcerenew_nonce_capable: false,
-            cloud_server: None,
             auth: scheme_and_proto.map(|(protocol, scheme)| AuthRepr {
                 protocol,
                 algorithm: ALGORITHM_HMAC_MD5,
@@ -133,8 +104,7 @@ impl ForceRenew<'_> {
                 replay: self.replay,
                 scheme,
             }),
-            auth_offset: None,
-            auth_invalid: false,
+            ..dhcpv4::Repr::new(MessageType::ForceRenew, self.xid, &self.client_mac.0)
         };
         let mut msg = repr.to_bytes();
         let key: &[u8] = match self.auth {
@@ -182,10 +152,7 @@ mod tests {
             client_mac: Mac([2, 0, 0, 0, 0, 0x10]),
             xid: 0,
             replay: 9,
-            auth: ForceRenewAuth::Delayed {
-                secret_id: 1,
-                key: b"k",
-            },
+            auth: ForceRenewAuth::Delayed { secret_id: 1, key: b"k" },
         };
         let raw = fr.payload();
         let p = dhcpv4::Packet::new_checked(&raw[..]).unwrap();

@@ -25,10 +25,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(state_dir: Option<PathBuf>) -> Recorder {
-        Recorder {
-            state_dir,
-            ..Recorder::default()
-        }
+        Recorder { state_dir, ..Recorder::default() }
     }
 }
 

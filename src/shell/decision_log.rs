@@ -68,13 +68,8 @@ pub fn to_json(d: &Decision) -> String {
         }
         None => out.push_str("{\"frame\":null"),
     }
-    let _ = write!(
-        out,
-        ",\"time\":{},\"input\":\"{}\",\"verdict\":\"{}\"",
-        d.time,
-        d.input.as_str(),
-        d.verdict.as_str()
-    );
+    let _ =
+        write!(out, ",\"time\":{},\"input\":\"{}\",\"verdict\":\"{}\"", d.time, d.input.as_str(), d.verdict.as_str());
     if let Some(r) = d.reason {
         out.push_str(",\"reason\":");
         esc(r, &mut out);
@@ -117,18 +112,10 @@ mod tests {
             server_mac: Some(m),
             actions: vec![
                 Action::PinNeighbour { ip: b, mac: m },
-                Action::UnpinNeighbour {
-                    ip: Ipv4Addr::new(10, 77, 0, 1),
-                },
+                Action::UnpinNeighbour { ip: Ipv4Addr::new(10, 77, 0, 1) },
                 Action::Connect { ip: b, port: 47474 },
-                Action::SetServer {
-                    ip: b,
-                    mac: Some(m),
-                },
-                Action::Hook {
-                    reason: HookReason::ServerChanged,
-                    env: HookEnv::default(),
-                },
+                Action::SetServer { ip: b, mac: Some(m) },
+                Action::Hook { reason: HookReason::ServerChanged, env: HookEnv::default() },
             ],
         };
         let want = r#"{"frame":12,"time":1764138625.123456,"input":"announce","verdict":"apply","server_ip":"10.77.0.20","server_mac":"02:00:00:00:00:02","actions":[{"op":"pin_neighbour","ip":"10.77.0.20","mac":"02:00:00:00:00:02"},{"op":"unpin_neighbour","ip":"10.77.0.1"},{"op":"connect","ip":"10.77.0.20","port":47474},{"op":"set_server","ip":"10.77.0.20","mac":"02:00:00:00:00:02"},{"op":"hook","reason":"SERVER_CHANGED"}]}"#;

@@ -77,20 +77,12 @@ pub struct Reader {
 
 fn rd32(b: &[u8], at: usize, big: bool) -> Option<u32> {
     let s: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
-    Some(if big {
-        u32::from_be_bytes(s)
-    } else {
-        u32::from_le_bytes(s)
-    })
+    Some(if big { u32::from_be_bytes(s) } else { u32::from_le_bytes(s) })
 }
 
 fn rd16(b: &[u8], at: usize, big: bool) -> Option<u16> {
     let s: [u8; 2] = b.get(at..at.checked_add(2)?)?.try_into().ok()?;
-    Some(if big {
-        u16::from_be_bytes(s)
-    } else {
-        u16::from_le_bytes(s)
-    })
+    Some(if big { u16::from_be_bytes(s) } else { u16::from_le_bytes(s) })
 }
 
 fn pad4(n: usize) -> usize {
@@ -101,38 +93,17 @@ impl Reader {
     pub fn new(data: Vec<u8>) -> Result<Reader, PcapError> {
         let magic = rd32(&data, 0, false).ok_or(PcapError::TooShort)?;
         let format = match magic {
-            0xa1b2_c3d4 => Format::Classic {
-                big: false,
-                nanos: false,
-            },
-            0xa1b2_3c4d => Format::Classic {
-                big: false,
-                nanos: true,
-            },
-            0xd4c3_b2a1 => Format::Classic {
-                big: true,
-                nanos: false,
-            },
-            0x4d3c_b2a1 => Format::Classic {
-                big: true,
-                nanos: true,
-            },
+            0xa1b2_c3d4 => Format::Classic { big: false, nanos: false },
+            0xa1b2_3c4d => Format::Classic { big: false, nanos: true },
+            0xd4c3_b2a1 => Format::Classic { big: true, nanos: false },
+            0x4d3c_b2a1 => Format::Classic { big: true, nanos: true },
             0x0a0d_0d0a => {
                 let bom = rd32(&data, 8, false).ok_or(PcapError::TooShort)?;
-                Format::Ng {
-                    big: bom != 0x1a2b_3c4d,
-                }
+                Format::Ng { big: bom != 0x1a2b_3c4d }
             }
             m => return Err(PcapError::BadMagic(m)),
         };
-        let mut r = Reader {
-            data,
-            pos: 0,
-            format,
-            ifaces: Vec::new(),
-            records: 0,
-            last_ts: 0,
-        };
+        let mut r = Reader { data, pos: 0, format, ifaces: Vec::new(), records: 0, last_ts: 0 };
         if let Format::Classic { big, .. } = format {
             if r.data.len() < 24 {
                 return Err(PcapError::TooShort);
@@ -167,10 +138,7 @@ impl Reader {
         let h = |o| rd32(&self.data, at + o, big).ok_or(PcapError::Truncated { record });
         let (sec, frac, caplen) = (h(0)?, h(4)?, h(8)? as usize);
         if caplen > MAX_RECORD {
-            return Err(PcapError::RecordTooLarge {
-                record,
-                len: caplen as u64,
-            });
+            return Err(PcapError::RecordTooLarge { record, len: caplen as u64 });
         }
         let start = at + 16;
         if start + caplen > self.data.len() {
@@ -178,16 +146,9 @@ impl Reader {
         }
         self.pos = start + caplen;
         self.records = record;
-        let frac_us = if nanos {
-            u64::from(frac) / 1000
-        } else {
-            u64::from(frac)
-        };
+        let frac_us = if nanos { u64::from(frac) / 1000 } else { u64::from(frac) };
         let ts_us = u64::from(sec) * 1_000_000 + frac_us;
-        Ok(Some(Record {
-            ts_us,
-            data: &self.data[start..start + caplen],
-        }))
+        Ok(Some(Record { ts_us, data: &self.data[start..start + caplen] }))
     }
 
     fn next_ng(&mut self) -> Result<Option<Record<'_>>, PcapError> {
@@ -202,9 +163,7 @@ impl Reader {
             let raw_type = rd32(&self.data, at, false).ok_or(bad("truncated block header"))?;
             if raw_type == 0x0a0d_0d0a {
                 let bom = rd32(&self.data, at + 8, false).ok_or(bad("truncated section header"))?;
-                self.format = Format::Ng {
-                    big: bom != 0x1a2b_3c4d,
-                };
+                self.format = Format::Ng { big: bom != 0x1a2b_3c4d };
                 self.ifaces.clear();
             }
             let Format::Ng { big } = self.format else {
@@ -212,10 +171,7 @@ impl Reader {
             };
             let btype = rd32(&self.data, at, big).ok_or(bad("truncated block header"))?;
             let blen = rd32(&self.data, at + 4, big).ok_or(bad("truncated block header"))? as usize;
-            if blen < 12
-                || blen % 4 != 0
-                || at.checked_add(blen).map_or(true, |e| e > self.data.len())
-            {
+            if blen < 12 || blen % 4 != 0 || at.checked_add(blen).map_or(true, |e| e > self.data.len()) {
                 return Err(bad("block length out of bounds"));
             }
             if rd32(&self.data, at + blen - 4, big) != Some(blen as u32) {
@@ -228,8 +184,7 @@ impl Reader {
                     let link = u32::from(rd16(body, 0, big).ok_or(bad("short interface block"))?);
                     let mut units = 1_000_000u64;
                     let mut o = 8;
-                    while let (Some(code), Some(len)) = (rd16(body, o, big), rd16(body, o + 2, big))
-                    {
+                    while let (Some(code), Some(len)) = (rd16(body, o, big), rd16(body, o + 2, big)) {
                         let len = usize::from(len);
                         if code == 0 {
                             break;
@@ -256,38 +211,23 @@ impl Reader {
                     let hi = u64::from(rd32(body, 4, big).ok_or(bad("short packet block"))?);
                     let lo = u64::from(rd32(body, 8, big).ok_or(bad("short packet block"))?);
                     let caplen = rd32(body, 12, big).ok_or(bad("short packet block"))? as usize;
-                    let &(link, units) = self
-                        .ifaces
-                        .get(iface)
-                        .ok_or(bad("packet for an undeclared interface"))?;
+                    let &(link, units) = self.ifaces.get(iface).ok_or(bad("packet for an undeclared interface"))?;
                     if link != LINKTYPE_ETHERNET {
                         return Err(PcapError::LinkType(link));
                     }
                     if caplen > MAX_RECORD {
-                        return Err(PcapError::RecordTooLarge {
-                            record: record + 1,
-                            len: caplen as u64,
-                        });
+                        return Err(PcapError::RecordTooLarge { record: record + 1, len: caplen as u64 });
                     }
-                    let data = body
-                        .get(20..20 + caplen)
-                        .ok_or(PcapError::Truncated { record: record + 1 })?;
+                    let data = body.get(20..20 + caplen).ok_or(PcapError::Truncated { record: record + 1 })?;
                     let ts = (hi << 32) | lo;
-                    let ts_us = (u128::from(ts) * 1_000_000 / u128::from(units))
-                        .min(u128::from(u64::MAX)) as u64;
+                    let ts_us = (u128::from(ts) * 1_000_000 / u128::from(units)).min(u128::from(u64::MAX)) as u64;
                     self.records += 1;
                     self.last_ts = ts_us;
                     let start = at + 8 + 20;
-                    return Ok(Some(Record {
-                        ts_us,
-                        data: &self.data[start..start + data.len()],
-                    }));
+                    return Ok(Some(Record { ts_us, data: &self.data[start..start + data.len()] }));
                 }
                 3 => {
-                    let &(link, _) = self
-                        .ifaces
-                        .first()
-                        .ok_or(bad("packet for an undeclared interface"))?;
+                    let &(link, _) = self.ifaces.first().ok_or(bad("packet for an undeclared interface"))?;
                     if link != LINKTYPE_ETHERNET {
                         return Err(PcapError::LinkType(link));
                     }
@@ -295,10 +235,7 @@ impl Reader {
                     let caplen = orig.min(body.len().saturating_sub(4));
                     self.records += 1;
                     let start = at + 8 + 4;
-                    return Ok(Some(Record {
-                        ts_us: self.last_ts,
-                        data: &self.data[start..start + caplen],
-                    }));
+                    return Ok(Some(Record { ts_us: self.last_ts, data: &self.data[start..start + caplen] }));
                 }
                 _ => {}
             }
@@ -346,10 +283,7 @@ pub fn write_pcapng(records: &[(u64, Vec<u8>)]) -> Vec<u8> {
 pub fn write_pcap(records: &[(u64, Vec<u8>)]) -> Vec<u8> {
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
     use std::time::Duration;
-    let header = PcapHeader {
-        datalink: pcap_file::DataLink::ETHERNET,
-        ..PcapHeader::default()
-    };
+    let header = PcapHeader { datalink: pcap_file::DataLink::ETHERNET, ..PcapHeader::default() };
     let mut out = Vec::new();
     if let Ok(mut w) = PcapWriter::with_header(&mut out, header) {
         for (ts, data) in records {
@@ -367,10 +301,7 @@ mod tests {
     use super::*;
 
     fn recs() -> Vec<(u64, Vec<u8>)> {
-        vec![
-            (1_764_138_625_123_456, vec![1, 2, 3]),
-            (1_764_138_626_000_001, vec![9; 61]),
-        ]
+        vec![(1_764_138_625_123_456, vec![1, 2, 3]), (1_764_138_626_000_001, vec![9; 61])]
     }
 
     fn read_all(bytes: Vec<u8>) -> Result<Vec<(u64, Vec<u8>)>, PcapError> {
@@ -399,10 +330,7 @@ mod tests {
             huge[len - 8] = 0xff;
             let _ = read_all(huge);
         }
-        assert!(matches!(
-            read_all(write_pcap(&recs())[..30].to_vec()),
-            Err(PcapError::Truncated { record: 1 })
-        ));
+        assert!(matches!(read_all(write_pcap(&recs())[..30].to_vec()), Err(PcapError::Truncated { record: 1 })));
         assert!(matches!(read_all(vec![0; 40]), Err(PcapError::BadMagic(0))));
     }
 }

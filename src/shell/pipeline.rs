@@ -39,48 +39,37 @@ pub fn run(
     let (app_tx, app_rx) = bounded::<ApplierMsg>(APPLIER_QUEUE);
     let (res_tx, res_rx) = bounded::<ActionResult>(APPLIER_QUEUE);
 
-    let capture = thread::Builder::new()
-        .name("capture".into())
-        .spawn(move || {
-            let mut s = Summary::default();
-            let mut last = None;
-            loop {
-                let f = match source.next_frame() {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break,
-                    Err(e) => {
-                        s.source_error = Some(e);
+    let capture = thread::Builder::new().name("capture".into()).spawn(move || {
+        let mut s = Summary::default();
+        let mut last = None;
+        loop {
+            let f = match source.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    s.source_error = Some(e);
+                    break;
+                }
+            };
+            s.frames += 1;
+            last = Some(f.ts);
+            match decode_frame(Some(f.index), f.bytes, f.csum, &ctx) {
+                Decoded::Filtered => s.filtered += 1,
+                Decoded::Dropped(why) => *s.capture_drops.entry(why).or_default() += 1,
+                Decoded::Inbound(i) => {
+                    if cap_tx.send(CaptureMsg::Frame(f.ts, i)).is_err() {
                         break;
-                    }
-                };
-                s.frames += 1;
-                last = Some(f.ts);
-                match decode_frame(Some(f.index), f.bytes, f.csum, &ctx) {
-                    Decoded::Filtered => s.filtered += 1,
-                    Decoded::Dropped(why) => *s.capture_drops.entry(why).or_default() += 1,
-                    Decoded::Inbound(i) => {
-                        if cap_tx.send(CaptureMsg::Frame(f.ts, i)).is_err() {
-                            break;
-                        }
                     }
                 }
             }
-            let _ = cap_tx.send(CaptureMsg::End(last));
-            s
-        });
-    let applier_thread = thread::Builder::new()
-        .name("applier".into())
-        .spawn(move || run_applier(applier, app_rx, res_tx));
-    let worker = Worker {
-        engine,
-        timing,
-        to_applier: app_tx,
-        results: res_rx,
-        sink,
-    };
-    let worker_thread = thread::Builder::new()
-        .name("worker".into())
-        .spawn(move || worker.run(cap_rx));
+        }
+        let _ = cap_tx.send(CaptureMsg::End(last));
+        s
+    });
+    let applier_thread =
+        thread::Builder::new().name("applier".into()).spawn(move || run_applier(applier, app_rx, res_tx));
+    let worker = Worker { engine, timing, to_applier: app_tx, results: res_rx, sink };
+    let worker_thread = thread::Builder::new().name("worker".into()).spawn(move || worker.run(cap_rx));
 
     let mut summary = match capture.map(|h| h.join()) {
         Ok(Ok(s)) => s,

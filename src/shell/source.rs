@@ -49,17 +49,12 @@ pub struct PcapSource {
 
 impl PcapSource {
     pub fn open(path: &Path) -> Result<PcapSource, SourceError> {
-        let reader = Reader::open(path)
-            .map_err(SourceError::Io)?
-            .map_err(SourceError::Pcap)?;
+        let reader = Reader::open(path).map_err(SourceError::Io)?.map_err(SourceError::Pcap)?;
         Ok(PcapSource { reader, index: 0 })
     }
 
     pub fn from_bytes(bytes: Vec<u8>) -> Result<PcapSource, SourceError> {
-        Ok(PcapSource {
-            reader: Reader::new(bytes).map_err(SourceError::Pcap)?,
-            index: 0,
-        })
+        Ok(PcapSource { reader: Reader::new(bytes).map_err(SourceError::Pcap)?, index: 0 })
     }
 }
 

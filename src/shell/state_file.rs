@@ -36,10 +36,7 @@ pub fn load(dir: &Path, now_unix: u64) -> std::io::Result<Loaded> {
         Err(e) => return Err(e),
     };
     let parsed = if meta.len() > MAX_STATE_BYTES {
-        Err(format!(
-            "{} bytes is too large for a state file",
-            meta.len()
-        ))
+        Err(format!("{} bytes is too large for a state file", meta.len()))
     } else {
         let text = fs::read(&p)?;
         serde_json::from_slice::<State>(&text).map_err(|e| e.to_string())
@@ -63,11 +60,7 @@ pub fn save(dir: &Path, state: &State) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
     let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         f.write_all(&json)?;
         f.write_all(b"\n")?;
         f.sync_all()?;

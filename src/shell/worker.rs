@@ -33,9 +33,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Instant::from_micros(d.as_micros() as u64)
     }
 }
@@ -70,9 +68,7 @@ impl Worker {
             let _ = self.to_applier.send(ApplierMsg::Action(a));
         }
         if self.engine.take_dirty() {
-            let _ = self
-                .to_applier
-                .send(ApplierMsg::Persist(Box::new(self.engine.state().clone())));
+            let _ = self.to_applier.send(ApplierMsg::Persist(Box::new(self.engine.state().clone())));
         }
     }
 
@@ -133,9 +129,7 @@ impl Worker {
         loop {
             // No deadline, no timer: an idle daemon does not wake up.
             let tick = match self.engine.poll_timeout() {
-                Some(d) => crossbeam_channel::after(std::time::Duration::from_micros(
-                    d.saturating_sub(clock.now()),
-                )),
+                Some(d) => crossbeam_channel::after(std::time::Duration::from_micros(d.saturating_sub(clock.now()))),
                 None => crossbeam_channel::never(),
             };
             select! {

@@ -86,12 +86,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b.len() < field::LEN {
             return Err(Error::Truncated(b.len()));
         }
-        let (h, p, hl, pl) = (
-            be16(b, field::HTYPE),
-            be16(b, field::PTYPE),
-            byte(b, field::HLEN),
-            byte(b, field::PLEN),
-        );
+        let (h, p, hl, pl) = (be16(b, field::HTYPE), be16(b, field::PTYPE), byte(b, field::HLEN), byte(b, field::PLEN));
         if (h, p, hl, pl) != (1, 0x0800, 6, 4) {
             return Err(Error::Format(h, p, hl, pl));
         }
@@ -126,13 +121,7 @@ pub struct Repr {
 impl Repr {
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr, Error> {
         p.check_len()?;
-        Ok(Repr {
-            operation: p.operation(),
-            sha: p.sha(),
-            spa: p.spa(),
-            tha: p.tha(),
-            tpa: p.tpa(),
-        })
+        Ok(Repr { operation: p.operation(), sha: p.sha(), spa: p.spa(), tha: p.tha(), tpa: p.tpa() })
     }
 
     pub fn buffer_len(&self) -> usize {
@@ -154,24 +143,12 @@ impl Repr {
 
     /// RFC 5227 §2.1.1 probe: sender IP all zeros, target the address being probed.
     pub fn probe(our_mac: Mac, candidate: Ipv4Addr) -> Repr {
-        Repr {
-            operation: Operation::Request,
-            sha: our_mac,
-            spa: Ipv4Addr::UNSPECIFIED,
-            tha: Mac::ZERO,
-            tpa: candidate,
-        }
+        Repr { operation: Operation::Request, sha: our_mac, spa: Ipv4Addr::UNSPECIFIED, tha: Mac::ZERO, tpa: candidate }
     }
 
     /// RFC 5227 §2.3 announcement: sender and target IP both the claimed address.
     pub fn announcement(our_mac: Mac, addr: Ipv4Addr) -> Repr {
-        Repr {
-            operation: Operation::Request,
-            sha: our_mac,
-            spa: addr,
-            tha: Mac::ZERO,
-            tpa: addr,
-        }
+        Repr { operation: Operation::Request, sha: our_mac, spa: addr, tha: Mac::ZERO, tpa: addr }
     }
 
     pub fn to_bytes(&self) -> [u8; LEN] {
@@ -186,9 +163,8 @@ mod tests {
     use super::*;
 
     // A reply "10.77.0.20 is-at 02:00:00:00:00:02" to 10.77.0.10, laid out from RFC 826.
-    const REPLY: [u8; 28] = [
-        0, 1, 8, 0, 6, 4, 0, 2, 2, 0, 0, 0, 0, 2, 10, 77, 0, 20, 2, 0, 0, 0, 0, 0x10, 10, 77, 0, 10,
-    ];
+    const REPLY: [u8; 28] =
+        [0, 1, 8, 0, 6, 4, 0, 2, 2, 0, 0, 0, 0, 2, 10, 77, 0, 20, 2, 0, 0, 0, 0, 0x10, 10, 77, 0, 10];
 
     fn reply() -> Repr {
         Repr {
@@ -202,24 +178,15 @@ mod tests {
 
     #[test]
     fn parse_emit() {
-        assert_eq!(
-            Repr::parse(&Packet::new_checked(&REPLY[..]).unwrap()).unwrap(),
-            reply()
-        );
+        assert_eq!(Repr::parse(&Packet::new_checked(&REPLY[..]).unwrap()).unwrap(), reply());
         assert_eq!(reply().to_bytes(), REPLY);
     }
 
     #[test]
     fn rejects_short_and_foreign() {
-        assert_eq!(
-            Packet::new_checked(&REPLY[..27]).unwrap_err(),
-            Error::Truncated(27)
-        );
+        assert_eq!(Packet::new_checked(&REPLY[..27]).unwrap_err(), Error::Truncated(27));
         let mut b = REPLY;
         b[1] = 6;
-        assert!(matches!(
-            Packet::new_checked(&b[..]),
-            Err(Error::Format(6, ..))
-        ));
+        assert!(matches!(Packet::new_checked(&b[..]), Err(Error::Format(6, ..))));
     }
 }

@@ -41,11 +41,7 @@ pub enum Error {
     /// Shorter than its protocol requires.
     Length(usize),
     /// A protocol, algorithm or RDM we do not implement.
-    Unsupported {
-        protocol: u8,
-        algorithm: u8,
-        rdm: u8,
-    },
+    Unsupported { protocol: u8, algorithm: u8, rdm: u8 },
 }
 
 /// What option 90 says, by protocol.
@@ -84,11 +80,7 @@ impl AuthRepr {
         }
         let (protocol, algorithm, rdm) = (value[0], value[1], value[2]);
         let replay = super::be64(value, 3..11);
-        let unsupported = Err(Error::Unsupported {
-            protocol,
-            algorithm,
-            rdm,
-        });
+        let unsupported = Err(Error::Unsupported { protocol, algorithm, rdm });
         if algorithm != ALGORITHM_HMAC_MD5 || rdm != RDM_MONOTONIC {
             return unsupported;
         }
@@ -100,10 +92,7 @@ impl AuthRepr {
                 }
                 let mut mac = [0; 16];
                 mac.copy_from_slice(&info[4..20]);
-                Scheme::Delayed {
-                    secret_id: super::be32(info, 0..4),
-                    mac,
-                }
+                Scheme::Delayed { secret_id: super::be32(info, 0..4), mac }
             }
             PROTOCOL_RECONFIGURE_KEY => {
                 if value.len() != RKAP_LEN {
@@ -119,13 +108,7 @@ impl AuthRepr {
             }
             _ => return unsupported,
         };
-        Ok(AuthRepr {
-            protocol,
-            algorithm,
-            rdm,
-            replay,
-            scheme,
-        })
+        Ok(AuthRepr { protocol, algorithm, rdm, replay, scheme })
     }
 
     /// Offset of the MAC inside the option value, for schemes that carry one.
@@ -222,41 +205,22 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     // RFC 2202 §2: HMAC-MD5 test cases 1–7.
     #[test]
     fn rfc2202_hmac_md5() {
         let cases: [(Vec<u8>, Vec<u8>, &str); 7] = [
-            (
-                vec![0x0b; 16],
-                b"Hi There".to_vec(),
-                "9294727a3638bb1c13f48ef8158bfc9d",
-            ),
-            (
-                b"Jefe".to_vec(),
-                b"what do ya want for nothing?".to_vec(),
-                "750c783e6ab0b503eaa86e310a5db738",
-            ),
-            (
-                vec![0xaa; 16],
-                vec![0xdd; 50],
-                "56be34521d144c88dbb8c733f0e8b3f6",
-            ),
+            (vec![0x0b; 16], b"Hi There".to_vec(), "9294727a3638bb1c13f48ef8158bfc9d"),
+            (b"Jefe".to_vec(), b"what do ya want for nothing?".to_vec(), "750c783e6ab0b503eaa86e310a5db738"),
+            (vec![0xaa; 16], vec![0xdd; 50], "56be34521d144c88dbb8c733f0e8b3f6"),
             (
                 hex("0102030405060708090a0b0c0d0e0f10111213141516171819"),
                 vec![0xcd; 50],
                 "697eaf0aca3a3aea3a75164746ffaa79",
             ),
-            (
-                vec![0x0c; 16],
-                b"Test With Truncation".to_vec(),
-                "56461ef2342edc00f9bab995690efd4c",
-            ),
+            (vec![0x0c; 16], b"Test With Truncation".to_vec(), "56461ef2342edc00f9bab995690efd4c"),
             (
                 vec![0xaa; 80],
                 b"Test Using Larger Than Block-Size Key - Hash Key First".to_vec(),
@@ -264,8 +228,7 @@ mod tests {
             ),
             (
                 vec![0xaa; 80],
-                b"Test Using Larger Than Block-Size Key and Larger Than One Block-Size Data"
-                    .to_vec(),
+                b"Test Using Larger Than Block-Size Key and Larger Than One Block-Size Data".to_vec(),
                 "6f630fad67cda0ee1fb1f562db3aa53e",
             ),
         ];
@@ -331,10 +294,7 @@ mod tests {
             algorithm: 1,
             rdm: 0,
             replay: 0x0102030405060708,
-            scheme: Scheme::Delayed {
-                secret_id: 7,
-                mac: [0xab; 16],
-            },
+            scheme: Scheme::Delayed { secret_id: 7, mac: [0xab; 16] },
         };
         let mut v = Vec::new();
         r.emit(&mut v);
@@ -344,10 +304,7 @@ mod tests {
         assert!(AuthRepr::parse(&v[..30]).is_err());
         let mut bad = v.clone();
         bad[1] = 2;
-        assert!(matches!(
-            AuthRepr::parse(&bad),
-            Err(Error::Unsupported { .. })
-        ));
+        assert!(matches!(AuthRepr::parse(&bad), Err(Error::Unsupported { .. })));
     }
 
     #[test]

@@ -229,8 +229,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn chaddr(&self) -> &[u8] {
         let b = self.buffer.as_ref();
         let n = usize::from(self.hlen()).min(16);
-        b.get(field::CHADDR.start..field::CHADDR.start + n)
-            .unwrap_or(&[])
+        b.get(field::CHADDR.start..field::CHADDR.start + n).unwrap_or(&[])
     }
     pub fn options(&self) -> Options<'_> {
         Options::new(self.buffer.as_ref())
@@ -267,14 +266,7 @@ pub struct DhcpOption<'a> {
 
 impl<'a> Options<'a> {
     fn new(buf: &'a [u8]) -> Options<'a> {
-        Options {
-            buf,
-            pos: field::OPTIONS,
-            end: buf.len(),
-            region: Region::Main,
-            overload: 0,
-            failed: false,
-        }
+        Options { buf, pos: field::OPTIONS, end: buf.len(), region: Region::Main, overload: 0, failed: false }
     }
 
     fn next_region(&mut self) {
@@ -334,11 +326,7 @@ impl<'a> Iterator for Options<'a> {
                     }
                 }
             }
-            return Some(Ok(DhcpOption {
-                code,
-                data,
-                offset: start,
-            }));
+            return Some(Ok(DhcpOption { code, data, offset: start }));
         }
     }
 }
@@ -444,23 +432,15 @@ fn ip4(code: u8, d: &[u8]) -> Result<Ipv4Addr, Error> {
     match d {
         [a, b, c, e] => Ok(Ipv4Addr::new(*a, *b, *c, *e)),
         // Router and similar lists: the first address is the one we use.
-        [a, b, c, e, ..] if d.len() % 4 == 0 && (code == opt::ROUTER) => {
-            Ok(Ipv4Addr::new(*a, *b, *c, *e))
-        }
-        _ => Err(Error::OptionLength {
-            code,
-            len: d.len() as u8,
-        }),
+        [a, b, c, e, ..] if d.len() % 4 == 0 && (code == opt::ROUTER) => Ok(Ipv4Addr::new(*a, *b, *c, *e)),
+        _ => Err(Error::OptionLength { code, len: d.len() as u8 }),
     }
 }
 
 fn u32_opt(code: u8, d: &[u8]) -> Result<u32, Error> {
     match d {
         [a, b, c, e] => Ok(u32::from_be_bytes([*a, *b, *c, *e])),
-        _ => Err(Error::OptionLength {
-            code,
-            len: d.len() as u8,
-        }),
+        _ => Err(Error::OptionLength { code, len: d.len() as u8 }),
     }
 }
 
@@ -468,22 +448,14 @@ fn u32_opt(code: u8, d: &[u8]) -> Result<u32, Error> {
 /// such as IGEL's. Anything else means "not given".
 fn cloud_server_from(code: u8, d: &[u8]) -> Option<CloudServer> {
     if let [a, b, c, e] = d {
-        return Some(CloudServer {
-            code,
-            addr: Ipv4Addr::new(*a, *b, *c, *e),
-            form: ServerForm::Binary,
-        });
+        return Some(CloudServer { code, addr: Ipv4Addr::new(*a, *b, *c, *e), form: ServerForm::Binary });
     }
     if d.len() > 15 + 1 {
         return None;
     }
     let s = core::str::from_utf8(d).ok()?.trim_end_matches('\0').trim();
     let addr = s.parse::<Ipv4Addr>().ok()?;
-    Some(CloudServer {
-        code,
-        addr,
-        form: ServerForm::Dotted,
-    })
+    Some(CloudServer { code, addr, form: ServerForm::Dotted })
 }
 
 fn vendor_sub_option(code: u8, d: &[u8]) -> Option<CloudServer> {
@@ -493,11 +465,7 @@ fn vendor_sub_option(code: u8, d: &[u8]) -> Option<CloudServer> {
         let v = d.get(i + 2..i + 2 + len)?;
         if sub == code {
             if let [a, b, c, e] = v {
-                return Some(CloudServer {
-                    code,
-                    addr: Ipv4Addr::new(*a, *b, *c, *e),
-                    form: ServerForm::Vendor,
-                });
+                return Some(CloudServer { code, addr: Ipv4Addr::new(*a, *b, *c, *e), form: ServerForm::Vendor });
             }
             return None;
         }
@@ -507,31 +475,22 @@ fn vendor_sub_option(code: u8, d: &[u8]) -> Option<CloudServer> {
 }
 
 impl<'a> Repr<'a> {
-    /// `server_option` is `[server] dhcp_option` (0: the cloud server is option 54's address, and
-    /// no option is scanned for it).
-    pub fn parse(packet: &Packet<&'a [u8]>, server_option: u8) -> Result<Repr<'a>, Error> {
-        let b: &'a [u8] = packet.buffer;
-        let p = Packet::new_checked(b)?;
-        let op = p.op();
-        if op != 1 && op != 2 {
-            return Err(Error::Op(op));
-        }
-        let mut r = Repr {
-            message_type: MessageType::Unknown(0),
-            op,
-            htype: p.htype(),
-            hops: p.hops(),
-            xid: p.xid(),
-            secs: p.secs(),
-            broadcast: p.flags() & FLAG_BROADCAST != 0,
-            ciaddr: p.ciaddr(),
-            yiaddr: p.yiaddr(),
-            siaddr: p.siaddr(),
-            giaddr: p.giaddr(),
-            chaddr: {
-                let n = usize::from(p.hlen()).min(16);
-                &b[field::CHADDR.start..field::CHADDR.start + n]
-            },
+    /// A message of type `t` from or to `chaddr` (Ethernet), with every address zero and no
+    /// option but 53. Callers set what they need with struct update syntax.
+    pub fn new(t: MessageType, xid: u32, chaddr: &'a [u8]) -> Repr<'a> {
+        Repr {
+            message_type: t,
+            op: t.op(),
+            htype: 1,
+            hops: 0,
+            xid,
+            secs: 0,
+            broadcast: false,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            chaddr,
             client_identifier: None,
             server_identifier: None,
             requested_ip: None,
@@ -548,6 +507,32 @@ impl<'a> Repr<'a> {
             auth: None,
             auth_offset: None,
             auth_invalid: false,
+        }
+    }
+
+    /// `server_option` is `[server] dhcp_option` (0: the cloud server is option 54's address, and
+    /// no option is scanned for it).
+    pub fn parse(packet: &Packet<&'a [u8]>, server_option: u8) -> Result<Repr<'a>, Error> {
+        let b: &'a [u8] = packet.buffer;
+        let p = Packet::new_checked(b)?;
+        let op = p.op();
+        if op != 1 && op != 2 {
+            return Err(Error::Op(op));
+        }
+        let mut r = Repr {
+            op,
+            htype: p.htype(),
+            hops: p.hops(),
+            secs: p.secs(),
+            broadcast: p.flags() & FLAG_BROADCAST != 0,
+            ciaddr: p.ciaddr(),
+            yiaddr: p.yiaddr(),
+            siaddr: p.siaddr(),
+            giaddr: p.giaddr(),
+            ..Repr::new(MessageType::Unknown(0), p.xid(), {
+                let n = usize::from(p.hlen()).min(16);
+                &b[field::CHADDR.start..field::CHADDR.start + n]
+            })
         };
         let mut have_type = false;
         let mut vendor: Option<&'a [u8]> = None;
@@ -560,49 +545,26 @@ impl<'a> Repr<'a> {
                         r.message_type = MessageType::from(*t);
                         have_type = true;
                     }
-                    _ => {
-                        return Err(Error::OptionLength {
-                            code,
-                            len: d.len() as u8,
-                        })
-                    }
+                    _ => return Err(Error::OptionLength { code, len: d.len() as u8 }),
                 },
                 opt::CLIENT_ID if r.client_identifier.is_none() => r.client_identifier = Some(d),
-                opt::SERVER_ID if r.server_identifier.is_none() => {
-                    r.server_identifier = Some(ip4(code, d)?)
-                }
-                opt::REQUESTED_IP if r.requested_ip.is_none() => {
-                    r.requested_ip = Some(ip4(code, d)?)
-                }
+                opt::SERVER_ID if r.server_identifier.is_none() => r.server_identifier = Some(ip4(code, d)?),
+                opt::REQUESTED_IP if r.requested_ip.is_none() => r.requested_ip = Some(ip4(code, d)?),
                 opt::LEASE_TIME if r.lease_time.is_none() => r.lease_time = Some(u32_opt(code, d)?),
-                opt::RENEWAL_TIME if r.renewal_time.is_none() => {
-                    r.renewal_time = Some(u32_opt(code, d)?)
-                }
-                opt::REBINDING_TIME if r.rebinding_time.is_none() => {
-                    r.rebinding_time = Some(u32_opt(code, d)?)
-                }
+                opt::RENEWAL_TIME if r.renewal_time.is_none() => r.renewal_time = Some(u32_opt(code, d)?),
+                opt::REBINDING_TIME if r.rebinding_time.is_none() => r.rebinding_time = Some(u32_opt(code, d)?),
                 opt::SUBNET_MASK if r.subnet_mask.is_none() => r.subnet_mask = Some(ip4(code, d)?),
                 opt::ROUTER if r.router.is_none() => r.router = Some(ip4(code, d)?),
                 opt::DNS if r.dns_servers.is_none() => {
                     if d.is_empty() || d.len() % 4 != 0 {
-                        return Err(Error::OptionLength {
-                            code,
-                            len: d.len() as u8,
-                        });
+                        return Err(Error::OptionLength { code, len: d.len() as u8 });
                     }
                     r.dns_servers = Some(d)
                 }
-                opt::PARAMETER_REQUEST_LIST if r.parameter_request_list.is_none() => {
-                    r.parameter_request_list = Some(d)
-                }
+                opt::PARAMETER_REQUEST_LIST if r.parameter_request_list.is_none() => r.parameter_request_list = Some(d),
                 opt::MAX_SIZE if r.max_size.is_none() => match d {
                     [a, c] => r.max_size = Some(u16::from_be_bytes([*a, *c])),
-                    _ => {
-                        return Err(Error::OptionLength {
-                            code,
-                            len: d.len() as u8,
-                        })
-                    }
+                    _ => return Err(Error::OptionLength { code, len: d.len() as u8 }),
                 },
                 opt::FORCERENEW_NONCE_CAPABLE => r.forcerenew_nonce_capable = true,
                 opt::AUTH if r.auth.is_none() && !r.auth_invalid => match AuthRepr::parse(d) {
@@ -627,13 +589,7 @@ impl<'a> Repr<'a> {
             scan_region(b, field::FILE.start, field::FILE.end, false, &mut on_option)?;
         }
         if overload & 2 != 0 {
-            scan_region(
-                b,
-                field::SNAME.start,
-                field::SNAME.end,
-                false,
-                &mut on_option,
-            )?;
+            scan_region(b, field::SNAME.start, field::SNAME.end, false, &mut on_option)?;
         }
         if !have_type {
             return Err(Error::MessageType);
@@ -657,21 +613,8 @@ impl<'a> Repr<'a> {
         let mut n = 3; // message type
         let ip = 6;
         n += self.client_identifier.map_or(0, |c| 2 + c.len());
-        n += [
-            self.requested_ip,
-            self.server_identifier,
-            self.subnet_mask,
-            self.router,
-        ]
-        .iter()
-        .flatten()
-        .count()
-            * ip;
-        n += [self.lease_time, self.renewal_time, self.rebinding_time]
-            .iter()
-            .flatten()
-            .count()
-            * 6;
+        n += [self.requested_ip, self.server_identifier, self.subnet_mask, self.router].iter().flatten().count() * ip;
+        n += [self.lease_time, self.renewal_time, self.rebinding_time].iter().flatten().count() * 6;
         n += self.dns_servers.map_or(0, |d| 2 + d.len());
         n += self.parameter_request_list.map_or(0, |d| 2 + d.len());
         n += self.max_size.map_or(0, |_| 4);
@@ -701,26 +644,15 @@ impl<'a> Repr<'a> {
         buf[field::HOPS] = self.hops;
         put(buf, field::XID, &self.xid.to_be_bytes())?;
         put(buf, field::SECS, &self.secs.to_be_bytes())?;
-        put(
-            buf,
-            field::FLAGS,
-            &(if self.broadcast { FLAG_BROADCAST } else { 0 }).to_be_bytes(),
-        )?;
+        put(buf, field::FLAGS, &(if self.broadcast { FLAG_BROADCAST } else { 0 }).to_be_bytes())?;
         put(buf, field::CIADDR, &self.ciaddr.octets())?;
         put(buf, field::YIADDR, &self.yiaddr.octets())?;
         put(buf, field::SIADDR, &self.siaddr.octets())?;
         put(buf, field::GIADDR, &self.giaddr.octets())?;
         let n = self.chaddr.len().min(16);
-        put(
-            buf,
-            field::CHADDR.start..field::CHADDR.start + n,
-            &self.chaddr[..n],
-        )?;
+        put(buf, field::CHADDR.start..field::CHADDR.start + n, &self.chaddr[..n])?;
         put(buf, field::MAGIC, &MAGIC_COOKIE.to_be_bytes())?;
-        let mut w = Writer {
-            buf,
-            pos: field::OPTIONS,
-        };
+        let mut w = Writer { buf, pos: field::OPTIONS };
         w.opt(opt::MESSAGE_TYPE, &[u8::from(self.message_type)])?;
         if let Some(c) = self.client_identifier {
             w.opt(opt::CLIENT_ID, c)?;
@@ -778,10 +710,7 @@ impl<'a> Repr<'a> {
             w.opt(opt::AUTH, &v)?;
         }
         let end = w.pos;
-        w.buf
-            .get_mut(end)
-            .map(|b| *b = opt::END)
-            .ok_or(BufferTooSmall)?;
+        w.buf.get_mut(end).map(|b| *b = opt::END).ok_or(BufferTooSmall)?;
         Ok(len)
     }
 
@@ -868,43 +797,15 @@ mod tests {
 
     fn forcerenew() -> Repr<'static> {
         Repr {
-            message_type: MessageType::ForceRenew,
-            op: 2,
-            htype: 1,
-            hops: 0,
-            xid: 0x1234_5678,
-            secs: 0,
-            broadcast: false,
-            ciaddr: Ipv4Addr::UNSPECIFIED,
-            yiaddr: Ipv4Addr::UNSPECIFIED,
-            siaddr: Ipv4Addr::UNSPECIFIED,
-            giaddr: Ipv4Addr::UNSPECIFIED,
-            chaddr: &MAC,
-            client_identifier: None,
             server_identifier: Some(Ipv4Addr::new(10, 77, 0, 1)),
-            requested_ip: None,
-            lease_time: None,
-            renewal_time: None,
-            rebinding_time: None,
-            subnet_mask: None,
-            router: None,
-            dns_servers: None,
-            parameter_request_list: None,
-            max_size: None,
-            forcerenew_nonce_capable: false,
-            cloud_server: None,
             auth: Some(AuthRepr {
                 protocol: 1,
                 algorithm: 1,
                 rdm: 0,
                 replay: 5,
-                scheme: Scheme::Delayed {
-                    secret_id: 1,
-                    mac: [0; 16],
-                },
+                scheme: Scheme::Delayed { secret_id: 1, mac: [0; 16] },
             }),
-            auth_offset: None,
-            auth_invalid: false,
+            ..Repr::new(MessageType::ForceRenew, 0x1234_5678, &MAC)
         }
     }
 
@@ -919,8 +820,8 @@ mod tests {
         let opts: &[u8] = &[
             53, 1, 9, //
             54, 4, 10, 77, 0, 1, //
-            90, 31, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            0, 0, 0, 0, 0, //
+            90, 31, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, //
             255,
         ];
         b[240..240 + opts.len()].copy_from_slice(opts);
@@ -955,19 +856,13 @@ mod tests {
     #[test]
     fn header_checks() {
         let raw = forcerenew_bytes();
-        assert_eq!(
-            Packet::new_checked(&raw[..239]).unwrap_err(),
-            Error::Truncated(239)
-        );
+        assert_eq!(Packet::new_checked(&raw[..239]).unwrap_err(), Error::Truncated(239));
         let mut h = raw.clone();
         h[2] = 17;
         assert_eq!(Packet::new_checked(&h[..]).unwrap_err(), Error::Hlen(17));
         let mut m = raw.clone();
         m[239] = 0;
-        assert_eq!(
-            Packet::new_checked(&m[..]).unwrap_err().reason(),
-            "dhcp_magic_cookie"
-        );
+        assert_eq!(Packet::new_checked(&m[..]).unwrap_err().reason(), "dhcp_magic_cookie");
     }
 
     #[test]
@@ -975,10 +870,7 @@ mod tests {
         let mut raw = forcerenew_bytes();
         raw.truncate(250); // cuts option 90 mid-value
         let p = Packet::new_checked(&raw[..]).unwrap();
-        assert_eq!(
-            Repr::parse(&p, 224).unwrap_err().reason(),
-            "dhcp_option_overrun"
-        );
+        assert_eq!(Repr::parse(&p, 224).unwrap_err().reason(), "dhcp_option_overrun");
     }
 
     #[test]
@@ -1001,14 +893,8 @@ mod tests {
 
     #[test]
     fn cloud_server_forms() {
-        assert_eq!(
-            cloud_server_from(224, b"10.77.0.20\0").unwrap().addr,
-            Ipv4Addr::new(10, 77, 0, 20)
-        );
-        assert_eq!(
-            cloud_server_from(224, &[10, 77, 0, 20]).unwrap().form,
-            ServerForm::Binary
-        );
+        assert_eq!(cloud_server_from(224, b"10.77.0.20\0").unwrap().addr, Ipv4Addr::new(10, 77, 0, 20));
+        assert_eq!(cloud_server_from(224, &[10, 77, 0, 20]).unwrap().form, ServerForm::Binary);
         assert!(cloud_server_from(224, b"nonsense").is_none());
         let v = vendor_sub_option(224, &[1, 2, 9, 9, 224, 4, 10, 0, 0, 9]).unwrap();
         assert_eq!(v.addr, Ipv4Addr::new(10, 0, 0, 9));
@@ -1016,11 +902,7 @@ mod tests {
         let mut r = forcerenew();
         r.auth = None;
         for form in [ServerForm::Binary, ServerForm::Dotted, ServerForm::Vendor] {
-            r.cloud_server = Some(CloudServer {
-                code: 224,
-                addr: Ipv4Addr::new(192, 168, 100, 200),
-                form,
-            });
+            r.cloud_server = Some(CloudServer { code: 224, addr: Ipv4Addr::new(192, 168, 100, 200), form });
             let raw = r.to_bytes();
             let p = Packet::new_checked(&raw[..]).unwrap();
             assert_eq!(Repr::parse(&p, 224).unwrap().cloud_server, r.cloud_server);

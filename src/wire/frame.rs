@@ -137,9 +137,7 @@ pub fn classify(b: &[u8]) -> Option<Class> {
             if udp.len() < 4 {
                 return None;
             }
-            Some(Class::Udp {
-                dst_port: be16(udp, field::UDP_DST_PORT),
-            })
+            Some(Class::Udp { dst_port: be16(udp, field::UDP_DST_PORT) })
         }
         _ => None,
     }
@@ -215,12 +213,7 @@ pub fn decode(b: &[u8], csum: Checksum) -> Result<Frame<'_>, Malformed> {
     };
     let _ = field::ETH_DST;
     let _ = field::ETH_SRC;
-    Ok(Frame {
-        dst,
-        src,
-        vlan,
-        body,
-    })
+    Ok(Frame { dst, src, vlan, body })
 }
 
 fn decode_ipv4(ip: &[u8], csum: Checksum) -> Result<Body<'_>, Malformed> {
@@ -265,12 +258,7 @@ fn decode_ipv4(ip: &[u8], csum: Checksum) -> Result<Body<'_>, Malformed> {
     decode_udp(l4, src_ip, dst_ip, csum)
 }
 
-fn decode_udp<'a>(
-    l4: &'a [u8],
-    src_ip: Ipv4Addr,
-    dst_ip: Ipv4Addr,
-    csum: Checksum,
-) -> Result<Body<'a>, Malformed> {
+fn decode_udp<'a>(l4: &'a [u8], src_ip: Ipv4Addr, dst_ip: Ipv4Addr, csum: Checksum) -> Result<Body<'a>, Malformed> {
     use UdpError as E;
     if l4.len() < field::UDP_HEADER {
         return Err(Malformed::Udp(E::Truncated));
@@ -417,10 +405,7 @@ mod tests {
     fn every_truncation_is_an_error_never_a_panic() {
         let (_, f) = sample();
         for n in 0..f.len() {
-            assert!(
-                decode(&f[..n], Checksum::Verify).is_err() || n < 14,
-                "len {n}"
-            );
+            assert!(decode(&f[..n], Checksum::Verify).is_err() || n < 14, "len {n}");
         }
     }
 
@@ -429,10 +414,7 @@ mod tests {
         let (r, mut f) = sample();
         let last = f.len() - 1;
         f[last] ^= 0xff;
-        assert_eq!(
-            decode(&f, Checksum::Verify).unwrap_err().reason(),
-            "udp_checksum"
-        );
+        assert_eq!(decode(&f, Checksum::Verify).unwrap_err().reason(), "udp_checksum");
         assert!(decode(&f, Checksum::Skip).is_ok());
         // What a veth capture holds: the folded pseudo-header sum, not the checksum.
         let partial = checksum_fold(pseudo_header_sum(r.src_ip, r.dst_ip, 13));
@@ -444,11 +426,7 @@ mod tests {
     #[test]
     fn checksum_of_broadcast_from_zero_source() {
         // 0.0.0.0 → 255.255.255.255 (every DHCP DISCOVER): the pseudo header nearly fills 32 bits.
-        let r = UdpFrameRepr {
-            src_ip: Ipv4Addr::UNSPECIFIED,
-            dst_ip: Ipv4Addr::BROADCAST,
-            ..sample().0
-        };
+        let r = UdpFrameRepr { src_ip: Ipv4Addr::UNSPECIFIED, dst_ip: Ipv4Addr::BROADCAST, ..sample().0 };
         for len in [0, 1, 2, 3, 300, 301] {
             let f = r.emit(&vec![0xa5; len]);
             assert!(decode(&f, Checksum::Verify).is_ok(), "len {len}");
@@ -459,10 +437,7 @@ mod tests {
     fn lying_ip_total_length_is_malformed() {
         let (_, mut f) = sample();
         f[14 + 2] = 0x10;
-        assert_eq!(
-            decode(&f, Checksum::Skip).unwrap_err().reason(),
-            "ipv4_total_length"
-        );
+        assert_eq!(decode(&f, Checksum::Skip).unwrap_err().reason(), "ipv4_total_length");
     }
 
     #[test]

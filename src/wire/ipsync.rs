@@ -134,11 +134,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let b = self.buffer.as_ref();
         // Magic first: a stray datagram on our port is "not ipsync", whatever its length.
         if b.len() < 4 || b[field::MAGIC] != MAGIC {
-            return if b.len() < 4 {
-                Err(Error::Truncated(b.len()))
-            } else {
-                Err(Error::Magic)
-            };
+            return if b.len() < 4 { Err(Error::Truncated(b.len())) } else { Err(Error::Magic) };
         }
         if b.len() < MIN_LEN {
             return Err(Error::Truncated(b.len()));
@@ -257,11 +253,7 @@ impl<'a> Repr<'a> {
                     }
                 }
                 tlv::SERVER_MAC | tlv::TERMINAL_MAC => {
-                    let m = if v.len() == 6 {
-                        Mac::from_slice(v)
-                    } else {
-                        None
-                    };
+                    let m = if v.len() == 6 { Mac::from_slice(v) } else { None };
                     let m = Some(m.ok_or(bad_len)?);
                     if t == tlv::SERVER_MAC {
                         r.server_mac = m;
@@ -301,16 +293,8 @@ impl<'a> Repr<'a> {
 
     fn tlvs_len(&self) -> usize {
         let mut n = 0;
-        n += [self.server_ipv4, self.previous_ipv4, self.terminal_ipv4]
-            .iter()
-            .flatten()
-            .count()
-            * 6;
-        n += [self.server_mac, self.terminal_mac]
-            .iter()
-            .flatten()
-            .count()
-            * 8;
+        n += [self.server_ipv4, self.previous_ipv4, self.terminal_ipv4].iter().flatten().count() * 6;
+        n += [self.server_mac, self.terminal_mac].iter().flatten().count() * 8;
         n += self.server_name.map_or(0, |s| 2 + s.len().min(64));
         n += self.service_port.map_or(0, |_| 4);
         n += self.nonce.map_or(0, |_| 18);
@@ -410,9 +394,7 @@ mod tests {
         b.extend_from_slice(&[1, 1, 0, 72]);
         b.extend_from_slice(&1u32.to_be_bytes());
         b.extend_from_slice(&1_764_138_625_000_000u64.to_be_bytes());
-        b.extend_from_slice(&[
-            1, 4, 10, 77, 0, 20, 2, 6, 2, 0, 0, 0, 0, 2, 3, 4, 10, 77, 0, 1,
-        ]);
+        b.extend_from_slice(&[1, 4, 10, 77, 0, 20, 2, 6, 2, 0, 0, 0, 0, 2, 3, 4, 10, 77, 0, 1]);
         let tag = auth::hmac_sha256(KEY, &b);
         b.extend_from_slice(&tag);
         b
@@ -442,10 +424,7 @@ mod tests {
         assert_eq!(parse(&l).unwrap_err(), Error::Length(60));
         let mut d = raw.clone();
         d[26] = 1; // SERVER_MAC's type byte becomes a second SERVER_IPV4
-        assert!(matches!(
-            parse(&d).unwrap_err(),
-            Error::TlvDuplicate { tlv: 1 } | Error::TlvLength { .. }
-        ));
+        assert!(matches!(parse(&d).unwrap_err(), Error::TlvDuplicate { tlv: 1 } | Error::TlvLength { .. }));
         let mut o = raw.clone();
         o[35] = 200; // PREVIOUS_IPV4 claims 200 bytes
         assert_eq!(parse(&o).unwrap_err(), Error::TlvOverrun { tlv: 3 });
@@ -464,11 +443,6 @@ mod tests {
         r.server_mac = None;
         let raw = r.to_bytes(KEY);
         let p = Packet::new_checked(&raw[..]).unwrap();
-        assert_eq!(
-            Repr::parse(&p).unwrap_err(),
-            Error::TlvMissing {
-                tlv: tlv::SERVER_MAC
-            }
-        );
+        assert_eq!(Repr::parse(&p).unwrap_err(), Error::TlvMissing { tlv: tlv::SERVER_MAC });
     }
 }

@@ -6,18 +6,12 @@ use crate::common::{bin, fixtures, replay, root, tmpdir};
 fn unknown_config_key_is_exit_2_naming_file_and_line() {
     let d = tmpdir("badcfg");
     let cfg = d.join("bad.toml");
-    std::fs::write(
-        &cfg,
-        "mode = \"follow\"\n[terminal]\nmac = \"02:00:00:00:00:10\"\nfavourite_colour = \"blue\"\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, "mode = \"follow\"\n[terminal]\nmac = \"02:00:00:00:00:10\"\nfavourite_colour = \"blue\"\n")
+        .unwrap();
     let out = replay(&root().join("pcap-fixtures/noise.pcap"), &cfg, &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bad.toml") && err.contains("line 4") && err.contains("favourite_colour"),
-        "{err}"
-    );
+    assert!(err.contains("bad.toml") && err.contains("line 4") && err.contains("favourite_colour"), "{err}");
 }
 
 #[test]
@@ -34,10 +28,7 @@ fn replay_without_terminal_mac_is_a_config_error() {
 fn unreadable_or_corrupt_capture_is_exit_1() {
     let cfg = root().join("pcap-fixtures/noise.toml");
     let d = tmpdir("badpcap");
-    assert_eq!(
-        replay(&d.join("missing.pcap"), &cfg, &[]).status.code(),
-        Some(1)
-    );
+    assert_eq!(replay(&d.join("missing.pcap"), &cfg, &[]).status.code(), Some(1));
     std::fs::write(d.join("junk.pcap"), b"this is not a capture at all").unwrap();
     let out = replay(&d.join("junk.pcap"), &cfg, &[]);
     assert_eq!(out.status.code(), Some(1));
@@ -45,11 +36,7 @@ fn unreadable_or_corrupt_capture_is_exit_1() {
     // A capture cut mid-record: decisions before the cut are printed, then exit 1.
     let whole = std::fs::read(root().join("pcap-fixtures/server-move.pcap")).unwrap();
     std::fs::write(d.join("cut.pcap"), &whole[..whole.len() - 10]).unwrap();
-    let out = replay(
-        &d.join("cut.pcap"),
-        &root().join("pcap-fixtures/server-move.toml"),
-        &[],
-    );
+    let out = replay(&d.join("cut.pcap"), &root().join("pcap-fixtures/server-move.toml"), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }
@@ -57,45 +44,29 @@ fn unreadable_or_corrupt_capture_is_exit_1() {
 #[test]
 fn usage_error_is_exit_2() {
     assert_eq!(bin().arg("replay").output().unwrap().status.code(), Some(2));
-    assert_eq!(
-        bin().arg("no-such-command").output().unwrap().status.code(),
-        Some(2)
-    );
+    assert_eq!(bin().arg("no-such-command").output().unwrap().status.code(), Some(2));
 }
 
 #[test]
 fn state_dir_persists_replay_counters_across_runs() {
-    let (_, cap, cfg) = fixtures()
-        .into_iter()
-        .find(|f| f.0 == "server-move")
-        .unwrap();
+    let (_, cap, cfg) = fixtures().into_iter().find(|f| f.0 == "server-move").unwrap();
     let d = tmpdir("state");
     let first = replay(&cap, &cfg, &["--state-dir", d.to_str().unwrap()]);
     assert_eq!(first.status.code(), Some(0));
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(d.join("state.json")).unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("state.json")).unwrap()).unwrap();
     assert_eq!(state["server"]["ip"], "10.77.0.20");
     assert_eq!(state["server"]["mac"], "02:00:00:00:00:02");
     // The same capture again: every announcement is now a replay.
     let second = replay(&cap, &cfg, &["--state-dir", d.to_str().unwrap()]);
-    let v: Vec<serde_json::Value> = String::from_utf8_lossy(&second.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let v: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&second.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(v.len(), 3);
-    assert!(
-        v.iter()
-            .all(|d| d["verdict"] == "reject" && d["reason"] == "replayed"),
-        "{v:?}"
-    );
+    assert!(v.iter().all(|d| d["verdict"] == "reject" && d["reason"] == "replayed"), "{v:?}");
 }
 
 #[test]
 fn corrupt_state_is_moved_aside_loudly() {
-    let (_, cap, cfg) = fixtures()
-        .into_iter()
-        .find(|f| f.0 == "server-move")
-        .unwrap();
+    let (_, cap, cfg) = fixtures().into_iter().find(|f| f.0 == "server-move").unwrap();
     let d = tmpdir("corrupt");
     std::fs::write(d.join("state.json"), b"{ torn").unwrap();
     let out = replay(&cap, &cfg, &["--state-dir", d.to_str().unwrap()]);

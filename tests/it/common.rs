@@ -20,34 +20,16 @@ pub fn fixtures() -> Vec<(String, PathBuf, PathBuf)> {
         if p.extension().and_then(|x| x.to_str()) != Some("toml") {
             continue;
         }
-        let name = p
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("name")
-            .to_string();
-        let cap = ["pcap", "pcapng"]
-            .iter()
-            .map(|x| dir.join(format!("{name}.{x}")))
-            .find(|c| c.exists());
-        out.push((
-            name.clone(),
-            cap.unwrap_or_else(|| panic!("{name}: no capture")),
-            p,
-        ));
+        let name = p.file_stem().and_then(|s| s.to_str()).expect("name").to_string();
+        let cap = ["pcap", "pcapng"].iter().map(|x| dir.join(format!("{name}.{x}"))).find(|c| c.exists());
+        out.push((name.clone(), cap.unwrap_or_else(|| panic!("{name}: no capture")), p));
     }
     out.sort();
     out
 }
 
 pub fn replay(cap: &Path, cfg: &Path, extra: &[&str]) -> Output {
-    bin()
-        .arg("replay")
-        .arg(cap)
-        .arg("--config")
-        .arg(cfg)
-        .args(extra)
-        .output()
-        .expect("run ipsyncd")
+    bin().arg("replay").arg(cap).arg("--config").arg(cfg).args(extra).output().expect("run ipsyncd")
 }
 
 /// Every record of a capture, in order.

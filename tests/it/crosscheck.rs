@@ -32,11 +32,7 @@ fn our_dhcp_decoder_agrees_with_dhcproto_on_every_fixture_frame() {
             assert_eq!(owned.yiaddr(), ours.yiaddr, "{at}");
             assert_eq!(owned.ciaddr(), ours.ciaddr, "{at}");
             assert_eq!(&owned.chaddr()[..ours.chaddr.len()], ours.chaddr, "{at}");
-            assert_eq!(
-                owned.opts().msg_type().map(u8::from),
-                Some(u8::from(ours.message_type)),
-                "{at}"
-            );
+            assert_eq!(owned.opts().msg_type().map(u8::from), Some(u8::from(ours.message_type)), "{at}");
 
             let borrowed = dhcproto::v4::borrowed::Message::new(u.payload).expect("borrowed");
             let mut seen_server_id = None;
@@ -50,11 +46,7 @@ fn our_dhcp_decoder_agrees_with_dhcproto_on_every_fixture_frame() {
                     _ => {}
                 }
             }
-            assert_eq!(
-                seen_server_id,
-                ours.server_identifier.map(|a| a.octets().to_vec()),
-                "{at}"
-            );
+            assert_eq!(seen_server_id, ours.server_identifier.map(|a| a.octets().to_vec()), "{at}");
             if let Some(c) = ours.cloud_server {
                 if c.form == dhcpv4::ServerForm::Binary {
                     assert_eq!(seen_224, Some(c.addr.octets().to_vec()), "{at}");

@@ -9,15 +9,10 @@ fn every_fixture_matches_its_golden_log() {
     let mut failures = Vec::new();
     for (name, cap, cfg) in &all {
         let golden = cfg.with_extension("expected.jsonl");
-        let want = std::fs::read_to_string(&golden)
-            .unwrap_or_else(|_| panic!("{name}: no golden {}", golden.display()));
+        let want =
+            std::fs::read_to_string(&golden).unwrap_or_else(|_| panic!("{name}: no golden {}", golden.display()));
         let out = replay(cap, cfg, &[]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
         let got = String::from_utf8(out.stdout).expect("utf-8");
         if got != want {
             failures.push(format!("{name}:\n--- want\n{want}--- got\n{got}"));
@@ -28,29 +23,9 @@ fn every_fixture_matches_its_golden_log() {
 
 #[test]
 fn every_golden_line_follows_the_design_schema() {
-    const INPUTS: &[&str] = &[
-        "announce",
-        "forcerenew",
-        "offer",
-        "ack",
-        "nak",
-        "dhcp",
-        "arp",
-        "welcome",
-        "timer",
-    ];
-    const VERDICTS: &[&str] = &[
-        "apply",
-        "same",
-        "conflict",
-        "renew",
-        "lease",
-        "reject",
-        "malformed",
-        "select",
-        "restart",
-        "ignore",
-    ];
+    const INPUTS: &[&str] = &["announce", "forcerenew", "offer", "ack", "nak", "dhcp", "arp", "welcome", "timer"];
+    const VERDICTS: &[&str] =
+        &["apply", "same", "conflict", "renew", "lease", "reject", "malformed", "select", "restart", "ignore"];
     const OPS: &[&str] = &[
         "pin_neighbour",
         "unpin_neighbour",
@@ -67,32 +42,19 @@ fn every_golden_line_follows_the_design_schema() {
         let text = std::fs::read_to_string(cfg.with_extension("expected.jsonl")).expect("golden");
         for line in text.lines() {
             lines += 1;
-            let v: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: {e}: {line}"));
             let verdict = v["verdict"].as_str().expect("verdict");
             assert!(VERDICTS.contains(&verdict), "{name}: {verdict}");
-            assert!(
-                INPUTS.contains(&v["input"].as_str().expect("input")),
-                "{name}: {line}"
-            );
+            assert!(INPUTS.contains(&v["input"].as_str().expect("input")), "{name}: {line}");
             let needs_reason = ["reject", "malformed", "conflict", "ignore"].contains(&verdict);
             assert_eq!(v.get("reason").is_some(), needs_reason, "{name}: {line}");
-            assert!(
-                v["frame"].is_u64() || (v["frame"].is_null() && v["input"] == "timer"),
-                "{name}: {line}"
-            );
+            assert!(v["frame"].is_u64() || (v["frame"].is_null() && v["input"] == "timer"), "{name}: {line}");
             assert!(v["time"].is_f64(), "{name}: {line}");
             for a in v["actions"].as_array().expect("actions") {
-                assert!(
-                    OPS.contains(&a["op"].as_str().expect("op")),
-                    "{name}: {line}"
-                );
+                assert!(OPS.contains(&a["op"].as_str().expect("op")), "{name}: {line}");
             }
             if v["input"] == "forcerenew" {
-                assert!(
-                    v.get("server_ip").is_none(),
-                    "{name}: FORCERENEW carries no server_ip"
-                );
+                assert!(v.get("server_ip").is_none(), "{name}: FORCERENEW carries no server_ip");
             }
         }
     }

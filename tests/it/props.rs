@@ -9,27 +9,21 @@ use proptest::prelude::*;
 
 fn dhcp_like() -> impl Strategy<Value = Vec<u8>> {
     // A fixed header that passes the cheap checks, then random options: reaches the option walk.
-    (
-        prop::collection::vec(any::<u8>(), 236),
-        1u8..=2,
-        0u8..=16,
-        prop::collection::vec(any::<u8>(), 0..400),
-    )
-        .prop_map(|(mut head, op, hlen, opts)| {
+    (prop::collection::vec(any::<u8>(), 236), 1u8..=2, 0u8..=16, prop::collection::vec(any::<u8>(), 0..400)).prop_map(
+        |(mut head, op, hlen, opts)| {
             head[0] = op;
             head[2] = hlen;
             head.extend_from_slice(&dhcpv4::MAGIC_COOKIE.to_be_bytes());
             head.extend_from_slice(&opts);
             head
-        })
+        },
+    )
 }
 
 fn dhcp_options() -> impl Strategy<Value = Vec<u8>> {
     // Well-formed option TLVs of codes the parser knows, so parses succeed often.
     let opt = (
-        prop::sample::select(vec![
-            1u8, 3, 6, 43, 50, 51, 52, 53, 54, 55, 57, 58, 59, 61, 90, 145, 224, 12,
-        ]),
+        prop::sample::select(vec![1u8, 3, 6, 43, 50, 51, 52, 53, 54, 55, 57, 58, 59, 61, 90, 145, 224, 12]),
         prop::collection::vec(any::<u8>(), 0..40),
     )
         .prop_map(|(c, v)| {
@@ -48,23 +42,17 @@ fn dhcp_options() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn ipsync_like() -> impl Strategy<Value = Vec<u8>> {
-    (
-        1u8..=3,
-        any::<u32>(),
-        any::<u64>(),
-        prop::collection::vec(any::<u8>(), 0..120),
-    )
-        .prop_map(|(t, k, s, tlvs)| {
-            let len = 20 + tlvs.len() + 32;
-            let mut b = b"IPSY".to_vec();
-            b.extend_from_slice(&[1, t]);
-            b.extend_from_slice(&(len as u16).to_be_bytes());
-            b.extend_from_slice(&k.to_be_bytes());
-            b.extend_from_slice(&s.to_be_bytes());
-            b.extend(tlvs);
-            b.extend_from_slice(&[0; 32]);
-            b
-        })
+    (1u8..=3, any::<u32>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..120)).prop_map(|(t, k, s, tlvs)| {
+        let len = 20 + tlvs.len() + 32;
+        let mut b = b"IPSY".to_vec();
+        b.extend_from_slice(&[1, t]);
+        b.extend_from_slice(&(len as u16).to_be_bytes());
+        b.extend_from_slice(&k.to_be_bytes());
+        b.extend_from_slice(&s.to_be_bytes());
+        b.extend(tlvs);
+        b.extend_from_slice(&[0; 32]);
+        b
+    })
 }
 
 proptest! {

@@ -3,8 +3,7 @@
 
 use ipsyncd::engine::input::{decode_frame, DecodeContext, Decoded};
 use ipsyncd::engine::{
-    AcdMode, Action, Decision, Engine, EngineConfig, Inbound, Input, Instant, Mode, State, TxKind,
-    Verdict,
+    AcdMode, Action, Decision, Engine, EngineConfig, Inbound, Input, Instant, Mode, State, TxKind, Verdict,
 };
 use ipsyncd::server::{Announce, ForceRenew, ForceRenewAuth};
 use ipsyncd::wire::dhcpv4::{self, CloudServer, MessageType, ServerForm};
@@ -36,11 +35,7 @@ fn cfg(mode: Mode, acd: AcdMode) -> EngineConfig {
 }
 
 fn inbound(frame: &[u8]) -> Inbound {
-    let ctx = DecodeContext {
-        mac: ME,
-        port: 47474,
-        server_option: 224,
-    };
+    let ctx = DecodeContext { mac: ME, port: 47474, server_option: 224 };
     match decode_frame(Some(1), frame, Checksum::Verify, &ctx) {
         Decoded::Inbound(i) => i,
         other => panic!("not an input: {other:?}"),
@@ -55,58 +50,28 @@ fn decisions(e: &mut Engine) -> Vec<Decision> {
 fn dhcp(t: MessageType, xid: u32, lease: u32, t1: u32, t2: u32) -> Vec<u8> {
     let from_client = matches!(t, MessageType::Discover | MessageType::Request);
     let r = dhcpv4::Repr {
-        message_type: t,
         op: if from_client { 1 } else { 2 },
-        htype: 1,
-        hops: 0,
-        xid,
-        secs: 0,
-        broadcast: false,
-        ciaddr: Ipv4Addr::UNSPECIFIED,
-        yiaddr: if from_client {
-            Ipv4Addr::UNSPECIFIED
-        } else {
-            MY_IP
-        },
-        siaddr: Ipv4Addr::UNSPECIFIED,
-        giaddr: Ipv4Addr::UNSPECIFIED,
-        chaddr: &ME.0,
-        client_identifier: None,
+        yiaddr: if from_client { Ipv4Addr::UNSPECIFIED } else { MY_IP },
         server_identifier: Some(SRV_IP),
         requested_ip: if from_client { Some(MY_IP) } else { None },
         lease_time: (!from_client).then_some(lease),
         renewal_time: (!from_client).then_some(t1),
         rebinding_time: (!from_client).then_some(t2),
         subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
-        router: None,
-        dns_servers: None,
-        parameter_request_list: None,
-        max_size: None,
-        forcerenew_nonce_capable: false,
         cloud_server: (!from_client).then_some(CloudServer {
             code: 224,
             addr: Ipv4Addr::new(10, 77, 0, 1),
             form: ServerForm::Binary,
         }),
-        auth: None,
-        auth_offset: None,
-        auth_invalid: false,
+        ..dhcpv4::Repr::new(t, xid, &ME.0)
     };
     let (src_mac, src_ip, dst_ip, sp, dp) = if from_client {
         (ME, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67)
     } else {
         (SRV, SRV_IP, MY_IP, 67, 68)
     };
-    UdpFrameRepr {
-        src_mac,
-        dst_mac: Mac::BROADCAST,
-        src_ip,
-        dst_ip,
-        src_port: sp,
-        dst_port: dp,
-        ttl: 64,
-    }
-    .emit(&r.to_bytes())
+    UdpFrameRepr { src_mac, dst_mac: Mac::BROADCAST, src_ip, dst_ip, src_port: sp, dst_port: dp, ttl: 64 }
+        .emit(&r.to_bytes())
 }
 
 /// DISCOVER/OFFER/REQUEST/ACK at T0 with the given lease times; returns the ACK's decision.
@@ -117,10 +82,7 @@ fn bind(e: &mut Engine, lease: u32, t1: u32, t2: u32) -> Decision {
     e.handle_frame(T0, &inbound(&dhcp(MessageType::Request, xid, 0, 0, 0)));
     e.handle_frame(T0, &inbound(&dhcp(MessageType::Ack, xid, lease, t1, t2)));
     let d = decisions(e);
-    assert_eq!(
-        d.iter().map(|d| d.verdict).collect::<Vec<_>>(),
-        [Verdict::Select, Verdict::Lease]
-    );
+    assert_eq!(d.iter().map(|d| d.verdict).collect::<Vec<_>>(), [Verdict::Select, Verdict::Lease]);
     d[1].clone()
 }
 
@@ -145,10 +107,7 @@ fn lease_walks_t1_t2_and_expiry() {
     assert_eq!(e.poll_timeout(), Some(T0.add_secs(50)), "T1");
     e.handle_timeout(T0.add_secs(50));
     let d = decisions(&mut e);
-    assert_eq!(
-        (d.len(), d[0].input, d[0].verdict, d[0].frame),
-        (1, Input::Timer, Verdict::Renew, None)
-    );
+    assert_eq!((d.len(), d[0].input, d[0].verdict, d[0].frame), (1, Input::Timer, Verdict::Renew, None));
     assert_eq!(ops(&d[0]), ["transmit:request"]);
     assert_eq!(e.client_state(), "RENEWING");
 
@@ -163,10 +122,7 @@ fn lease_walks_t1_t2_and_expiry() {
     e.handle_timeout(T0.add_secs(100));
     let d = decisions(&mut e);
     assert_eq!(d[0].verdict, Verdict::Restart);
-    assert_eq!(
-        ops(&d[0]),
-        ["del_address", "transmit:discover", "hook:LEASE_LOST"]
-    );
+    assert_eq!(ops(&d[0]), ["del_address", "transmit:discover", "hook:LEASE_LOST"]);
     assert_eq!(e.client_state(), "SELECTING");
     assert!(e.state().lease.is_none());
 }
@@ -176,18 +132,12 @@ fn strict_acd_binds_within_ten_seconds_after_three_probes() {
     for seed in 0..20 {
         let mut e = Engine::new(cfg(Mode::Dhcp, AcdMode::Strict), State::default(), seed);
         let ack = bind(&mut e, 3600, 1800, 3150);
-        assert!(
-            !ops(&ack).contains(&"set_address".to_string()),
-            "strict ACD must not configure before probing"
-        );
+        assert!(!ops(&ack).contains(&"set_address".to_string()), "strict ACD must not configure before probing");
         assert_eq!(e.client_state(), "PROBING");
         let mut probes = 0;
         loop {
             let t = e.poll_timeout().expect("a probe deadline");
-            assert!(
-                t.saturating_sub(T0) <= 10_000_000,
-                "seed {seed}: step at {t}"
-            );
+            assert!(t.saturating_sub(T0) <= 10_000_000, "seed {seed}: step at {t}");
             e.handle_timeout(t);
             let d = decisions(&mut e);
             assert_eq!(d[0].input, Input::Timer);
@@ -207,22 +157,12 @@ fn strict_acd_binds_within_ten_seconds_after_three_probes() {
 #[test]
 fn acd_conflict_while_probing_declines_and_restarts() {
     let mut e = Engine::new(cfg(Mode::Dhcp, AcdMode::Strict), State::default(), 1);
-    bind(&mut e, 3600, 1800, 3150);
+    let _ = bind(&mut e, 3600, 1800, 3150);
     let other = Mac([2, 0, 0, 0, 0, 0x99]);
     let claim = arp::Repr::announcement(other, MY_IP);
-    e.handle_frame(
-        T0.add_ms(300),
-        &inbound(&frame::emit_arp_frame(
-            other,
-            Mac::BROADCAST,
-            &claim.to_bytes(),
-        )),
-    );
+    e.handle_frame(T0.add_ms(300), &inbound(&frame::emit_arp_frame(other, Mac::BROADCAST, &claim.to_bytes())));
     let d = decisions(&mut e);
-    assert_eq!(
-        (d[0].verdict, d[0].reason),
-        (Verdict::Conflict, Some("address_in_use"))
-    );
+    assert_eq!((d[0].verdict, d[0].reason), (Verdict::Conflict, Some("address_in_use")));
     assert!(ops(&d[0]).contains(&"transmit:decline".to_string()));
     assert_eq!(e.client_state(), "SELECTING");
 }
@@ -241,13 +181,7 @@ fn announce_frame(seq: u64, src: Mac, key: &[u8]) -> Vec<u8> {
     .frame(47474)
     .into_iter()
     .enumerate()
-    .map(|(i, b)| {
-        if (6..12).contains(&i) {
-            src.0[i - 6]
-        } else {
-            b
-        }
-    })
+    .map(|(i, b)| if (6..12).contains(&i) { src.0[i - 6] } else { b })
     .collect()
 }
 
@@ -259,20 +193,13 @@ fn rate_limit_only_above_fifty_per_second_per_source() {
         e.handle_frame(T0, &inbound(&announce_frame(i, evil, &[0; 32])));
     }
     let d = decisions(&mut e);
-    assert_eq!(
-        d.len(),
-        50,
-        "burst of 50 decided, the rest dropped and counted"
-    );
+    assert_eq!(d.len(), 50, "burst of 50 decided, the rest dropped and counted");
     assert!(d.iter().all(|d| d.reason == Some("bad_mac")));
     assert_eq!(e.counters().drops.get("rate_limited"), Some(&10));
     // Another source is unaffected, and 50/s sustained is never limited.
     let good = Mac([2, 0, 0, 0, 0, 2]);
     for i in 0..100u64 {
-        e.handle_frame(
-            T0.add_ms(600 + i * 20),
-            &inbound(&announce_frame(1000 + i, good, &KEY)),
-        );
+        e.handle_frame(T0.add_ms(600 + i * 20), &inbound(&announce_frame(1000 + i, good, &KEY)));
     }
     assert_eq!(decisions(&mut e).len(), 100);
 }
@@ -284,32 +211,13 @@ fn sequence_commits_only_after_the_hmac_checks() {
     e.handle_frame(T0, &inbound(&announce_frame(u64::MAX, m, &[1; 32])));
     e.handle_frame(T0.add_ms(1), &inbound(&announce_frame(5, m, &KEY)));
     e.handle_frame(T0.add_ms(2), &inbound(&announce_frame(5, m, &KEY)));
-    let v: Vec<_> = decisions(&mut e)
-        .iter()
-        .map(|d| (d.verdict, d.reason))
-        .collect();
-    assert_eq!(
-        v,
-        [
-            (Verdict::Reject, Some("bad_mac")),
-            (Verdict::Apply, None),
-            (Verdict::Reject, Some("replayed"))
-        ]
-    );
+    let v: Vec<_> = decisions(&mut e).iter().map(|d| (d.verdict, d.reason)).collect();
+    assert_eq!(v, [(Verdict::Reject, Some("bad_mac")), (Verdict::Apply, None), (Verdict::Reject, Some("replayed"))]);
     assert_eq!(e.state().sequences.get(&1), Some(&5));
 }
 
 fn forcerenew_frame(auth: ForceRenewAuth<'_>, replay: u64) -> Vec<u8> {
-    ForceRenew {
-        server_ip: SRV_IP,
-        server_mac: SRV,
-        client_ip: MY_IP,
-        client_mac: ME,
-        xid: 99,
-        replay,
-        auth,
-    }
-    .frame()
+    ForceRenew { server_ip: SRV_IP, server_mac: SRV, client_ip: MY_IP, client_mac: ME, xid: 99, replay, auth }.frame()
 }
 
 #[test]
@@ -323,10 +231,7 @@ fn unauthenticated_forcerenew_only_with_the_explicit_option() {
         if allow {
             assert_eq!(d[0].verdict, Verdict::Renew);
         } else {
-            assert_eq!(
-                (d[0].verdict, d[0].reason),
-                (Verdict::Reject, Some("unauthenticated"))
-            );
+            assert_eq!((d[0].verdict, d[0].reason), (Verdict::Reject, Some("unauthenticated")));
         }
     }
 }
@@ -334,11 +239,8 @@ fn unauthenticated_forcerenew_only_with_the_explicit_option() {
 #[test]
 fn forcerenew_in_renewing_is_wrong_state_and_accepted_renewal_transmits() {
     let mut e = Engine::new(cfg(Mode::Dhcp, AcdMode::Optimistic), State::default(), 3);
-    bind(&mut e, 3600, 1800, 3150);
-    let key = ForceRenewAuth::Delayed {
-        secret_id: 1,
-        key: b"dhcpsecret",
-    };
+    let _ = bind(&mut e, 3600, 1800, 3150);
+    let key = ForceRenewAuth::Delayed { secret_id: 1, key: b"dhcpsecret" };
     e.handle_frame(T0.add_secs(5), &inbound(&forcerenew_frame(key, 10)));
     let mut tx = Vec::new();
     while let Some(a) = e.poll_action() {
@@ -353,9 +255,7 @@ fn forcerenew_in_renewing_is_wrong_state_and_accepted_renewal_transmits() {
     let (kind, bytes) = &tx[0];
     assert_eq!(*kind, TxKind::Request);
     let f = frame::decode(bytes, Checksum::Verify).expect("our own frame decodes");
-    let frame::Body::Udp(u) = f.body else {
-        panic!("not udp")
-    };
+    let frame::Body::Udp(u) = f.body else { panic!("not udp") };
     assert_eq!((u.src_ip, u.dst_ip, u.dst_port), (MY_IP, SRV_IP, 67));
     let p = dhcpv4::Packet::new_checked(u.payload).unwrap();
     let r = dhcpv4::Repr::parse(&p, 224).unwrap();
@@ -364,8 +264,5 @@ fn forcerenew_in_renewing_is_wrong_state_and_accepted_renewal_transmits() {
 
     e.handle_frame(T0.add_secs(6), &inbound(&forcerenew_frame(key, 11)));
     let d = decisions(&mut e);
-    assert_eq!(
-        (d[0].verdict, d[0].reason),
-        (Verdict::Reject, Some("wrong_state"))
-    );
+    assert_eq!((d[0].verdict, d[0].reason), (Verdict::Reject, Some("wrong_state")));
 }
