@@ -41,10 +41,12 @@ fn action(a: &Action, out: &mut String) {
             let _ = write!(out, ",\"ip\":\"{ip}\",\"port\":{port}");
         }
         Action::SetServer { ip, mac } => {
-            let _ = write!(out, ",\"ip\":\"{ip}\"");
-            if let Some(m) = mac {
-                let _ = write!(out, ",\"mac\":\"{m}\"");
+            // Both fields always present: a server known only by IP has "mac": null until ARP pins it.
+            match mac {
+                Some(m) => write!(out, ",\"ip\":\"{ip}\",\"mac\":\"{m}\""),
+                None => write!(out, ",\"ip\":\"{ip}\",\"mac\":null"),
             }
+            .unwrap_or(());
         }
         Action::Alarm { kind, detail } => {
             out.push_str(",\"kind\":");
