@@ -169,6 +169,22 @@ fn keygen(id: u32) -> Result<(), Fail> {
     Ok(())
 }
 
+fn serve(config: Option<PathBuf>, listen: Option<String>) -> Result<(), Fail> {
+    let (cpath, cfg) = load_config(config)?;
+    let keys = cfg.keys();
+    if keys.is_empty() {
+        return Err(Fail::Usage(format!("{}: [[key]]: serve needs at least one key to sign WELCOME", cpath.display())));
+    }
+    let addr: std::net::SocketAddr = match listen {
+        Some(l) => l.parse().map_err(|_| Fail::Usage(format!("--listen: expected ADDR:PORT, got {l:?}")))?,
+        None => std::net::SocketAddr::from(([0, 0, 0, 0], cfg.server.port)),
+    };
+    let listener = ipsyncd::server::serve::bind(addr).map_err(|e| Fail::Runtime(format!("listen {addr}: {e}")))?;
+    log::info!("serving HELLO on {addr}");
+    let server = ipsyncd::server::serve::Server::new(keys, None);
+    server.run(listener).map_err(|e| Fail::Runtime(format!("serve {addr}: {e}")))
+}
+
 fn not_yet(what: &str) -> Result<(), Fail> {
     Err(Fail::Runtime(format!("`ipsyncd {what}` is not available in this build yet")))
 }
@@ -185,7 +201,7 @@ fn main() -> ExitCode {
         Cmd::Status { .. } => not_yet("status"),
         Cmd::Announce { .. } => not_yet("announce"),
         Cmd::Forcerenew { .. } => not_yet("forcerenew"),
-        Cmd::Serve { .. } => not_yet("serve"),
+        Cmd::Serve { config, listen } => serve(config, listen),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

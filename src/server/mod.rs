@@ -4,6 +4,8 @@
 //! generator and the tests. Sequence numbers follow DESIGN §4.3: max(last + 1, µs since epoch),
 //! with both inputs passed in.
 
+pub mod serve;
+
 use crate::wire::auth::{
     AuthRepr, Scheme, ALGORITHM_HMAC_MD5, PROTOCOL_DELAYED, PROTOCOL_RECONFIGURE_KEY, RDM_MONOTONIC,
 };

@@ -7,3 +7,4 @@ mod crosscheck;
 mod golden;
 mod props;
 mod scenarios;
+mod serve;

@@ -1,0 +1,163 @@
+//! The connection channel, terminal side (seed claims 2 and 6): connect to server:port over TCP,
+//! send HELLO with a fresh nonce, and accept only the WELCOME that proves the connection:
+//! valid HMAC, our nonce echoed, SERVER_IPV4 equal to the address we dialled, STATUS 0.
+//!
+//! Contract: one record each way, each at most 1024 bytes (the ipsync maximum), every read and
+//! write bounded by a timeout; every failure is a typed [`ChannelError`].
+
+use crate::server::next_sequence;
+use crate::wire::{ipsync, Mac};
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::time::Duration;
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ChannelError {
+    Connect(std::io::Error),
+    Io(std::io::Error),
+    Malformed(ipsync::Error),
+    NotWelcome,
+    UnknownKey(u32),
+    BadMac,
+    NonceMismatch,
+    WrongServer { dialled: Ipv4Addr, said: Option<Ipv4Addr> },
+    Status(u8),
+}
+
+impl fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChannelError::Connect(e) => write!(f, "connect: {e}"),
+            ChannelError::Io(e) => write!(f, "i/o: {e}"),
+            ChannelError::Malformed(e) => write!(f, "malformed reply: {}", e.reason()),
+            ChannelError::NotWelcome => write!(f, "reply is not a WELCOME"),
+            ChannelError::UnknownKey(k) => write!(f, "reply signed with unknown key id {k}"),
+            ChannelError::BadMac => write!(f, "reply HMAC does not verify"),
+            ChannelError::NonceMismatch => write!(f, "reply does not echo our nonce"),
+            ChannelError::WrongServer { dialled, said } => write!(f, "dialled {dialled} but WELCOME names {said:?}"),
+            ChannelError::Status(s) => write!(f, "server answered status {s}"),
+        }
+    }
+}
+
+impl std::error::Error for ChannelError {}
+
+/// Reads one ipsync record from a stream: the 8-byte prefix gives the length, which is checked
+/// against the protocol bounds before the rest is read, so a peer cannot make us allocate.
+pub fn read_record(s: &mut impl Read) -> Result<Vec<u8>, ChannelError> {
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).map_err(ChannelError::Io)?;
+    if head[..4] != ipsync::MAGIC {
+        return Err(ChannelError::Malformed(ipsync::Error::Magic));
+    }
+    let len = usize::from(u16::from_be_bytes([head[6], head[7]]));
+    if !(ipsync::MIN_LEN..=ipsync::MAX_LEN).contains(&len) {
+        return Err(ChannelError::Malformed(ipsync::Error::Length(len as u16)));
+    }
+    let mut buf = vec![0u8; len];
+    buf[..8].copy_from_slice(&head);
+    s.read_exact(&mut buf[8..]).map_err(ChannelError::Io)?;
+    Ok(buf)
+}
+
+/// Who we are on the channel.
+#[derive(Debug, Clone)]
+pub struct Terminal {
+    pub key_id: u32,
+    pub key: Vec<u8>,
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+}
+
+/// A verified WELCOME.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Welcome {
+    pub server_ip: Ipv4Addr,
+    pub server_mac: Option<Mac>,
+    pub sequence: u64,
+}
+
+/// One HELLO → WELCOME exchange. `nonce` and `sequence` are inputs so the caller owns
+/// randomness and the sender's sequence.
+pub fn hello(
+    t: &Terminal,
+    server: Ipv4Addr,
+    port: u16,
+    timeout: Duration,
+    nonce: [u8; 16],
+    sequence: u64,
+) -> Result<Welcome, ChannelError> {
+    let addr = SocketAddr::V4(SocketAddrV4::new(server, port));
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(ChannelError::Connect)?;
+    let _ = s.set_nodelay(true);
+    s.set_read_timeout(Some(timeout)).map_err(ChannelError::Io)?;
+    s.set_write_timeout(Some(timeout)).map_err(ChannelError::Io)?;
+    let mut h = ipsync::Repr::new(ipsync::MessageType::Hello, t.key_id, sequence);
+    h.nonce = Some(nonce);
+    h.terminal_mac = Some(t.mac);
+    h.terminal_ipv4 = Some(t.ip);
+    s.write_all(&h.to_bytes(&t.key)).map_err(ChannelError::Io)?;
+    let reply = read_record(&mut s)?;
+    let p = ipsync::Packet::new_checked(&reply[..]).map_err(ChannelError::Malformed)?;
+    let w = ipsync::Repr::parse(&p).map_err(ChannelError::Malformed)?;
+    if w.msg_type != ipsync::MessageType::Welcome {
+        return Err(ChannelError::NotWelcome);
+    }
+    if w.key_id != t.key_id {
+        return Err(ChannelError::UnknownKey(w.key_id));
+    }
+    if !p.verify(&t.key) {
+        return Err(ChannelError::BadMac);
+    }
+    if !w.nonce.is_some_and(|n| crate::wire::auth::ct_eq(&n, &nonce)) {
+        return Err(ChannelError::NonceMismatch);
+    }
+    if w.server_ipv4 != Some(server) {
+        return Err(ChannelError::WrongServer { dialled: server, said: w.server_ipv4 });
+    }
+    match w.status {
+        Some(ipsync::status::SUCCESS) => Ok(Welcome { server_ip: server, server_mac: w.server_mac, sequence: w.sequence }),
+        other => Err(ChannelError::Status(other.unwrap_or(u8::MAX))),
+    }
+}
+
+/// Capped exponential backoff with jitter: attempt n waits base·2ⁿ (at most `cap`), scaled by a
+/// factor in [0.5, 1.0) drawn from `jitter` (so terminals that lost the server together do not
+/// come back in lockstep).
+pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: u64) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
+    let frac = 0.5 + (jitter % 1000) as f64 / 2000.0;
+    exp.mul_f64(frac)
+}
+
+/// The sender side of DESIGN §4.3 for HELLOs: a fresh sequence for each message.
+pub fn next_hello_sequence(last: &mut Option<u64>, now_unix_us: u64) -> u64 {
+    let s = next_sequence(*last, now_unix_us);
+    *last = Some(s);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let b = Duration::from_millis(100);
+        let cap = Duration::from_secs(5);
+        assert!(backoff(0, b, cap, 0) >= Duration::from_millis(50));
+        assert!(backoff(0, b, cap, 999) < Duration::from_millis(100));
+        assert!(backoff(30, b, cap, 999) <= cap);
+        assert!(backoff(3, b, cap, 0) >= Duration::from_millis(400));
+    }
+
+    #[test]
+    fn record_reader_bounds_the_length() {
+        let mut bad = &b"IPSY\x01\x02\xff\xff"[..];
+        assert!(matches!(read_record(&mut bad), Err(ChannelError::Malformed(ipsync::Error::Length(0xffff)))));
+        let mut junk = &b"GET / HTTP/1.1\r\n"[..];
+        assert!(matches!(read_record(&mut junk), Err(ChannelError::Malformed(ipsync::Error::Magic))));
+    }
+}
