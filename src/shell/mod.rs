@@ -7,6 +7,7 @@
 
 pub mod applier;
 pub mod channel;
+pub mod netlink;
 pub mod decision_log;
 pub mod pcap;
 pub mod pipeline;

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod crosscheck;
 mod golden;
+mod netns;
 mod props;
 mod scenarios;
 mod serve;

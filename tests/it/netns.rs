@@ -1,0 +1,122 @@
+//! Kernel-facing code in a throwaway network namespace (root only): rtnetlink pins, addresses,
+//! the event monitor. The namespace is removed when the guard drops, even on a failed assert.
+
+use ipsyncd::engine::Cidr;
+use ipsyncd::shell::netlink::{next_events, Event, Netlink};
+use ipsyncd::wire::Mac;
+use netlink_packet_route::neighbour::NeighbourState;
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+pub struct Ns(pub String);
+
+impl Ns {
+    /// A namespace with a veth pair `a0`/`b0`, both up. `None` when not root.
+    pub fn new(tag: &str) -> Option<Ns> {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: network namespace tests need root");
+            return None;
+        }
+        let name = format!("ipsyt{}{}", tag, std::process::id());
+        let ns = Ns(name.clone());
+        let ip = |args: &[&str]| {
+            let ok = Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
+            assert!(ok, "ip {args:?}");
+        };
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "add", "a0", "type", "veth", "peer", "name", "b0"]);
+        ip(&["-n", &name, "link", "set", "a0", "address", "02:00:00:00:00:10", "up"]);
+        ip(&["-n", &name, "link", "set", "b0", "up"]);
+        Some(ns)
+    }
+
+    /// Runs `f` on a thread that has joined the namespace (setns affects only that thread).
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let fd = std::fs::File::open(&path).expect("netns file");
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+
+    pub fn ip(&self, args: &[&str]) -> bool {
+        Command::new("ip").arg("-n").arg(&self.0).args(args).status().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn netlink_pins_and_addresses_in_a_namespace() {
+    let Some(ns) = Ns::new("nl") else { return };
+    let b = Ipv4Addr::new(10, 77, 0, 20);
+    let mac = Mac([2, 0, 0, 0, 0, 2]);
+    let (link, after_pin, after_unpin, addrs, after_del) = ns.run(move || {
+        let mut nl = Netlink::open().unwrap();
+        let link = nl.link("a0").unwrap();
+        nl.add_address(link.index, "10.77.0.10/24".parse::<Cidr>().unwrap()).unwrap();
+        nl.add_address(link.index, "10.77.0.10/24".parse::<Cidr>().unwrap()).unwrap(); // idempotent
+        nl.pin(link.index, b, mac).unwrap();
+        nl.pin(link.index, b, mac).unwrap(); // replace is idempotent
+        let after_pin = nl.neighbour(link.index, b).unwrap();
+        nl.unpin(link.index, b).unwrap();
+        nl.unpin(link.index, b).unwrap(); // already gone is fine
+        let after_unpin = nl.neighbour(link.index, b).unwrap();
+        let addrs = nl.addresses(link.index).unwrap();
+        nl.del_address(link.index, "10.77.0.10/24".parse::<Cidr>().unwrap()).unwrap();
+        let after_del = nl.addresses(link.index).unwrap();
+        (link, after_pin, after_unpin, addrs, after_del)
+    });
+    assert_eq!(link.mac, Some(Mac([2, 0, 0, 0, 0, 0x10])));
+    assert!(link.up);
+    assert_eq!(after_pin, Some((Some(mac), NeighbourState::Permanent)));
+    assert_eq!(after_unpin, None);
+    assert_eq!(addrs, vec!["10.77.0.10/24".parse::<Cidr>().unwrap()]);
+    assert!(after_del.is_empty());
+    let err = ns.run(|| Netlink::open().unwrap().link("nope0").unwrap_err());
+    assert_eq!(err.errno, libc::ENODEV);
+    assert!(err.to_string().contains("nope0"), "{err}");
+}
+
+#[test]
+fn monitor_sees_a_deleted_pin_and_link_flaps() {
+    let Some(ns) = Ns::new("mon") else { return };
+    let b = Ipv4Addr::new(10, 77, 0, 20);
+    let name = ns.0.clone();
+    let events = ns.run(move || {
+        let mut nl = Netlink::open().unwrap();
+        let link = nl.link("a0").unwrap();
+        nl.add_address(link.index, "10.77.0.10/24".parse::<Cidr>().unwrap()).unwrap();
+        nl.pin(link.index, b, Mac([2, 0, 0, 0, 0, 2])).unwrap();
+        let mon = Netlink::monitor().unwrap();
+        let ip = |args: &[&str]| Command::new("ip").arg("-n").arg(&name).args(args).status().unwrap().success();
+        assert!(ip(&["neigh", "del", "10.77.0.20", "dev", "a0"]));
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        // Bounded: a few reads are plenty for two changes.
+        for _ in 0..10 {
+            seen.extend(next_events(&mon, link.index, &mut buf).unwrap());
+            if seen.contains(&Event::NeighbourGone(b)) {
+                break;
+            }
+        }
+        assert!(ip(&["link", "set", "a0", "down"]));
+        assert!(ip(&["link", "set", "a0", "up"]));
+        for _ in 0..10 {
+            seen.extend(next_events(&mon, link.index, &mut buf).unwrap());
+            if seen.contains(&Event::LinkUp) {
+                break;
+            }
+        }
+        seen
+    });
+    assert!(events.contains(&Event::NeighbourGone(b)), "{events:?}");
+    assert!(events.contains(&Event::LinkDown) && events.contains(&Event::LinkUp), "{events:?}");
+}
