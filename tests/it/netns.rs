@@ -120,3 +120,52 @@ fn monitor_sees_a_deleted_pin_and_link_flaps() {
     assert!(events.contains(&Event::NeighbourGone(b)), "{events:?}");
     assert!(events.contains(&Event::LinkDown) && events.contains(&Event::LinkUp), "{events:?}");
 }
+
+#[test]
+fn live_capture_passes_only_what_the_filter_allows() {
+    use ipsyncd::shell::capture::{LiveSource, Shutdown, Transmitter};
+    use ipsyncd::shell::source::FrameSource;
+    use ipsyncd::wire::frame::{classify, Class, UdpFrameRepr};
+    let Some(ns) = Ns::new("cap") else { return };
+    assert!(ns.ip(&["link", "set", "a0", "mtu", "9000"]) && ns.ip(&["link", "set", "b0", "mtu", "9000"]));
+    let (classes, truncated, outgoing) = ns.run(|| {
+        let mut nl = Netlink::open().unwrap();
+        let a0 = nl.link("a0").unwrap();
+        let b0 = nl.link("b0").unwrap();
+        let stop = Shutdown::new().unwrap();
+        let mut src = LiveSource::open(a0.index, 47474, stop.clone()).unwrap();
+        let stats = src.stats.clone();
+        let peer = Transmitter::open(b0.index).unwrap();
+        let us = Transmitter::open(a0.index).unwrap();
+        let udp = |port: u16, len: usize| {
+            UdpFrameRepr {
+                src_mac: b0.mac.unwrap(),
+                dst_mac: Mac::BROADCAST,
+                src_ip: Ipv4Addr::new(10, 77, 0, 1),
+                dst_ip: Ipv4Addr::BROADCAST,
+                src_port: port,
+                dst_port: port,
+                ttl: 64,
+            }
+            .emit(&vec![0u8; len])
+        };
+        peer.send(&udp(47474, 60)).unwrap(); // passes
+        peer.send(&udp(53, 60)).unwrap(); // filtered in the kernel
+        peer.send(&udp(68, 300)).unwrap(); // passes
+        peer.send(&udp(47474, 3000)).unwrap(); // passes the filter, too long: counted
+        let arp = ipsyncd::wire::arp::Repr::announcement(b0.mac.unwrap(), Ipv4Addr::new(10, 77, 0, 1));
+        peer.send(&ipsyncd::wire::frame::emit_arp_frame(b0.mac.unwrap(), Mac::BROADCAST, &arp.to_bytes())).unwrap();
+        us.send(&udp(47474, 60)).unwrap(); // our own outgoing frame: never delivered
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        stop.trigger();
+        let mut classes = Vec::new();
+        while let Some(f) = src.next_frame().unwrap() {
+            classes.push(classify(f.bytes));
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        (classes, stats.truncated.load(Relaxed), stats.outgoing.load(Relaxed))
+    });
+    assert_eq!(classes, vec![Some(Class::Udp { dst_port: 47474 }), Some(Class::Udp { dst_port: 68 }), Some(Class::Arp)]);
+    assert_eq!(truncated, 1);
+    assert_eq!(outgoing, 0, "the filter drops outgoing frames before user space");
+}
