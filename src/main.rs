@@ -142,7 +142,7 @@ fn replay(pcap: PathBuf, config: Option<PathBuf>, state_dir: Option<PathBuf>) ->
         let _ = writeln!(out, "{}", decision_log::to_json(d));
     });
     let summary =
-        pipeline::run(Box::new(source), ctx, engine, Box::new(Recorder::new(state_dir)), sink, Timing::Replay);
+        pipeline::run(Box::new(source), ctx, engine, Box::new(Recorder::new(state_dir)), sink, Timing::Replay, pipeline::Extras::default());
     log::info!(
         "replayed {} frames: {} filtered, drops {:?}, verdicts {:?}",
         summary.frames,
@@ -185,20 +185,112 @@ fn serve(config: Option<PathBuf>, listen: Option<String>) -> Result<(), Fail> {
     server.run(listener).map_err(|e| Fail::Runtime(format!("serve {addr}: {e}")))
 }
 
+fn run(config: Option<PathBuf>, interface: Option<String>) -> Result<(), Fail> {
+    let (cpath, cfg) = load_config(config)?;
+    ipsyncd::shell::daemon::run(&cpath, cfg, interface).map_err(|e| match e {
+        ipsyncd::shell::daemon::DaemonError::Config(m) => Fail::Usage(m),
+        ipsyncd::shell::daemon::DaemonError::Runtime(m) => Fail::Runtime(m),
+    })
+}
+
+fn status(config: Option<PathBuf>, json: bool) -> Result<(), Fail> {
+    use ipsyncd::shell::status as st;
+    let (cpath, cfg) = load_config(config)?;
+    let mut v = match st::read(&cfg.state_dir) {
+        Ok(v) => v,
+        Err(_) => {
+            // Not running (or never ran): report what the state file says.
+            let s = match state_file::load(&cfg.state_dir, unix_now()) {
+                Ok(state_file::Loaded::Restored(s)) => s,
+                _ => return Err(Fail::Runtime(format!("{}: no status or state (is ipsyncd running?)", cfg.state_dir.display()))),
+            };
+            serde_json::json!({
+                "interface": cfg.interface, "mode": if cfg.mode == ipsyncd::engine::Mode::Dhcp { "dhcp" } else { "follow" },
+                "server": s.server.map(|x| serde_json::json!({"ip": x.ip.to_string(), "mac": x.mac.map(|m| m.to_string()), "since": x.since, "connected": false, "last_welcome": null})),
+                "pin": s.server.and_then(|x| x.mac.map(|m| serde_json::json!({"ip": x.ip.to_string(), "mac": m.to_string(), "in_kernel": null}))),
+                "lease": null, "last_decision": null, "counters": {}, "running": false,
+            })
+        }
+    };
+    // Ask the kernel whether the pin is still there, as a PERMANENT entry with the right MAC.
+    let iface = v["interface"].as_str().map(str::to_string).or(cfg.interface.clone());
+    if let (Some(ip), Some(mac), Some(ifname)) = (v["pin"]["ip"].as_str(), v["pin"]["mac"].as_str(), iface) {
+        let in_kernel = (|| {
+            let mut nl = ipsyncd::shell::netlink::Netlink::open().ok()?;
+            let link = nl.link(&ifname).ok()?;
+            let entry = nl.neighbour(link.index, ip.parse().ok()?).ok()?;
+            Some(matches!(entry, Some((Some(m), s)) if m.to_string() == mac
+                && s == netlink_packet_route::neighbour::NeighbourState::Permanent))
+        })();
+        v["pin"]["in_kernel"] = serde_json::json!(in_kernel);
+    }
+    if json {
+        println!("{}", serde_json::to_string(&v).unwrap_or_default());
+        return Ok(());
+    }
+    let s = &v["server"];
+    println!("ipsyncd on {} ({} mode), config {}", v["interface"].as_str().unwrap_or("?"), v["mode"].as_str().unwrap_or("?"), cpath.display());
+    match s["ip"].as_str() {
+        Some(ip) => println!(
+            "server:   {ip} mac {} — {}{}",
+            s["mac"].as_str().unwrap_or("unknown"),
+            if s["connected"] == true { "connected" } else { "not connected" },
+            v["seconds_since_contact"].as_u64().map(|n| format!(", last WELCOME {n} s ago")).unwrap_or_default()
+        ),
+        None => println!("server:   none known"),
+    }
+    match v["pin"]["ip"].as_str() {
+        Some(ip) => println!(
+            "pin:      {ip} → {} ({})",
+            v["pin"]["mac"].as_str().unwrap_or("?"),
+            match v["pin"]["in_kernel"].as_bool() {
+                Some(true) => "PERMANENT in the kernel",
+                Some(false) => "MISSING from the kernel",
+                None => "kernel not checked",
+            }
+        ),
+        None => println!("pin:      none"),
+    }
+    if let Some(l) = v["last_decision"].as_object() {
+        println!("last:     {} → {} at {}", l["input"].as_str().unwrap_or("?"), l["verdict"].as_str().unwrap_or("?"), l["time"]);
+    }
+    println!("counters: {}", v["counters"]);
+    Ok(())
+}
+
 fn not_yet(what: &str) -> Result<(), Fail> {
     Err(Fail::Runtime(format!("`ipsyncd {what}` is not available in this build yet")))
 }
 
+/// stderr, or journald when systemd connected our stderr to it (JOURNAL_STREAM): then each line
+/// carries its syslog priority as `<N>` and no timestamp, which journald adds itself.
+fn init_logging(default_level: &str) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        b.format(|f, r| {
+            let prio = match r.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                _ => 7,
+            };
+            writeln!(f, "<{prio}>{}", r.args())
+        });
+    } else {
+        b.format_timestamp_millis();
+    }
+    b.init();
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp_millis()
-        .init();
     let cli = Cli::parse();
+    // The daemon reports what it does at info; one-shot tools only warn.
+    init_logging(if matches!(cli.cmd, Cmd::Run { .. } | Cmd::Serve { .. }) { "info" } else { "warn" });
     let r = match cli.cmd {
         Cmd::Replay { pcap, config, state_dir } => replay(pcap, config, state_dir),
         Cmd::Keygen { id } => keygen(id),
-        Cmd::Run { .. } => not_yet("run"),
-        Cmd::Status { .. } => not_yet("status"),
+        Cmd::Run { config, interface } => run(config, interface),
+        Cmd::Status { config, json } => status(config, json),
         Cmd::Announce { .. } => not_yet("announce"),
         Cmd::Forcerenew { .. } => not_yet("forcerenew"),
         Cmd::Serve { config, listen } => serve(config, listen),

@@ -23,6 +23,7 @@ use std::net::Ipv4Addr;
 
 pub use input::{DhcpMsg, Inbound, InboundKind, IpsyncMsg};
 pub use state::State;
+use state::ServerState;
 
 /// Microseconds since the Unix epoch. Replay takes it from pcap timestamps; live from the clock,
 /// read once per wakeup in the shell.
@@ -351,8 +352,10 @@ pub enum ActionResult {
     Welcome { ip: Ipv4Addr, mac: Option<Mac>, status: u8 },
     /// Every connection attempt to `ip` failed.
     Unreachable { ip: Ipv4Addr },
-    /// The kernel dropped a pin (RTM_DELNEIGH or link down): put it back.
+    /// The kernel dropped the entry for `ip` (RTM_DELNEIGH, or replaced by a dynamic one).
     PinLost { ip: Ipv4Addr },
+    /// The interface came back up (an admin down flushed every permanent entry).
+    LinkUp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -525,6 +528,8 @@ pub struct Engine {
     counters: Counters,
     dirty: bool,
     last_decision: Option<(Input, Verdict, Instant)>,
+    /// The server we last got a WELCOME from, and when.
+    welcomed: Option<(Ipv4Addr, Instant)>,
 }
 
 impl Engine {
@@ -543,6 +548,7 @@ impl Engine {
             counters: Counters::default(),
             dirty: false,
             last_decision: None,
+            welcomed: None,
         }
     }
 
@@ -558,6 +564,11 @@ impl Engine {
     pub fn last_decision(&self) -> Option<(Input, Verdict, Instant)> {
         self.last_decision
     }
+    /// `Some(time of the last WELCOME)` when the current server has answered since it became current.
+    pub fn connected_since(&self) -> Option<Instant> {
+        self.welcomed.filter(|(ip, _)| Some(*ip) == self.current_server()).map(|(_, t)| t)
+    }
+
     /// The DHCP client's state name for `status` (BOUND, RENEWING, …).
     pub fn client_state(&self) -> &'static str {
         self.client.name()
@@ -632,13 +643,18 @@ impl Engine {
                     self.actions.push_back(Action::Hook { reason: HookReason::ServerUnreachable, env });
                 }
             }
+            // The kernel dropped a pin (deleted, replaced by a dynamic entry, or flushed by a
+            // link down): put the server's back. Other addresses are not ours to pin.
             ActionResult::PinLost { ip } => {
-                if let Some(s) = self.state.server {
-                    if s.ip == ip {
-                        if let Some(mac) = s.mac {
-                            self.actions.push_back(Action::PinNeighbour { ip, mac });
-                        }
+                if let Some(ServerState { ip: sip, mac: Some(mac), .. }) = self.state.server {
+                    if sip == ip {
+                        self.actions.push_back(Action::PinNeighbour { ip, mac });
                     }
+                }
+            }
+            ActionResult::LinkUp => {
+                if let Some(ServerState { ip, mac: Some(mac), .. }) = self.state.server {
+                    self.actions.push_back(Action::PinNeighbour { ip, mac });
                 }
             }
         }

@@ -5,9 +5,13 @@
 //! the worker never blocks on one. Each action is answered with an [`ActionResult`].
 
 use crate::engine::{Action, ActionResult, State};
+use crossbeam_channel::Sender;
 use std::path::PathBuf;
 
 pub trait Applier: Send {
+    /// Called once on the applier thread before the first action: where asynchronous results
+    /// (connection outcomes, kernel events) go.
+    fn start(&mut self, _results: Sender<ActionResult>) {}
     fn apply(&mut self, action: &Action) -> ActionResult;
     /// Writes the state durably. Called after every change.
     fn persist(&mut self, state: &State) -> std::io::Result<()>;
@@ -40,6 +44,226 @@ impl Applier for Recorder {
         match &self.state_dir {
             Some(d) => super::state_file::save(d, state),
             None => Ok(()),
+        }
+    }
+}
+
+pub use live::{LiveApplier, LiveConfig};
+
+mod live {
+    use super::Applier;
+    use crate::engine::{Action, ActionResult, State};
+    use crate::shell::capture::Transmitter;
+    use crate::shell::channel::{self, Terminal};
+    use crate::shell::hooks::Hooks;
+    use crate::shell::netlink::{self, Event, Netlink};
+    use crate::shell::state_file;
+    use crossbeam_channel::Sender;
+    use std::net::Ipv4Addr;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Attempts before SERVER_UNREACHABLE; retries continue afterwards at the capped interval.
+    const CONNECT_ATTEMPTS: u32 = 3;
+    const BACKOFF_BASE: Duration = Duration::from_millis(200);
+    const BACKOFF_CAP: Duration = Duration::from_secs(30);
+
+    pub struct LiveConfig {
+        pub ifname: String,
+        pub ifindex: u32,
+        pub state_dir: PathBuf,
+        pub terminal: Terminal,
+        pub connect_timeout: Duration,
+        pub hooks: Hooks,
+    }
+
+    /// The real applier: rtnetlink for pins and addresses, AF_PACKET for frames, TCP for the
+    /// connection channel, processes for hooks, the state file for persistence.
+    pub struct LiveApplier {
+        cfg: LiveConfig,
+        nl: Netlink,
+        tx: Transmitter,
+        results: Option<Sender<ActionResult>>,
+        /// Bumped by every Connect: an older connector thread stops at its next step.
+        generation: Arc<AtomicU64>,
+        last_hello_seq: Arc<parking_lot::Mutex<Option<u64>>>,
+    }
+
+    fn random16() -> [u8; 16] {
+        let mut b = [0u8; 16];
+        // SAFETY: getrandom writes at most 16 bytes into a live 16-byte buffer.
+        let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 16, 0) };
+        if n != 16 {
+            // The kernel RNG never fails once seeded; fall back to time rather than a fixed nonce.
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+            b.copy_from_slice(&t.to_le_bytes());
+        }
+        b
+    }
+
+    fn unix_us() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    }
+
+    impl LiveApplier {
+        pub fn new(cfg: LiveConfig) -> std::io::Result<LiveApplier> {
+            let nl = Netlink::open()?;
+            let tx = Transmitter::open(cfg.ifindex)?;
+            Ok(LiveApplier {
+                cfg,
+                nl,
+                tx,
+                results: None,
+                generation: Arc::new(AtomicU64::new(0)),
+                last_hello_seq: Arc::new(parking_lot::Mutex::new(None)),
+            })
+        }
+
+        fn connect(&self, ip: Ipv4Addr, port: u16) {
+            let Some(results) = self.results.clone() else { return };
+            let gen = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            let generation = Arc::clone(&self.generation);
+            let terminal = self.cfg.terminal.clone();
+            let timeout = self.cfg.connect_timeout;
+            let seq = Arc::clone(&self.last_hello_seq);
+            let spawned = std::thread::Builder::new().name("connect".into()).spawn(move || {
+                let mut attempt = 0u32;
+                loop {
+                    if generation.load(Ordering::Acquire) != gen {
+                        return; // superseded by a newer server
+                    }
+                    let sequence = channel::next_hello_sequence(&mut seq.lock(), unix_us());
+                    match channel::hello(&terminal, ip, port, timeout, random16(), sequence) {
+                        Ok(w) => {
+                            let _ = results.send(ActionResult::Welcome { ip, mac: w.server_mac, status: 0 });
+                            return;
+                        }
+                        Err(channel::ChannelError::Status(s)) => {
+                            let _ = results.send(ActionResult::Welcome { ip, mac: None, status: s });
+                        }
+                        Err(e) => log::info!("connect {ip}:{port} attempt {}: {e}", attempt + 1),
+                    }
+                    attempt += 1;
+                    if attempt == CONNECT_ATTEMPTS {
+                        let _ = results.send(ActionResult::Unreachable { ip });
+                    }
+                    let jitter = u64::from_le_bytes(random16()[..8].try_into().unwrap_or([0; 8]));
+                    std::thread::sleep(channel::backoff(attempt, BACKOFF_BASE, BACKOFF_CAP, jitter));
+                }
+            });
+            if let Err(e) = spawned {
+                log::error!("cannot start the connection thread: {e}");
+            }
+        }
+
+        fn set_promote_secondaries(&self) {
+            // Without it, removing the old primary silently deletes the new secondary (LAB-NOTES).
+            let p = format!("/proc/sys/net/ipv4/conf/{}/promote_secondaries", self.cfg.ifname);
+            if let Err(e) = std::fs::write(&p, b"1") {
+                log::warn!("{p}: {e}");
+            }
+        }
+    }
+
+    impl Applier for LiveApplier {
+        fn start(&mut self, results: Sender<ActionResult>) {
+            self.results = Some(results.clone());
+            let ifindex = self.cfg.ifindex;
+            let mon = match Netlink::monitor() {
+                Ok(m) => m,
+                Err(e) => {
+                    log::error!("netlink monitor: {e}; pins will not be restored after a deletion");
+                    return;
+                }
+            };
+            let spawned = std::thread::Builder::new().name("netlink-monitor".into()).spawn(move || {
+                let mut buf = Vec::new();
+                loop {
+                    match netlink::next_events(&mon, ifindex, &mut buf) {
+                        Ok(events) => {
+                            for e in events {
+                                let r = match e {
+                                    Event::NeighbourGone(ip) => ActionResult::PinLost { ip },
+                                    Event::LinkUp => ActionResult::LinkUp,
+                                    Event::LinkDown => continue,
+                                };
+                                if results.send(r).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                            // Events were lost: re-assert the pin rather than guess.
+                            log::warn!("netlink monitor overrun; re-pinning");
+                            if results.send(ActionResult::LinkUp).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            log::error!("netlink monitor: {e}");
+                            return;
+                        }
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                log::error!("cannot start the netlink monitor: {e}");
+            }
+        }
+
+        fn apply(&mut self, action: &Action) -> ActionResult {
+            let idx = self.cfg.ifindex;
+            let failed = |op: &'static str, e: &dyn std::fmt::Display| {
+                log::error!("{op}: {e}");
+                ActionResult::Failed { op, error: e.to_string() }
+            };
+            match action {
+                Action::PinNeighbour { ip, mac } => match self.nl.pin(idx, *ip, *mac) {
+                    Ok(()) => ActionResult::Done,
+                    Err(e) => failed("pin_neighbour", &e),
+                },
+                Action::UnpinNeighbour { ip } => match self.nl.unpin(idx, *ip) {
+                    Ok(()) => ActionResult::Done,
+                    Err(e) => failed("unpin_neighbour", &e),
+                },
+                Action::SetAddress { cidr } => {
+                    self.set_promote_secondaries();
+                    match self.nl.add_address(idx, *cidr) {
+                        Ok(()) => ActionResult::Done,
+                        Err(e) => failed("set_address", &e),
+                    }
+                }
+                Action::DelAddress { cidr } => match self.nl.del_address(idx, *cidr) {
+                    Ok(()) => ActionResult::Done,
+                    Err(e) => failed("del_address", &e),
+                },
+                Action::Transmit { kind, frame } => match self.tx.send(frame) {
+                    Ok(()) => ActionResult::Done,
+                    Err(e) => failed("transmit", &format!("{}: {e}", kind.as_str())),
+                },
+                Action::Connect { ip, port } => {
+                    self.connect(*ip, *port);
+                    ActionResult::Done
+                }
+                Action::SetServer { ip, mac } => {
+                    log::info!("server is now {ip}{}", mac.map(|m| format!(" at {m}")).unwrap_or_default());
+                    ActionResult::Done
+                }
+                Action::Alarm { kind, detail } => {
+                    log::warn!("ALARM {kind}: {detail}");
+                    ActionResult::Done
+                }
+                Action::Hook { reason, env } => {
+                    self.cfg.hooks.fire(*reason, env);
+                    ActionResult::Done
+                }
+            }
+        }
+
+        fn persist(&mut self, state: &State) -> std::io::Result<()> {
+            state_file::save(&self.cfg.state_dir, state)
         }
     }
 }

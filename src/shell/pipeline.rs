@@ -6,7 +6,7 @@
 
 use super::applier::Applier;
 use super::source::{FrameSource, SourceError};
-use super::worker::{run_applier, ApplierMsg, CaptureMsg, DecisionSink, Timing, Worker};
+use super::worker::{run_applier, ApplierMsg, CaptureMsg, Control, DecisionSink, StatusSink, Timing, Worker};
 use crate::engine::input::{decode_frame, DecodeContext, Decoded};
 use crate::engine::{ActionResult, Counters, Engine};
 use crossbeam_channel::bounded;
@@ -27,6 +27,13 @@ pub struct Summary {
     pub engine: Option<Engine>,
 }
 
+/// Optional live extras: a status sink and a control channel (replay passes `Extras::default()`).
+#[derive(Default)]
+pub struct Extras {
+    pub status: Option<StatusSink>,
+    pub control: Option<crossbeam_channel::Receiver<Control>>,
+}
+
 pub fn run(
     mut source: Box<dyn FrameSource>,
     ctx: DecodeContext,
@@ -34,10 +41,13 @@ pub fn run(
     applier: Box<dyn Applier>,
     sink: DecisionSink,
     timing: Timing,
+    extras: Extras,
 ) -> Summary {
     let (cap_tx, cap_rx) = bounded::<CaptureMsg>(CAPTURE_QUEUE);
     let (app_tx, app_rx) = bounded::<ApplierMsg>(APPLIER_QUEUE);
-    let (res_tx, res_rx) = bounded::<ActionResult>(APPLIER_QUEUE);
+    // Unbounded on purpose: results are at most one per action plus kernel events, and a bounded
+    // queue here could deadlock against a full action queue.
+    let (res_tx, res_rx) = crossbeam_channel::unbounded::<ActionResult>();
 
     let capture = thread::Builder::new().name("capture".into()).spawn(move || {
         let mut s = Summary::default();
@@ -68,7 +78,8 @@ pub fn run(
     });
     let applier_thread =
         thread::Builder::new().name("applier".into()).spawn(move || run_applier(applier, app_rx, res_tx));
-    let worker = Worker { engine, timing, to_applier: app_tx, results: res_rx, sink };
+    let control = extras.control.unwrap_or_else(crossbeam_channel::never);
+    let worker = Worker { engine, timing, to_applier: app_tx, results: res_rx, sink, status: extras.status, control };
     let worker_thread = thread::Builder::new().name("worker".into()).spawn(move || worker.run(cap_rx));
 
     let mut summary = match capture.map(|h| h.join()) {

@@ -45,6 +45,15 @@ pub enum Timing {
 }
 
 pub type DecisionSink = Box<dyn FnMut(&Decision) + Send>;
+/// Called (live only) after anything changed: decisions made or results handled.
+pub type StatusSink = Box<dyn FnMut(&Engine, Instant) + Send>;
+
+/// Out-of-band requests to the worker (from the signal thread).
+#[derive(Debug)]
+pub enum Control {
+    /// SIGHUP: new keys from a re-read config.
+    ReloadKeys { keys: std::collections::BTreeMap<u32, Vec<u8>>, dhcp_keys: std::collections::BTreeMap<u32, Vec<u8>> },
+}
 
 /// Guards against an engine bug that keeps a deadline in the past: never spin.
 const MAX_TIMER_STEPS: usize = 100_000;
@@ -55,6 +64,8 @@ pub struct Worker {
     pub to_applier: Sender<ApplierMsg>,
     pub results: Receiver<ActionResult>,
     pub sink: DecisionSink,
+    pub status: Option<StatusSink>,
+    pub control: Receiver<Control>,
 }
 
 impl Worker {
@@ -123,9 +134,17 @@ impl Worker {
         }
     }
 
+    fn changed(&mut self, now: Instant) {
+        if let Some(s) = self.status.as_mut() {
+            s(&self.engine, now);
+        }
+    }
+
     fn run_live(&mut self, rx: &Receiver<CaptureMsg>, clock: &dyn Clock) {
         self.engine.start(clock.now());
         self.flush();
+        self.changed(clock.now());
+        let control = self.control.clone();
         loop {
             // No deadline, no timer: an idle daemon does not wake up.
             let tick = match self.engine.poll_timeout() {
@@ -139,14 +158,28 @@ impl Worker {
                         self.run_timers(now);
                         self.engine.handle_frame(now, &inbound);
                         self.flush();
+                        self.changed(now);
                     }
                     Ok(CaptureMsg::End(_)) | Err(_) => return,
                 },
                 recv(self.results) -> r => if let Ok(r) = r {
-                    self.engine.handle_result(clock.now(), r);
+                    let now = clock.now();
+                    self.engine.handle_result(now, r);
                     self.flush();
+                    self.changed(now);
                 },
-                recv(tick) -> _ => self.run_timers(clock.now()),
+                recv(control) -> c => match c {
+                    Ok(Control::ReloadKeys { keys, dhcp_keys }) => {
+                        log::info!("reloaded keys: {} ipsync, {} DHCP", keys.len(), dhcp_keys.len());
+                        self.engine.reload_keys(keys, dhcp_keys);
+                    }
+                    Err(_) => {}
+                },
+                recv(tick) -> _ => {
+                    let now = clock.now();
+                    self.run_timers(now);
+                    self.changed(now);
+                }
             }
         }
     }

@@ -1,0 +1,185 @@
+//! `ipsyncd run`: the live terminal daemon (follow mode). Wires the live source, the system
+//! clock and the live applier into the same pipeline replay uses, and owns process concerns:
+//! signals, sd_notify, the status file.
+//!
+//! Contract: SIGTERM/SIGINT stop the pipeline cleanly (the capture thread is woken through an
+//! eventfd); SIGHUP re-reads the keys from the config file; start-up errors are typed and name
+//! what failed, so the CLI can map them to exit codes.
+
+use super::applier::{LiveApplier, LiveConfig};
+use super::capture::{LiveSource, Shutdown};
+use super::channel::Terminal;
+use super::hooks::Hooks;
+use super::netlink::Netlink;
+use super::pipeline::{self, Extras};
+use super::state_file;
+use super::status;
+use super::worker::{Control, SystemClock, Timing};
+use crate::config::Config;
+use crate::engine::input::DecodeContext;
+use crate::engine::{Engine, Mode, State};
+use nix::sys::signal::{SigSet, Signal};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub enum DaemonError {
+    /// The configuration cannot run (exit 2).
+    Config(String),
+    /// The system refused (exit 1).
+    Runtime(String),
+}
+
+/// Sends a datagram to systemd's notify socket, if we were started with one.
+pub fn sd_notify(msg: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let bytes = path.as_encoded_bytes();
+    let r = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
+    } else {
+        sock.send_to(msg.as_bytes(), Path::new(&path))
+    };
+    if let Err(e) = r {
+        log::debug!("sd_notify: {e}");
+    }
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into a live 8-byte buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    if n == 8 {
+        u64::from_le_bytes(b)
+    } else {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    }
+}
+
+pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result<(), DaemonError> {
+    let cfg_err = |m: String| DaemonError::Config(format!("{}: {m}", config_path.display()));
+    let ifname = interface.or(cfg.interface.clone()).ok_or_else(|| cfg_err("interface: required for run (or --interface)".into()))?;
+    if cfg.mode == Mode::Dhcp {
+        return Err(cfg_err(
+            "mode = \"dhcp\": the live DHCP client is not available in this build; use mode = \"follow\" with the system's DHCP client".into(),
+        ));
+    }
+    if cfg.allow_unauthenticated {
+        log::warn!("allow_unauthenticated = true: UNAUTHENTICATED FORCERENEW WILL BE ACCEPTED (lab use only)");
+    }
+    // Signals are handled by one thread with sigwait; every other thread inherits the mask.
+    let mut sigs = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        sigs.add(s);
+    }
+    sigs.thread_block().map_err(|e| DaemonError::Runtime(format!("sigprocmask: {e}")))?;
+
+    let mut nl = Netlink::open().map_err(|e| DaemonError::Runtime(format!("netlink: {e}")))?;
+    let link = nl.link(&ifname).map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    let mac = match cfg.terminal_mac().map_err(cfg_err)? {
+        Some(m) => m,
+        None => link.mac.ok_or_else(|| DaemonError::Runtime(format!("{ifname}: has no MAC address")))?,
+    };
+    let mut ecfg = cfg.engine_config(mac).map_err(cfg_err)?;
+    if ecfg.address.is_none() {
+        let addrs = nl.addresses(link.index).map_err(|e| DaemonError::Runtime(e.to_string()))?;
+        ecfg.address = addrs.first().copied();
+        if ecfg.address.is_none() {
+            return Err(cfg_err(format!("terminal.address: not set and {ifname} has no IPv4 address")));
+        }
+    }
+    let key = cfg.key.first().map(|k| k.id).and_then(|id| ecfg.keys.get(&id).map(|k| (id, k.clone())));
+    let (key_id, key) = key.ok_or_else(|| cfg_err("[[key]]: at least one key is needed to authenticate the server".into()))?;
+
+    std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(|e| DaemonError::Runtime(format!("{}: cannot create state_dir: {e}", cfg.state_dir.display())))?;
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let state = match state_file::load(&cfg.state_dir, now_s).map_err(|e| DaemonError::Runtime(format!("{}: {e}", cfg.state_dir.display())))? {
+        state_file::Loaded::Restored(s) => s,
+        _ => State::default(),
+    };
+    let own_ip = ecfg.address.map(|c| c.addr).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    let port = ecfg.port;
+    let ctx = DecodeContext { mac, port, server_option: ecfg.server_option };
+    let engine = Engine::new(ecfg, state, seed());
+
+    let shutdown = Shutdown::new().map_err(|e| DaemonError::Runtime(format!("eventfd: {e}")))?;
+    let source = LiveSource::open(link.index, port, shutdown.clone())
+        .map_err(|e| DaemonError::Runtime(format!("{ifname}: AF_PACKET capture: {e} (needs CAP_NET_RAW)")))?;
+    let hooks = Hooks::new(cfg.hook.clone(), Some(cfg.renew_command.clone()), ifname.clone(), Duration::from_millis(cfg.hook_timeout_ms));
+    let applier = LiveApplier::new(LiveConfig {
+        ifname: ifname.clone(),
+        ifindex: link.index,
+        state_dir: cfg.state_dir.clone(),
+        terminal: Terminal { key_id, key, mac, ip: own_ip },
+        connect_timeout: Duration::from_millis(cfg.server.connect_timeout_ms),
+        hooks,
+    })
+    .map_err(|e| DaemonError::Runtime(format!("{ifname}: applier: {e}")))?;
+
+    let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<Control>(4);
+    let sig_shutdown = shutdown.clone();
+    let reload_path = config_path.to_path_buf();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            match sigs.wait() {
+                Ok(Signal::SIGHUP) => match Config::load(&reload_path) {
+                    Ok(c) => {
+                        let _ = ctl_tx.send(Control::ReloadKeys { keys: c.keys(), dhcp_keys: c.dhcp_keys() });
+                    }
+                    Err(e) => log::error!("SIGHUP: keeping the old keys: {e}"),
+                },
+                Ok(s) => {
+                    log::info!("{s}: shutting down");
+                    sd_notify("STOPPING=1");
+                    sig_shutdown.trigger();
+                    return;
+                }
+                Err(e) => log::error!("sigwait: {e}"),
+            }
+        })
+        .map_err(|e| DaemonError::Runtime(format!("signal thread: {e}")))?;
+
+    let status_dir: PathBuf = cfg.state_dir.clone();
+    let status_if = ifname.clone();
+    let mut last_write: Option<(std::time::Instant, serde_json::Value)> = None;
+    let status_sink = Box::new(move |e: &Engine, now: crate::engine::Instant| {
+        let snap = status::snapshot(e, &status_if, now);
+        // The server and the last decision are written at once; counters alone at most once a
+        // second, so a flood of forged frames does not become a flood of file writes.
+        let key = serde_json::json!([snap["server"], snap["last_decision"]]);
+        let due = match &last_write {
+            None => true,
+            Some((t, k)) => *k != key || t.elapsed() >= Duration::from_secs(1),
+        };
+        if due {
+            if let Err(err) = status::write(&status_dir, &snap) {
+                log::warn!("status: {err}");
+            }
+            if last_write.as_ref().map(|(_, k)| k[0] != key[0]).unwrap_or(true) {
+                if let Some(ip) = snap["server"]["ip"].as_str() {
+                    sd_notify(&format!("STATUS=following {ip}{}", if snap["server"]["connected"] == true { " (connected)" } else { "" }));
+                }
+            }
+            last_write = Some((std::time::Instant::now(), key));
+        }
+    });
+    let sink = Box::new(|d: &crate::engine::Decision| log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json(d)));
+    log::info!("following on {ifname} ({mac}, {own_ip}), ipsync port {port}");
+    sd_notify("READY=1");
+    let summary = pipeline::run(
+        Box::new(source),
+        ctx,
+        engine,
+        Box::new(applier),
+        sink,
+        Timing::Live(Box::new(SystemClock)),
+        Extras { status: Some(status_sink), control: Some(ctl_rx) },
+    );
+    match summary.source_error {
+        Some(e) => Err(DaemonError::Runtime(format!("{ifname}: capture: {e}"))),
+        None => Ok(()),
+    }
+}
