@@ -141,8 +141,15 @@ fn replay(pcap: PathBuf, config: Option<PathBuf>, state_dir: Option<PathBuf>) ->
     let sink = Box::new(move |d: &ipsyncd::engine::Decision| {
         let _ = writeln!(out, "{}", decision_log::to_json(d));
     });
-    let summary =
-        pipeline::run(Box::new(source), ctx, engine, Box::new(Recorder::new(state_dir)), sink, Timing::Replay, pipeline::Extras::default());
+    let summary = pipeline::run(
+        Box::new(source),
+        ctx,
+        engine,
+        Box::new(Recorder::new(state_dir)),
+        sink,
+        Timing::Replay,
+        pipeline::Extras::default(),
+    );
     log::info!(
         "replayed {} frames: {} filtered, drops {:?}, verdicts {:?}",
         summary.frames,
@@ -202,7 +209,12 @@ fn status(config: Option<PathBuf>, json: bool) -> Result<(), Fail> {
             // Not running (or never ran): report what the state file says.
             let s = match state_file::load(&cfg.state_dir, unix_now()) {
                 Ok(state_file::Loaded::Restored(s)) => s,
-                _ => return Err(Fail::Runtime(format!("{}: no status or state (is ipsyncd running?)", cfg.state_dir.display()))),
+                _ => {
+                    return Err(Fail::Runtime(format!(
+                        "{}: no status or state (is ipsyncd running?)",
+                        cfg.state_dir.display()
+                    )))
+                }
             };
             serde_json::json!({
                 "interface": cfg.interface, "mode": if cfg.mode == ipsyncd::engine::Mode::Dhcp { "dhcp" } else { "follow" },
@@ -229,7 +241,12 @@ fn status(config: Option<PathBuf>, json: bool) -> Result<(), Fail> {
         return Ok(());
     }
     let s = &v["server"];
-    println!("ipsyncd on {} ({} mode), config {}", v["interface"].as_str().unwrap_or("?"), v["mode"].as_str().unwrap_or("?"), cpath.display());
+    println!(
+        "ipsyncd on {} ({} mode), config {}",
+        v["interface"].as_str().unwrap_or("?"),
+        v["mode"].as_str().unwrap_or("?"),
+        cpath.display()
+    );
     match s["ip"].as_str() {
         Some(ip) => println!(
             "server:   {ip} mac {} — {}{}",
@@ -252,9 +269,69 @@ fn status(config: Option<PathBuf>, json: bool) -> Result<(), Fail> {
         None => println!("pin:      none"),
     }
     if let Some(l) = v["last_decision"].as_object() {
-        println!("last:     {} → {} at {}", l["input"].as_str().unwrap_or("?"), l["verdict"].as_str().unwrap_or("?"), l["time"]);
+        println!(
+            "last:     {} → {} at {}",
+            l["input"].as_str().unwrap_or("?"),
+            l["verdict"].as_str().unwrap_or("?"),
+            l["time"]
+        );
     }
     println!("counters: {}", v["counters"]);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn announce(
+    interface: String,
+    config: Option<PathBuf>,
+    address: Option<String>,
+    previous: Option<String>,
+    watch: bool,
+    interval: Option<u64>,
+    count: Option<u64>,
+) -> Result<(), Fail> {
+    let (cpath, cfg) = load_config(config)?;
+    if watch {
+        return not_yet("announce --watch");
+    }
+    let (key_id, key) = cfg
+        .key
+        .first()
+        .and_then(|k| cfg.keys().get(&k.id).map(|v| (k.id, v.clone())))
+        .ok_or_else(|| Fail::Usage(format!("{}: [[key]]: announce needs a key to sign with", cpath.display())))?;
+    let parse_ip = |flag: &str, s: &str| {
+        s.parse::<std::net::Ipv4Addr>().map_err(|_| Fail::Usage(format!("{flag}: expected an IPv4 address, got {s:?}")))
+    };
+    let previous = previous.as_deref().map(|p| parse_ip("--previous", p)).transpose()?;
+    let mut nl = ipsyncd::shell::netlink::Netlink::open().map_err(|e| Fail::Runtime(format!("netlink: {e}")))?;
+    let link = nl.link(&interface).map_err(|e| Fail::Runtime(e.to_string()))?;
+    let mac = link.mac.ok_or_else(|| Fail::Runtime(format!("{interface}: has no MAC address")))?;
+    let ip = match address {
+        Some(a) => parse_ip("--address", &a)?,
+        None => nl
+            .addresses(link.index)
+            .map_err(|e| Fail::Runtime(e.to_string()))?
+            .first()
+            .map(|c| c.addr)
+            .ok_or_else(|| Fail::Usage(format!("--address: {interface} has no IPv4 address to announce")))?,
+    };
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Fail::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
+    let sender = ipsyncd::server::announce::Sender::open(&interface, ip, cfg.server.port)
+        .map_err(|e| Fail::Runtime(format!("{interface}: cannot send from {ip}: {e}")))?;
+    let count = count.unwrap_or(1).max(1);
+    for i in 0..count {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let seq =
+            ipsyncd::server::announce::announce_once(&sender, &cfg.state_dir, key_id, &key, ip, mac, previous, now_us)
+                .map_err(|e| Fail::Runtime(format!("announce {ip}: {e}")))?;
+        log::info!("announced {ip} ({mac}) on {interface}, sequence {seq}");
+        if i + 1 < count {
+            std::thread::sleep(std::time::Duration::from_secs(interval.unwrap_or(1)));
+        }
+    }
     Ok(())
 }
 
@@ -291,7 +368,9 @@ fn main() -> ExitCode {
         Cmd::Keygen { id } => keygen(id),
         Cmd::Run { config, interface } => run(config, interface),
         Cmd::Status { config, json } => status(config, json),
-        Cmd::Announce { .. } => not_yet("announce"),
+        Cmd::Announce { interface, config, address, previous, watch, interval, count } => {
+            announce(interface, config, address, previous, watch, interval, count)
+        }
         Cmd::Forcerenew { .. } => not_yet("forcerenew"),
         Cmd::Serve { config, listen } => serve(config, listen),
     };

@@ -22,8 +22,8 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 pub use input::{DhcpMsg, Inbound, InboundKind, IpsyncMsg};
-pub use state::State;
 use state::ServerState;
+pub use state::State;
 
 /// Microseconds since the Unix epoch. Replay takes it from pcap timestamps; live from the clock,
 /// read once per wakeup in the shell.
@@ -579,9 +579,13 @@ impl Engine {
         core::mem::take(&mut self.dirty)
     }
 
-    /// Live start: connect to a known server at once (DESIGN §6), and in dhcp mode start the
-    /// client. Replay does not call this: the capture's own frames play the client's part.
+    /// Live start: re-pin and connect to a known server at once (DESIGN §6), and in dhcp mode
+    /// start the client. Replay does not call this: the capture's own frames play the client's part.
     pub fn start(&mut self, now: Instant) {
+        // A restart (or a crash) may have lost the pin with the link or the address: re-assert it.
+        if let Some(ServerState { ip, mac: Some(mac), .. }) = self.state.server {
+            self.actions.push_back(Action::PinNeighbour { ip, mac });
+        }
         if let Some(ip) = self.current_server() {
             self.actions.push_back(Action::Connect { ip, port: self.cfg.port });
         }

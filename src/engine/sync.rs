@@ -109,7 +109,6 @@ impl Engine {
         kind: &'static str,
         detail: String,
     ) -> Vec<Action> {
-        log::warn!("conflict: {detail}");
         let mut env = self.hook_env(Some(ip), mac);
         env.conflict_kind = Some(kind);
         vec![Action::Alarm { kind, detail }, Action::Hook { reason: HookReason::Conflict, env }]

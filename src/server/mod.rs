@@ -4,6 +4,7 @@
 //! generator and the tests. Sequence numbers follow DESIGN §4.3: max(last + 1, µs since epoch),
 //! with both inputs passed in.
 
+pub mod announce;
 pub mod serve;
 
 use crate::wire::auth::{

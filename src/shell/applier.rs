@@ -214,6 +214,7 @@ mod live {
         }
 
         fn apply(&mut self, action: &Action) -> ActionResult {
+            log::debug!("apply {}", action.op());
             let idx = self.cfg.ifindex;
             let failed = |op: &'static str, e: &dyn std::fmt::Display| {
                 log::error!("{op}: {e}");

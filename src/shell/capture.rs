@@ -19,21 +19,21 @@ use std::sync::Arc;
 /// `tcpdump -dd -y EN10MB 'inbound and (arp or (ip and udp and (dst port 68 or dst port 47474)))'`
 /// Instruction 12 holds the ipsync port; [`filter_for_port`] patches it.
 const FILTER: [libc::sock_filter; 15] = [
-    bpf(0x28, 0, 0, 0xfffff004), // ldh [type]          (SKF_AD_PKTTYPE)
+    bpf(0x28, 0, 0, 0xfffff004),  // ldh [type]          (SKF_AD_PKTTYPE)
     bpf(0x15, 12, 0, 0x00000004), // jeq #OUTGOING → drop
-    bpf(0x28, 0, 0, 0x0000000c), // ldh [12]            ethertype
-    bpf(0x15, 9, 0, 0x00000806), // jeq #ARP → accept
-    bpf(0x15, 0, 9, 0x00000800), // jeq #IPv4 else drop
-    bpf(0x30, 0, 0, 0x00000017), // ldb [23]            protocol
-    bpf(0x15, 0, 7, 0x00000011), // jeq #UDP else drop
-    bpf(0x28, 0, 0, 0x00000014), // ldh [20]            flags+fragment
-    bpf(0x45, 5, 0, 0x00001fff), // jset #0x1fff → drop (not the first fragment)
-    bpf(0xb1, 0, 0, 0x0000000e), // ldxb 4*([14]&0xf)   IHL
-    bpf(0x48, 0, 0, 0x00000010), // ldh [x + 16]        UDP destination port
-    bpf(0x15, 1, 0, 0x00000044), // jeq #68 → accept
-    bpf(0x15, 0, 1, 0x0000b972), // jeq #47474 → accept else drop
-    bpf(0x06, 0, 0, 0x00040000), // ret #262144         accept
-    bpf(0x06, 0, 0, 0x00000000), // ret #0              drop
+    bpf(0x28, 0, 0, 0x0000000c),  // ldh [12]            ethertype
+    bpf(0x15, 9, 0, 0x00000806),  // jeq #ARP → accept
+    bpf(0x15, 0, 9, 0x00000800),  // jeq #IPv4 else drop
+    bpf(0x30, 0, 0, 0x00000017),  // ldb [23]            protocol
+    bpf(0x15, 0, 7, 0x00000011),  // jeq #UDP else drop
+    bpf(0x28, 0, 0, 0x00000014),  // ldh [20]            flags+fragment
+    bpf(0x45, 5, 0, 0x00001fff),  // jset #0x1fff → drop (not the first fragment)
+    bpf(0xb1, 0, 0, 0x0000000e),  // ldxb 4*([14]&0xf)   IHL
+    bpf(0x48, 0, 0, 0x00000010),  // ldh [x + 16]        UDP destination port
+    bpf(0x15, 1, 0, 0x00000044),  // jeq #68 → accept
+    bpf(0x15, 0, 1, 0x0000b972),  // jeq #47474 → accept else drop
+    bpf(0x06, 0, 0, 0x00040000),  // ret #262144         accept
+    bpf(0x06, 0, 0, 0x00000000),  // ret #0              drop
 ];
 const PORT_INSN: usize = 12;
 
@@ -61,12 +61,18 @@ pub struct CaptureStats {
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: &T) -> io::Result<()> {
     // SAFETY: `v` points to a live T for the duration of the call, and its size is passed.
-    let r = unsafe { libc::setsockopt(fd, level, name, (v as *const T).cast(), std::mem::size_of::<T>() as libc::socklen_t) };
+    let r = unsafe {
+        libc::setsockopt(fd, level, name, (v as *const T).cast(), std::mem::size_of::<T>() as libc::socklen_t)
+    };
     cvt(r).map(|_| ())
 }
 
@@ -129,6 +135,8 @@ impl LiveSource {
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
         setsockopt(raw, libc::SOL_SOCKET, SO_LOCK_FILTER, &1i32)?;
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_AUXDATA, &1i32)?;
+        // Room for a burst (the filter already keeps unrelated traffic out of it).
+        setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &(1i32 << 20))?;
         let sa = sockaddr_ll(ifindex, libc::ETH_P_ALL as u16, None);
         // SAFETY: `sa` is a valid sockaddr_ll and its size is passed.
         cvt(unsafe {
@@ -180,8 +188,14 @@ impl LiveSource {
         let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC | libc::MSG_DONTWAIT) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN | libc::EINTR) => Ok(None),
+                // The link went down under us (reported once per event): keep listening; the
+                // socket delivers again when it comes back up.
+                Some(libc::ENETDOWN | libc::ENXIO) => {
+                    log::info!("capture: {e}; waiting for the link");
+                    Ok(None)
+                }
                 _ => Err(e),
             };
         }
@@ -210,7 +224,7 @@ impl FrameSource for LiveSource {
                 }
                 continue;
             };
-            if pkttype == libc::PACKET_OUTGOING as u8 {
+            if pkttype == libc::PACKET_OUTGOING {
                 self.stats.outgoing.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -221,7 +235,11 @@ impl FrameSource for LiveSource {
             }
             self.stats.frames.fetch_add(1, Ordering::Relaxed);
             self.index += 1;
-            let csum = if status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) != 0 { Checksum::Skip } else { Checksum::Verify };
+            let csum = if status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) != 0 {
+                Checksum::Skip
+            } else {
+                Checksum::Verify
+            };
             return Ok(Some(Frame { index: self.index, ts: SystemClock.now(), bytes: &self.buf[..len], csum }));
         }
     }
@@ -239,7 +257,8 @@ impl Transmitter {
     }
 
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let dst = Mac::from_slice(frame.get(..6).unwrap_or(&[])).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let dst = Mac::from_slice(frame.get(..6).unwrap_or(&[]))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         let sa = sockaddr_ll(self.ifindex, 0, Some(dst));
         // SAFETY: `frame` and `sa` are live for the call and their sizes are passed.
         let n = unsafe {
@@ -252,6 +271,10 @@ impl Transmitter {
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 }

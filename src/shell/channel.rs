@@ -118,7 +118,9 @@ pub fn hello(
         return Err(ChannelError::WrongServer { dialled: server, said: w.server_ipv4 });
     }
     match w.status {
-        Some(ipsync::status::SUCCESS) => Ok(Welcome { server_ip: server, server_mac: w.server_mac, sequence: w.sequence }),
+        Some(ipsync::status::SUCCESS) => {
+            Ok(Welcome { server_ip: server, server_mac: w.server_mac, sequence: w.sequence })
+        }
         other => Err(ChannelError::Status(other.unwrap_or(u8::MAX))),
     }
 }

@@ -59,7 +59,9 @@ fn seed() -> u64 {
 
 pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result<(), DaemonError> {
     let cfg_err = |m: String| DaemonError::Config(format!("{}: {m}", config_path.display()));
-    let ifname = interface.or(cfg.interface.clone()).ok_or_else(|| cfg_err("interface: required for run (or --interface)".into()))?;
+    let ifname = interface
+        .or(cfg.interface.clone())
+        .ok_or_else(|| cfg_err("interface: required for run (or --interface)".into()))?;
     if cfg.mode == Mode::Dhcp {
         return Err(cfg_err(
             "mode = \"dhcp\": the live DHCP client is not available in this build; use mode = \"follow\" with the system's DHCP client".into(),
@@ -90,12 +92,15 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         }
     }
     let key = cfg.key.first().map(|k| k.id).and_then(|id| ecfg.keys.get(&id).map(|k| (id, k.clone())));
-    let (key_id, key) = key.ok_or_else(|| cfg_err("[[key]]: at least one key is needed to authenticate the server".into()))?;
+    let (key_id, key) =
+        key.ok_or_else(|| cfg_err("[[key]]: at least one key is needed to authenticate the server".into()))?;
 
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| DaemonError::Runtime(format!("{}: cannot create state_dir: {e}", cfg.state_dir.display())))?;
     let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let state = match state_file::load(&cfg.state_dir, now_s).map_err(|e| DaemonError::Runtime(format!("{}: {e}", cfg.state_dir.display())))? {
+    let state = match state_file::load(&cfg.state_dir, now_s)
+        .map_err(|e| DaemonError::Runtime(format!("{}: {e}", cfg.state_dir.display())))?
+    {
         state_file::Loaded::Restored(s) => s,
         _ => State::default(),
     };
@@ -107,7 +112,12 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     let shutdown = Shutdown::new().map_err(|e| DaemonError::Runtime(format!("eventfd: {e}")))?;
     let source = LiveSource::open(link.index, port, shutdown.clone())
         .map_err(|e| DaemonError::Runtime(format!("{ifname}: AF_PACKET capture: {e} (needs CAP_NET_RAW)")))?;
-    let hooks = Hooks::new(cfg.hook.clone(), Some(cfg.renew_command.clone()), ifname.clone(), Duration::from_millis(cfg.hook_timeout_ms));
+    let hooks = Hooks::new(
+        cfg.hook.clone(),
+        Some(cfg.renew_command.clone()),
+        ifname.clone(),
+        Duration::from_millis(cfg.hook_timeout_ms),
+    );
     let applier = LiveApplier::new(LiveConfig {
         ifname: ifname.clone(),
         ifindex: link.index,
@@ -160,13 +170,18 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
             }
             if last_write.as_ref().map(|(_, k)| k[0] != key[0]).unwrap_or(true) {
                 if let Some(ip) = snap["server"]["ip"].as_str() {
-                    sd_notify(&format!("STATUS=following {ip}{}", if snap["server"]["connected"] == true { " (connected)" } else { "" }));
+                    sd_notify(&format!(
+                        "STATUS=following {ip}{}",
+                        if snap["server"]["connected"] == true { " (connected)" } else { "" }
+                    ));
                 }
             }
             last_write = Some((std::time::Instant::now(), key));
         }
     });
-    let sink = Box::new(|d: &crate::engine::Decision| log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json(d)));
+    let sink = Box::new(
+        |d: &crate::engine::Decision| log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json(d)),
+    );
     log::info!("following on {ifname} ({mac}, {own_ip}), ipsync port {port}");
     sd_notify("READY=1");
     let summary = pipeline::run(

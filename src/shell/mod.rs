@@ -8,10 +8,10 @@
 pub mod applier;
 pub mod capture;
 pub mod channel;
-pub mod netlink;
 pub mod daemon;
 pub mod decision_log;
 pub mod hooks;
+pub mod netlink;
 pub mod pcap;
 pub mod pipeline;
 pub mod source;

@@ -93,7 +93,8 @@ impl Netlink {
             let n = self.sock.recv(&mut &mut self.buf[..], 0).map_err(|e| err(io_errno(&e)))?;
             let mut off = 0;
             while off < n {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n]).map_err(|_| err(libc::EBADMSG))?;
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..n])
+                    .map_err(|_| err(libc::EBADMSG))?;
                 let len = msg.header.length as usize;
                 if msg.header.sequence_number == self.seq {
                     match msg.payload {
@@ -117,7 +118,12 @@ impl Netlink {
     }
 
     pub fn link(&mut self, name: &str) -> Result<Link, NetlinkError> {
-        let all = self.request("get link", &|| name.to_string(), RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)?;
+        let all = self.request(
+            "get link",
+            &|| name.to_string(),
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
         for m in all {
             if let RouteNetlinkMessage::NewLink(l) = m {
                 let is_it = l.attributes.iter().any(|a| matches!(a, LinkAttribute::IfName(n) if n == name));
@@ -149,7 +155,8 @@ impl Netlink {
     /// Pins `ip` to `mac` as a permanent neighbour entry (replacing whatever is there).
     pub fn pin(&mut self, ifindex: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), NetlinkError> {
         let msg = RouteNetlinkMessage::NewNeighbour(Self::neigh_msg(ifindex, ip, Some(mac)));
-        self.request("pin", &|| format!("{ip} lladdr {mac} dev #{ifindex}"), msg, NLM_F_CREATE | NLM_F_REPLACE).map(|_| ())
+        self.request("pin", &|| format!("{ip} lladdr {mac} dev #{ifindex}"), msg, NLM_F_CREATE | NLM_F_REPLACE)
+            .map(|_| ())
     }
 
     /// Removes the entry for `ip`; an entry that is already gone is success.
@@ -162,10 +169,19 @@ impl Netlink {
     }
 
     /// The kernel's entry for `ip` on `ifindex`: its MAC and state.
-    pub fn neighbour(&mut self, ifindex: u32, ip: Ipv4Addr) -> Result<Option<(Option<Mac>, NeighbourState)>, NetlinkError> {
+    pub fn neighbour(
+        &mut self,
+        ifindex: u32,
+        ip: Ipv4Addr,
+    ) -> Result<Option<(Option<Mac>, NeighbourState)>, NetlinkError> {
         let mut q = NeighbourMessage::default();
         q.header.family = AddressFamily::Inet;
-        let all = self.request("get neighbours", &|| format!("dev #{ifindex}"), RouteNetlinkMessage::GetNeighbour(q), NLM_F_DUMP)?;
+        let all = self.request(
+            "get neighbours",
+            &|| format!("dev #{ifindex}"),
+            RouteNetlinkMessage::GetNeighbour(q),
+            NLM_F_DUMP,
+        )?;
         for m in all {
             if let RouteNetlinkMessage::NewNeighbour(n) = m {
                 if n.header.ifindex != ifindex || neighbour_ip(&n) != Some(ip) {
@@ -213,7 +229,12 @@ impl Netlink {
     pub fn addresses(&mut self, ifindex: u32) -> Result<Vec<Cidr>, NetlinkError> {
         let mut q = AddressMessage::default();
         q.header.family = AddressFamily::Inet;
-        let all = self.request("get addresses", &|| format!("dev #{ifindex}"), RouteNetlinkMessage::GetAddress(q), NLM_F_DUMP)?;
+        let all = self.request(
+            "get addresses",
+            &|| format!("dev #{ifindex}"),
+            RouteNetlinkMessage::GetAddress(q),
+            NLM_F_DUMP,
+        )?;
         let mut out = Vec::new();
         for m in all {
             if let RouteNetlinkMessage::NewAddress(a) = m {

@@ -27,9 +27,12 @@ pub fn snapshot(e: &Engine, interface: &str, now: crate::engine::Instant) -> Val
         })
     });
     let server = server.or_else(|| {
-        e.current_server().map(|ip| json!({"ip": ip.to_string(), "mac": null, "since": null, "connected": false, "last_welcome": null}))
+        e.current_server().map(
+            |ip| json!({"ip": ip.to_string(), "mac": null, "since": null, "connected": false, "last_welcome": null}),
+        )
     });
-    let pin = st.server.and_then(|s| s.mac.map(|m| json!({"ip": s.ip.to_string(), "mac": m.to_string(), "in_kernel": null})));
+    let pin =
+        st.server.and_then(|s| s.mac.map(|m| json!({"ip": s.ip.to_string(), "mac": m.to_string(), "in_kernel": null})));
     let lease = match (e.config().mode, st.lease) {
         (Mode::Dhcp, Some(l)) => json!({
             "address": l.address.to_string(),

@@ -191,6 +191,7 @@ pub fn run_applier(
     rx: Receiver<ApplierMsg>,
     results: Sender<ActionResult>,
 ) -> Box<dyn Applier> {
+    applier.start(results.clone());
     for msg in rx.iter() {
         match msg {
             ApplierMsg::Action(a) => {

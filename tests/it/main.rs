@@ -4,6 +4,7 @@
 mod cli;
 mod common;
 mod crosscheck;
+mod e2e;
 mod golden;
 mod netns;
 mod props;

@@ -42,6 +42,7 @@ impl Ns {
         .expect("namespace thread")
     }
 
+    #[allow(dead_code)]
     pub fn ip(&self, args: &[&str]) -> bool {
         Command::new("ip").arg("-n").arg(&self.0).args(args).status().map(|s| s.success()).unwrap_or(false)
     }
@@ -165,7 +166,10 @@ fn live_capture_passes_only_what_the_filter_allows() {
         use std::sync::atomic::Ordering::Relaxed;
         (classes, stats.truncated.load(Relaxed), stats.outgoing.load(Relaxed))
     });
-    assert_eq!(classes, vec![Some(Class::Udp { dst_port: 47474 }), Some(Class::Udp { dst_port: 68 }), Some(Class::Arp)]);
+    assert_eq!(
+        classes,
+        vec![Some(Class::Udp { dst_port: 47474 }), Some(Class::Udp { dst_port: 68 }), Some(Class::Arp)]
+    );
     assert_eq!(truncated, 1);
     assert_eq!(outgoing, 0, "the filter drops outgoing frames before user space");
 }

@@ -25,7 +25,11 @@ fn free_port() -> u16 {
 fn serve_answers_hello_and_refuses_the_rest() {
     let d = tmpdir("serve");
     let cfg = d.join("srv.toml");
-    std::fs::write(&cfg, "[[key]]\nid = 1\nsecret = \"0x4242424242424242424242424242424242424242424242424242424242424242\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[[key]]\nid = 1\nsecret = \"0x4242424242424242424242424242424242424242424242424242424242424242\"\n",
+    )
+    .unwrap();
     let port = free_port();
     let child = bin()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
@@ -34,7 +38,8 @@ fn serve_answers_hello_and_refuses_the_rest() {
         .spawn()
         .unwrap();
     let _guard = Killed(child);
-    let t = Terminal { key_id: 1, key: vec![0x42; 32], mac: Mac([2, 0, 0, 0, 0, 0x10]), ip: Ipv4Addr::new(127, 0, 0, 1) };
+    let t =
+        Terminal { key_id: 1, key: vec![0x42; 32], mac: Mac([2, 0, 0, 0, 0, 0x10]), ip: Ipv4Addr::new(127, 0, 0, 1) };
     let lo = Ipv4Addr::LOCALHOST;
     let timeout = Duration::from_secs(2);
     // Wait for the listener (bounded).

@@ -1,0 +1,373 @@
+//! End to end in network namespaces (root only): `srv`, `term` and `attacker` on a bridge that
+//! lives in its own namespace. `ipsyncd serve` and `ipsyncd run` are the real binaries; frames
+//! from the attacker are crafted with the library and sent with AF_PACKET from its namespace.
+//! Everything (processes, namespaces) is removed when the `Lab` drops, even on a failed assert.
+
+use crate::common::tmpdir;
+use ipsyncd::server::Announce;
+use ipsyncd::shell::capture::Transmitter;
+use ipsyncd::shell::netlink::Netlink;
+use ipsyncd::wire::{arp, frame, Mac};
+use netlink_packet_route::neighbour::NeighbourState;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY_HEX: &str = "0x4242424242424242424242424242424242424242424242424242424242424242";
+const KEY: [u8; 32] = [0x42; 32];
+const SRV_MAC: Mac = Mac([2, 0, 0, 0, 0, 1]);
+const TERM_MAC: Mac = Mac([2, 0, 0, 0, 0, 0x10]);
+const EVIL_MAC: Mac = Mac([2, 0, 0, 0, 0, 0x66]);
+const A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 20);
+const TERM_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+
+pub struct Lab {
+    prefix: String,
+    names: Vec<String>,
+    children: Vec<Child>,
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Option<Lab> {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: end-to-end tests need root");
+            return None;
+        }
+        let prefix = format!("ipse{}{}", tag, std::process::id());
+        let mut lab =
+            Lab { prefix: prefix.clone(), names: Vec::new(), children: Vec::new(), dir: tmpdir(&format!("e2e-{tag}")) };
+        let br = lab.add_ns("br");
+        lab.ip(&["-n", &br, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"]);
+        lab.ip(&["-n", &br, "link", "set", "br0", "up"]);
+        lab.host("srv", "srv0", SRV_MAC, "10.77.0.1/24");
+        lab.host("term", "term0", TERM_MAC, "10.77.0.10/24");
+        lab.host("attacker", "att0", EVIL_MAC, "10.77.0.66/24");
+        Some(lab)
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let ok = Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "ip {args:?}");
+    }
+
+    pub fn ns(&self, host: &str) -> String {
+        format!("{}{}", self.prefix, host)
+    }
+
+    fn add_ns(&mut self, host: &str) -> String {
+        let n = self.ns(host);
+        self.ip(&["netns", "add", &n]);
+        self.names.push(n.clone());
+        self.ip(&["-n", &n, "link", "set", "lo", "up"]);
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+            .status();
+        n
+    }
+
+    fn host(&mut self, host: &str, ifname: &str, mac: Mac, cidr: &str) {
+        let n = self.add_ns(host);
+        let br = self.ns("br");
+        // Interface names are at most 15 bytes.
+        let peer = format!("v{}{}", &host[..3], std::process::id() % 100_000);
+        self.ip(&["link", "add", &peer, "netns", &br, "type", "veth", "peer", "name", ifname, "netns", &n]);
+        self.ip(&["-n", &br, "link", "set", &peer, "master", "br0", "up"]);
+        self.ip(&["-n", &n, "link", "set", ifname, "address", &mac.to_string(), "up"]);
+        self.ip(&["-n", &n, "addr", "add", cidr, "dev", ifname]);
+    }
+
+    pub fn sh(&self, host: &str, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(host)])
+            .args(args)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    pub fn spawn(&mut self, host: &str, args: &[&str], log: &str) {
+        let out = std::fs::File::create(self.dir.join(log)).unwrap();
+        let c = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host)])
+            .arg(env!("CARGO_BIN_EXE_ipsyncd"))
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        self.children.push(c);
+    }
+
+    /// Runs `f` on a thread inside `host`'s namespace.
+    pub fn in_ns<T: Send + 'static>(&self, host: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.ns(host));
+        std::thread::spawn(move || {
+            let fd = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// The terminal's kernel entry for `ip`.
+    pub fn term_neigh(&self, ip: Ipv4Addr) -> Option<(Option<Mac>, NeighbourState)> {
+        self.in_ns("term", move || {
+            let mut nl = Netlink::open().unwrap();
+            let l = nl.link("term0").unwrap();
+            nl.neighbour(l.index, ip).unwrap()
+        })
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns("term")])
+            .arg(env!("CARGO_BIN_EXE_ipsyncd"))
+            .args(["status", "--json", "--config"])
+            .arg(self.dir.join("term.toml"))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn kill_all(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.kill_all();
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// Polls `f` every 5 ms until it holds or `limit` passes; returns how long it took.
+pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+fn write_configs(lab: &Lab) {
+    let d = &lab.dir;
+    std::fs::create_dir_all(d.join("term-state")).unwrap();
+    std::fs::create_dir_all(d.join("srv-state")).unwrap();
+    let hook = d.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$REASON $OLD_SERVER_IP $NEW_SERVER_IP $SERVER_MAC\" >> {}/hook.log\n", d.display()),
+    )
+    .unwrap();
+    let _ = Command::new("chmod").arg("+x").arg(&hook).status();
+    std::fs::write(
+        d.join("term.toml"),
+        format!(
+            "interface = \"term0\"\nmode = \"follow\"\nstate_dir = \"{}/term-state\"\nhook = \"{}\"\nhook_timeout_ms = 2000\n\n[terminal]\naddress = \"10.77.0.10/24\"\n\n[server]\naddress = \"10.77.0.1\"\nconnect_timeout_ms = 500\n\n[[key]]\nid = 1\nsecret = \"{KEY_HEX}\"\n",
+            d.display(),
+            hook.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("srv.toml"),
+        format!("state_dir = \"{}/srv-state\"\n\n[[key]]\nid = 1\nsecret = \"{KEY_HEX}\"\n", d.display()),
+    )
+    .unwrap();
+}
+
+fn announce(lab: &Lab, address: Ipv4Addr, previous: Option<Ipv4Addr>) {
+    let cfg = lab.dir.join("srv.toml");
+    let mut args = vec![
+        "announce".to_string(),
+        "--interface".into(),
+        "srv0".into(),
+        "--address".into(),
+        address.to_string(),
+        "--config".into(),
+        cfg.display().to_string(),
+    ];
+    if let Some(p) = previous {
+        args.push("--previous".into());
+        args.push(p.to_string());
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut full = vec![env!("CARGO_BIN_EXE_ipsyncd")];
+    full.extend(a);
+    assert!(lab.sh("srv", &full), "announce {address}");
+}
+
+fn pinned(lab: &Lab, ip: Ipv4Addr, mac: Mac) -> bool {
+    lab.term_neigh(ip) == Some((Some(mac), NeighbourState::Permanent))
+}
+
+#[test]
+fn follow_mode_end_to_end() {
+    let Some(mut lab) = Lab::new("f") else { return };
+    write_configs(&lab);
+    let srv_cfg = lab.dir.join("srv.toml").display().to_string();
+    let term_cfg = lab.dir.join("term.toml").display().to_string();
+    lab.spawn("srv", &["serve", "--config", &srv_cfg], "serve.log");
+    lab.spawn("term", &["run", "--config", &term_cfg], "run.log");
+    // Start-up: the configured server is dialled at once and answers.
+    assert!(
+        within(Duration::from_secs(5), || lab.log("hook.log").contains("SERVER_CONNECTED")).is_some(),
+        "run:\n{}\nserve:\n{}\nhooks:\n{}",
+        lab.log("run.log"),
+        lab.log("serve.log"),
+        lab.log("hook.log")
+    );
+
+    // 1. The server announces itself: same address, and now we know its MAC: pinned.
+    announce(&lab, A, None);
+    assert!(
+        within(Duration::from_secs(2), || pinned(&lab, A, SRV_MAC)).is_some(),
+        "A not pinned\n{}",
+        lab.log("run.log")
+    );
+
+    // 2. The server moves A → B; `serve` moves with it.
+    // Without promote_secondaries, deleting the old primary deletes the new address too.
+    assert!(lab.sh("srv", &["sysctl", "-qw", "net.ipv4.conf.srv0.promote_secondaries=1"]));
+    assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.20/24", "dev", "srv0"]));
+    assert!(lab.sh("srv", &["ip", "addr", "del", "10.77.0.1/24", "dev", "srv0"]));
+    announce(&lab, B, Some(A));
+    assert!(
+        within(Duration::from_secs(2), || pinned(&lab, B, SRV_MAC)).is_some(),
+        "B not pinned\n{}",
+        lab.log("run.log")
+    );
+    assert!(within(Duration::from_secs(2), || lab.term_neigh(A).is_none()).is_some(), "A's pin not removed");
+    assert!(within(Duration::from_secs(3), || lab.log("hook.log").matches("SERVER_CONNECTED").count() >= 2).is_some());
+    let hooks = lab.log("hook.log");
+    let changed = hooks.find("SERVER_CHANGED 10.77.0.1 10.77.0.20").expect("SERVER_CHANGED hook");
+    assert!(hooks[changed..].contains("SERVER_CONNECTED"), "{hooks}");
+    let st = lab.status();
+    assert_eq!(st["server"]["ip"], "10.77.0.20", "{st}");
+    assert_eq!(st["pin"]["in_kernel"], true, "{st}");
+
+    // 3. The same address again: nothing changes.
+    announce(&lab, B, Some(A));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(pinned(&lab, B, SRV_MAC));
+    assert_eq!(lab.log("hook.log").matches("SERVER_CHANGED").count(), 1);
+
+    // 4. The server announces the terminal's own address: alarm, no change.
+    assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.10/32", "dev", "srv0"]));
+    announce(&lab, TERM_IP, Some(B));
+    assert!(within(Duration::from_secs(2), || lab.log("hook.log").contains("CONFLICT")).is_some());
+    assert!(pinned(&lab, B, SRV_MAC));
+    assert!(lab.sh("srv", &["ip", "addr", "del", "10.77.0.10/32", "dev", "srv0"]));
+
+    // 5. Forged, replayed and wrong-key announcements from the attacker, 1,000 of each.
+    let valid_seq =
+        std::fs::read_to_string(lab.dir.join("srv-state/announce.seq")).unwrap().trim().parse::<u64>().unwrap();
+    lab.in_ns("attacker", move || {
+        let mut nl = Netlink::open().unwrap();
+        let l = nl.link("att0").unwrap();
+        let tx = Transmitter::open(l.index).unwrap();
+        let evil = Ipv4Addr::new(10, 77, 0, 66);
+        for i in 0..1000u64 {
+            let forged = Announce {
+                key_id: 1,
+                key: &KEY,
+                sequence: valid_seq + 10 + i,
+                server_ip: evil,
+                server_mac: EVIL_MAC,
+                previous_ip: None,
+                server_name: None,
+                service_port: None,
+            };
+            let mut f = forged.frame(47474);
+            let n = f.len();
+            f[n - 1] ^= 0xff; // HMAC broken
+            let f = fix_udp(f);
+            tx.send(&f).unwrap();
+            let replayed = Announce { sequence: valid_seq, ..forged.clone() };
+            tx.send(&replayed.frame(47474)).unwrap();
+            let wrong = Announce { key: &[7u8; 32], sequence: valid_seq + 5000 + i, ..forged.clone() };
+            tx.send(&wrong.frame(47474)).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    announce(&lab, B, Some(A)); // one more event so the status file catches up
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(pinned(&lab, B, SRV_MAC), "the pin moved under attack");
+    let st = lab.status();
+    assert_eq!(st["server"]["ip"], "10.77.0.20");
+    let rejected: u64 =
+        st["counters"]["reject"].as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum()).unwrap_or(0);
+    let limited = st["dropped"]["rate_limited"].as_u64().unwrap_or(0);
+    // Every frame that reached the daemon is either decided (rejected) or counted as rate-limited;
+    // a burst this size also overflows socket buffers on the way, so not all 3,000 arrive.
+    assert!(st["counters"]["reject"]["bad_mac"].as_u64().unwrap_or(0) > 0, "{st}");
+    assert!(st["counters"]["reject"]["replayed"].as_u64().unwrap_or(0) > 0, "{st}");
+    assert!(limited > 0 && rejected + limited >= 1000, "rejected {rejected} + rate-limited {limited}: {st}");
+    assert!(st["counters"].get("apply").and_then(|v| v.as_u64()) == Some(1), "an attacker frame was applied: {st}");
+
+    // 6. ARP spoofing and gratuitous ARP for B: the kernel's entry never changes.
+    lab.in_ns("attacker", || {
+        let mut nl = Netlink::open().unwrap();
+        let l = nl.link("att0").unwrap();
+        let tx = Transmitter::open(l.index).unwrap();
+        for _ in 0..500 {
+            let reply =
+                arp::Repr { operation: arp::Operation::Reply, sha: EVIL_MAC, spa: B, tha: TERM_MAC, tpa: TERM_IP };
+            tx.send(&frame::emit_arp_frame(EVIL_MAC, TERM_MAC, &reply.to_bytes())).unwrap();
+            tx.send(&frame::emit_arp_frame(EVIL_MAC, Mac::BROADCAST, &arp::Repr::announcement(EVIL_MAC, B).to_bytes()))
+                .unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(pinned(&lab, B, SRV_MAC), "ARP spoofing overwrote the pin");
+
+    // 7. The pin is deleted, then the link flaps: re-pinned within 100 ms each time.
+    assert!(lab.sh("term", &["ip", "neigh", "del", "10.77.0.20", "dev", "term0"]));
+    let t = within(Duration::from_millis(100), || pinned(&lab, B, SRV_MAC));
+    assert!(t.is_some(), "not re-pinned within 100 ms of ip neigh del");
+    assert!(lab.sh("term", &["ip", "link", "set", "term0", "down"]));
+    assert!(lab.sh("term", &["ip", "link", "set", "term0", "up"]));
+    let t = within(Duration::from_millis(100), || pinned(&lab, B, SRV_MAC));
+    assert!(t.is_some(), "not re-pinned within 100 ms of link up: {:?}\n{}", lab.term_neigh(B), lab.log("run.log").lines().rev().take(15).collect::<Vec<_>>().join("\n"));
+
+    // 8. kill -9 and restart: the state file is whole and the pin comes back.
+    lab.kill_all();
+    assert!(lab.sh("term", &["ip", "neigh", "del", "10.77.0.20", "dev", "term0"]));
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lab.dir.join("term-state/state.json")).unwrap())
+            .expect("state is whole JSON");
+    assert_eq!(state["server"]["ip"], "10.77.0.20");
+    lab.spawn("srv", &["serve", "--config", &srv_cfg], "serve2.log");
+    lab.spawn("term", &["run", "--config", &term_cfg], "run2.log");
+    assert!(within(Duration::from_secs(3), || pinned(&lab, B, SRV_MAC)).is_some(), "pin not restored after restart");
+}
+
+/// Recomputes the UDP checksum after a payload byte was changed.
+fn fix_udp(mut f: Vec<u8>) -> Vec<u8> {
+    let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+    let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+    f[40..42].fill(0);
+    let c = frame::udp_checksum(&f[34..], src, dst);
+    f[40..42].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
