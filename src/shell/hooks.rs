@@ -93,7 +93,16 @@ impl Hooks {
     }
 
     fn run_one(&self, what: &str, cmd: &mut Command, vars: &[(&'static str, String)]) {
+        use std::os::unix::process::CommandExt;
         cmd.envs(vars.iter().map(|(k, v)| (*k, v.as_str()))).stdin(Stdio::null());
+        // The integrator's script must not inherit our network capabilities.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0);
+                Ok(())
+            });
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

@@ -26,7 +26,7 @@ const TERM_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 pub struct Lab {
     prefix: String,
     names: Vec<String>,
-    children: Vec<Child>,
+    pub children: Vec<Child>,
     pub dir: PathBuf,
 }
 
@@ -371,3 +371,42 @@ fn fix_udp(mut f: Vec<u8>) -> Vec<u8> {
     f
 }
 
+
+#[test]
+fn runs_as_nobody_with_only_two_capabilities() {
+    let Some(mut lab) = Lab::new("c") else { return };
+    write_configs(&lab);
+    let srv_cfg = lab.dir.join("srv.toml").display().to_string();
+    let term_cfg = lab.dir.join("term.toml").display().to_string();
+    // The state directory belongs to the unprivileged user, as StateDirectory= would arrange.
+    assert!(Command::new("chown").args(["-R", "65534:65534"]).arg(lab.dir.join("term-state")).status().unwrap().success());
+    let _ = Command::new("chmod").args(["o+rx"]).arg(&lab.dir).status();
+    lab.spawn("srv", &["serve", "--config", &srv_cfg], "serve.log");
+    let out = std::fs::File::create(lab.dir.join("run.log")).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("term"), "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=-all,+net_raw,+net_admin", "--ambient-caps=-all,+net_raw,+net_admin", "--bounding-set=-all,+net_raw,+net_admin"])
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_ipsyncd"))
+        .args(["run", "--config", &term_cfg])
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    lab.children.push(child);
+    let status_file = lab.dir.join("term-state/status.json");
+    assert!(within(Duration::from_secs(3), || status_file.exists()).is_some(), "{}", lab.log("run.log"));
+    announce(&lab, A, None);
+    assert!(
+        within(Duration::from_secs(3), || pinned(&lab, A, SRV_MAC)).is_some(),
+        "not pinned as nobody:\n{}",
+        lab.log("run.log")
+    );
+    // `ip netns exec` execs setpriv, which execs ipsyncd: same PID.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| status.lines().find(|l| l.starts_with(name)).unwrap_or("").split_whitespace().nth(1).unwrap_or("").to_string();
+    assert_eq!(field("Uid:"), "65534", "{status}");
+    // CAP_NET_ADMIN is bit 12, CAP_NET_RAW bit 13.
+    assert_eq!(u64::from_str_radix(&field("CapEff:"), 16).unwrap(), (1 << 12) | (1 << 13), "{status}");
+    assert_eq!(u64::from_str_radix(&field("CapBnd:"), 16).unwrap(), (1 << 12) | (1 << 13), "{status}");
+}
