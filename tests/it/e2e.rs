@@ -3,197 +3,19 @@
 //! from the attacker are crafted with the library and sent with AF_PACKET from its namespace.
 //! Everything (processes, namespaces) is removed when the `Lab` drops, even on a failed assert.
 
-use crate::common::tmpdir;
+use crate::lab::{within, Lab, EVIL_MAC, SRV_MAC, TERM_MAC};
 use ipsyncd::server::Announce;
 use ipsyncd::shell::capture::Transmitter;
 use ipsyncd::shell::netlink::Netlink;
 use ipsyncd::wire::{arp, frame, Mac};
-use netlink_packet_route::neighbour::NeighbourState;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const KEY_HEX: &str = "0x4242424242424242424242424242424242424242424242424242424242424242";
 const KEY: [u8; 32] = [0x42; 32];
-const SRV_MAC: Mac = Mac([2, 0, 0, 0, 0, 1]);
-const TERM_MAC: Mac = Mac([2, 0, 0, 0, 0, 0x10]);
-const EVIL_MAC: Mac = Mac([2, 0, 0, 0, 0, 0x66]);
 const A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 20);
 const TERM_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
-
-pub struct Lab {
-    prefix: String,
-    names: Vec<String>,
-    pub children: Vec<Child>,
-    pub dir: PathBuf,
-}
-
-impl Lab {
-    pub fn new(tag: &str) -> Option<Lab> {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP: end-to-end tests need root");
-            return None;
-        }
-        let prefix = format!("ipse{}{}", tag, std::process::id());
-        let mut lab =
-            Lab { prefix: prefix.clone(), names: Vec::new(), children: Vec::new(), dir: tmpdir(&format!("e2e-{tag}")) };
-        let br = lab.add_ns("br");
-        lab.ip(&["-n", &br, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"]);
-        lab.ip(&["-n", &br, "link", "set", "br0", "up"]);
-        lab.host("srv", "srv0", SRV_MAC, "10.77.0.1/24");
-        lab.host("term", "term0", TERM_MAC, "10.77.0.10/24");
-        lab.host("attacker", "att0", EVIL_MAC, "10.77.0.66/24");
-        Some(lab)
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let ok = Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
-        assert!(ok, "ip {args:?}");
-    }
-
-    pub fn ns(&self, host: &str) -> String {
-        format!("{}{}", self.prefix, host)
-    }
-
-    fn add_ns(&mut self, host: &str) -> String {
-        let n = self.ns(host);
-        self.ip(&["netns", "add", &n]);
-        self.names.push(n.clone());
-        self.ip(&["-n", &n, "link", "set", "lo", "up"]);
-        let _ = Command::new("ip")
-            .args(["netns", "exec", &n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
-            .status();
-        n
-    }
-
-    fn host(&mut self, host: &str, ifname: &str, mac: Mac, cidr: &str) {
-        let n = self.add_ns(host);
-        let br = self.ns("br");
-        // Interface names are at most 15 bytes.
-        let peer = format!("v{}{}", &host[..3], std::process::id() % 100_000);
-        self.ip(&["link", "add", &peer, "netns", &br, "type", "veth", "peer", "name", ifname, "netns", &n]);
-        self.ip(&["-n", &br, "link", "set", &peer, "master", "br0", "up"]);
-        self.ip(&["-n", &n, "link", "set", ifname, "address", &mac.to_string(), "up"]);
-        self.ip(&["-n", &n, "addr", "add", cidr, "dev", ifname]);
-    }
-
-    pub fn sh(&self, host: &str, args: &[&str]) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns(host)])
-            .args(args)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-
-    pub fn spawn(&mut self, host: &str, args: &[&str], log: &str) {
-        let out = std::fs::File::create(self.dir.join(log)).unwrap();
-        let c = Command::new("ip")
-            .args(["netns", "exec", &self.ns(host)])
-            .arg(env!("CARGO_BIN_EXE_ipsyncd"))
-            .args(args)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        self.children.push(c);
-    }
-
-    /// Runs `f` on a thread inside `host`'s namespace.
-    pub fn in_ns<T: Send + 'static>(&self, host: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.ns(host));
-        std::thread::spawn(move || {
-            let fd = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// The terminal's kernel entry for `ip`.
-    pub fn term_neigh(&self, ip: Ipv4Addr) -> Option<(Option<Mac>, NeighbourState)> {
-        self.in_ns("term", move || {
-            let mut nl = Netlink::open().unwrap();
-            let l = nl.link("term0").unwrap();
-            nl.neighbour(l.index, ip).unwrap()
-        })
-    }
-
-    pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
-    }
-
-    pub fn status(&self) -> serde_json::Value {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns("term")])
-            .arg(env!("CARGO_BIN_EXE_ipsyncd"))
-            .args(["status", "--json", "--config"])
-            .arg(self.dir.join("term.toml"))
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-    }
-
-    pub fn kill_all(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.children.clear();
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.kill_all();
-        for n in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-/// Polls `f` every 5 ms until it holds or `limit` passes; returns how long it took.
-pub fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return Some(t.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    None
-}
-
-fn write_configs(lab: &Lab) {
-    let d = &lab.dir;
-    std::fs::create_dir_all(d.join("term-state")).unwrap();
-    std::fs::create_dir_all(d.join("srv-state")).unwrap();
-    let hook = d.join("hook.sh");
-    std::fs::write(
-        &hook,
-        format!("#!/bin/sh\necho \"$REASON $OLD_SERVER_IP $NEW_SERVER_IP $SERVER_MAC\" >> {}/hook.log\n", d.display()),
-    )
-    .unwrap();
-    let _ = Command::new("chmod").arg("+x").arg(&hook).status();
-    std::fs::write(
-        d.join("term.toml"),
-        format!(
-            "interface = \"term0\"\nmode = \"follow\"\nstate_dir = \"{}/term-state\"\nhook = \"{}\"\nhook_timeout_ms = 2000\n\n[terminal]\naddress = \"10.77.0.10/24\"\n\n[server]\naddress = \"10.77.0.1\"\nconnect_timeout_ms = 500\n\n[[key]]\nid = 1\nsecret = \"{KEY_HEX}\"\n",
-            d.display(),
-            hook.display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("srv.toml"),
-        format!("state_dir = \"{}/srv-state\"\n\n[[key]]\nid = 1\nsecret = \"{KEY_HEX}\"\n", d.display()),
-    )
-    .unwrap();
-}
 
 fn announce(lab: &Lab, address: Ipv4Addr, previous: Option<Ipv4Addr>) {
     let cfg = lab.dir.join("srv.toml");
@@ -216,14 +38,10 @@ fn announce(lab: &Lab, address: Ipv4Addr, previous: Option<Ipv4Addr>) {
     assert!(lab.sh("srv", &full), "announce {address}");
 }
 
-fn pinned(lab: &Lab, ip: Ipv4Addr, mac: Mac) -> bool {
-    lab.term_neigh(ip) == Some((Some(mac), NeighbourState::Permanent))
-}
-
 #[test]
 fn follow_mode_end_to_end() {
     let Some(mut lab) = Lab::new("f") else { return };
-    write_configs(&lab);
+    lab.write_configs();
     let srv_cfg = lab.dir.join("srv.toml").display().to_string();
     let term_cfg = lab.dir.join("term.toml").display().to_string();
     lab.spawn("srv", &["serve", "--config", &srv_cfg], "serve.log");
@@ -240,7 +58,7 @@ fn follow_mode_end_to_end() {
     // 1. The server announces itself: same address, and now we know its MAC: pinned.
     announce(&lab, A, None);
     assert!(
-        within(Duration::from_secs(2), || pinned(&lab, A, SRV_MAC)).is_some(),
+        within(Duration::from_secs(2), || lab.pinned(A, SRV_MAC)).is_some(),
         "A not pinned\n{}",
         lab.log("run.log")
     );
@@ -252,7 +70,7 @@ fn follow_mode_end_to_end() {
     assert!(lab.sh("srv", &["ip", "addr", "del", "10.77.0.1/24", "dev", "srv0"]));
     announce(&lab, B, Some(A));
     assert!(
-        within(Duration::from_secs(2), || pinned(&lab, B, SRV_MAC)).is_some(),
+        within(Duration::from_secs(2), || lab.pinned(B, SRV_MAC)).is_some(),
         "B not pinned\n{}",
         lab.log("run.log")
     );
@@ -268,14 +86,14 @@ fn follow_mode_end_to_end() {
     // 3. The same address again: nothing changes.
     announce(&lab, B, Some(A));
     std::thread::sleep(Duration::from_millis(200));
-    assert!(pinned(&lab, B, SRV_MAC));
+    assert!(lab.pinned(B, SRV_MAC));
     assert_eq!(lab.log("hook.log").matches("SERVER_CHANGED").count(), 1);
 
     // 4. The server announces the terminal's own address: alarm, no change.
     assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.10/32", "dev", "srv0"]));
     announce(&lab, TERM_IP, Some(B));
     assert!(within(Duration::from_secs(2), || lab.log("hook.log").contains("CONFLICT")).is_some());
-    assert!(pinned(&lab, B, SRV_MAC));
+    assert!(lab.pinned(B, SRV_MAC));
     assert!(lab.sh("srv", &["ip", "addr", "del", "10.77.0.10/32", "dev", "srv0"]));
 
     // 5. Forged, replayed and wrong-key announcements from the attacker, 1,000 of each.
@@ -311,7 +129,7 @@ fn follow_mode_end_to_end() {
     std::thread::sleep(Duration::from_millis(1200));
     announce(&lab, B, Some(A)); // one more event so the status file catches up
     std::thread::sleep(Duration::from_millis(300));
-    assert!(pinned(&lab, B, SRV_MAC), "the pin moved under attack");
+    assert!(lab.pinned(B, SRV_MAC), "the pin moved under attack");
     let st = lab.status();
     assert_eq!(st["server"]["ip"], "10.77.0.20");
     let rejected: u64 =
@@ -338,16 +156,21 @@ fn follow_mode_end_to_end() {
         }
     });
     std::thread::sleep(Duration::from_millis(100));
-    assert!(pinned(&lab, B, SRV_MAC), "ARP spoofing overwrote the pin");
+    assert!(lab.pinned(B, SRV_MAC), "ARP spoofing overwrote the pin");
 
     // 7. The pin is deleted, then the link flaps: re-pinned within 100 ms each time.
     assert!(lab.sh("term", &["ip", "neigh", "del", "10.77.0.20", "dev", "term0"]));
-    let t = within(Duration::from_millis(100), || pinned(&lab, B, SRV_MAC));
+    let t = within(Duration::from_millis(100), || lab.pinned(B, SRV_MAC));
     assert!(t.is_some(), "not re-pinned within 100 ms of ip neigh del");
     assert!(lab.sh("term", &["ip", "link", "set", "term0", "down"]));
     assert!(lab.sh("term", &["ip", "link", "set", "term0", "up"]));
-    let t = within(Duration::from_millis(100), || pinned(&lab, B, SRV_MAC));
-    assert!(t.is_some(), "not re-pinned within 100 ms of link up: {:?}\n{}", lab.term_neigh(B), lab.log("run.log").lines().rev().take(15).collect::<Vec<_>>().join("\n"));
+    let t = within(Duration::from_millis(100), || lab.pinned(B, SRV_MAC));
+    assert!(
+        t.is_some(),
+        "not re-pinned within 100 ms of link up: {:?}\n{}",
+        lab.term_neigh(B),
+        lab.log("run.log").lines().rev().take(15).collect::<Vec<_>>().join("\n")
+    );
 
     // 8. kill -9 and restart: the state file is whole and the pin comes back.
     lab.kill_all();
@@ -358,7 +181,7 @@ fn follow_mode_end_to_end() {
     assert_eq!(state["server"]["ip"], "10.77.0.20");
     lab.spawn("srv", &["serve", "--config", &srv_cfg], "serve2.log");
     lab.spawn("term", &["run", "--config", &term_cfg], "run2.log");
-    assert!(within(Duration::from_secs(3), || pinned(&lab, B, SRV_MAC)).is_some(), "pin not restored after restart");
+    assert!(within(Duration::from_secs(3), || lab.pinned(B, SRV_MAC)).is_some(), "pin not restored after restart");
 }
 
 /// Recomputes the UDP checksum after a payload byte was changed.
@@ -371,21 +194,29 @@ fn fix_udp(mut f: Vec<u8>) -> Vec<u8> {
     f
 }
 
-
 #[test]
 fn runs_as_nobody_with_only_two_capabilities() {
     let Some(mut lab) = Lab::new("c") else { return };
-    write_configs(&lab);
+    lab.write_configs();
     let srv_cfg = lab.dir.join("srv.toml").display().to_string();
     let term_cfg = lab.dir.join("term.toml").display().to_string();
     // The state directory belongs to the unprivileged user, as StateDirectory= would arrange.
-    assert!(Command::new("chown").args(["-R", "65534:65534"]).arg(lab.dir.join("term-state")).status().unwrap().success());
+    assert!(Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(lab.dir.join("term-state"))
+        .status()
+        .unwrap()
+        .success());
     let _ = Command::new("chmod").args(["o+rx"]).arg(&lab.dir).status();
     lab.spawn("srv", &["serve", "--config", &srv_cfg], "serve.log");
     let out = std::fs::File::create(lab.dir.join("run.log")).unwrap();
     let child = Command::new("ip")
         .args(["netns", "exec", &lab.ns("term"), "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
-        .args(["--inh-caps=-all,+net_raw,+net_admin", "--ambient-caps=-all,+net_raw,+net_admin", "--bounding-set=-all,+net_raw,+net_admin"])
+        .args([
+            "--inh-caps=-all,+net_raw,+net_admin",
+            "--ambient-caps=-all,+net_raw,+net_admin",
+            "--bounding-set=-all,+net_raw,+net_admin",
+        ])
         .arg("--")
         .arg(env!("CARGO_BIN_EXE_ipsyncd"))
         .args(["run", "--config", &term_cfg])
@@ -398,13 +229,15 @@ fn runs_as_nobody_with_only_two_capabilities() {
     assert!(within(Duration::from_secs(3), || status_file.exists()).is_some(), "{}", lab.log("run.log"));
     announce(&lab, A, None);
     assert!(
-        within(Duration::from_secs(3), || pinned(&lab, A, SRV_MAC)).is_some(),
+        within(Duration::from_secs(3), || lab.pinned(A, SRV_MAC)).is_some(),
         "not pinned as nobody:\n{}",
         lab.log("run.log")
     );
     // `ip netns exec` execs setpriv, which execs ipsyncd: same PID.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| status.lines().find(|l| l.starts_with(name)).unwrap_or("").split_whitespace().nth(1).unwrap_or("").to_string();
+    let field = |name: &str| {
+        status.lines().find(|l| l.starts_with(name)).unwrap_or("").split_whitespace().nth(1).unwrap_or("").to_string()
+    };
     assert_eq!(field("Uid:"), "65534", "{status}");
     // CAP_NET_ADMIN is bit 12, CAP_NET_RAW bit 13.
     assert_eq!(u64::from_str_radix(&field("CapEff:"), 16).unwrap(), (1 << 12) | (1 << 13), "{status}");

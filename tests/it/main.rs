@@ -6,6 +6,7 @@ mod common;
 mod crosscheck;
 mod e2e;
 mod golden;
+mod lab;
 mod netns;
 mod props;
 mod scenarios;
