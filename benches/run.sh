@@ -25,3 +25,12 @@ print(f"  ours {float(iv['ours_ns']):.1f} ns, offloaded {float(iv['ours_offloade
 print(f"  ours/borrowed = {float(iv['ours_over_borrowed']):.2f}x (offloaded {float(iv['offloaded_over_borrowed']):.2f}x)   target ≤ 1.00")
 print(f"  owned/ours    = {float(iv['owned_over_ours']):.1f}x (offloaded {float(iv['owned_over_offloaded']):.1f}x)   target ≥ 10")
 PY
+
+# Live figures (namespaces, root): latency, idle, floods, serve throughput.
+echo
+if [ "$(id -u)" = 0 ]; then
+  make --no-print-directory deps
+  cargo bench --locked --bench live 2>/dev/null | grep -vE '^(dhc0|forked|dnsmasq)'
+else
+  echo "live figures: SKIP (need root for network namespaces)"
+fi

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# `make demo`: the main job end to end, replayed. (The live daemon arrives with issue 3; until
-# then the demo replays bundled captures through the very same pipeline.)
+# `make demo`: the main job end to end. As root, live in network namespaces; then (and without
+# root) the same pipeline replaying bundled captures.
 set -euo pipefail
 bin=${1:-target/release/ipsyncd}
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then
+  echo "### Live: the terminal follows a moving server, in network namespaces"
+  bash tests/netns/demo-live.sh "$bin"
+  echo
+  echo "### Replay: the same pipeline on bundled captures"
+else
+  echo "(not root: skipping the live namespace demo; showing replays of bundled captures)"
+fi
 show() {
   local name=$1 what=$2 cap=pcap-fixtures/$1.pcap
   echo

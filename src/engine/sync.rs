@@ -237,6 +237,7 @@ impl Engine {
         }
         if status == ipsync::status::SUCCESS {
             self.welcomed = Some((ip, now));
+            let mac = mac.or(self.state.server.filter(|s| s.ip == ip).and_then(|s| s.mac));
             let env = self.hook_env(Some(ip), mac);
             let actions = vec![Action::Hook { reason: HookReason::ServerConnected, env }];
             self.decide(Decision::new(None, now, Input::Welcome, Verdict::Same).server(Some(ip), mac).actions(actions));

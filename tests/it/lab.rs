@@ -69,7 +69,7 @@ impl Lab {
         n
     }
 
-    fn host(&mut self, host: &str, ifname: &str, mac: Mac, cidr: &str) {
+    pub fn host(&mut self, host: &str, ifname: &str, mac: Mac, cidr: &str) {
         let n = self.add_ns(host);
         let br = self.ns("br");
         // Interface names are at most 15 bytes.
@@ -77,7 +77,9 @@ impl Lab {
         self.ip(&["link", "add", &peer, "netns", &br, "type", "veth", "peer", "name", ifname, "netns", &n]);
         self.ip(&["-n", &br, "link", "set", &peer, "master", "br0", "up"]);
         self.ip(&["-n", &n, "link", "set", ifname, "address", &mac.to_string(), "up"]);
-        self.ip(&["-n", &n, "addr", "add", cidr, "dev", ifname]);
+        if !cidr.is_empty() {
+            self.ip(&["-n", &n, "addr", "add", cidr, "dev", ifname]);
+        }
     }
 
     pub fn sh(&self, host: &str, args: &[&str]) -> bool {
@@ -188,6 +190,12 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.kill_all();
         for n in &self.names {
+            // Daemons that forked away from us (dhcpcd, dnsmasq) die with their namespace.
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", n]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
             let _ = Command::new("ip").args(["netns", "del", n]).status();
         }
     }

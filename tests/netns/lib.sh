@@ -47,8 +47,9 @@ ns_host() {
   local name; name=$(ns "$1")
   local ifname=$2 mac=$3 cidr=${4:-}
   ns_add "$name"
-  ip link add "${NS_PREFIX}$1" netns "$NS_BR" type veth peer name "$ifname" netns "$name"
-  ip -n "$NS_BR" link set "${NS_PREFIX}$1" master br0 up
+  local port="${NS_PREFIX}${1:0:3}"   # interface names are at most 15 bytes
+  ip link add "$port" netns "$NS_BR" type veth peer name "$ifname" netns "$name"
+  ip -n "$NS_BR" link set "$port" master br0 up
   ip -n "$name" link set "$ifname" address "$mac" up
   ip netns exec "$name" sysctl -qw "net.ipv6.conf.$ifname.disable_ipv6=1"
   if [ -n "$cidr" ]; then ip -n "$name" addr add "$cidr" dev "$ifname"; fi
