@@ -5,6 +5,7 @@
 //! - idle wakeups per second and RSS/PSS of the daemon beside dhcpcd's, same namespaces;
 //! - daemon CPU under 100k pps of unrelated broadcast, and under forged announcements at the
 //!   highest rate one sender reaches.
+//!
 //! Every load is bounded in count and time and stays inside namespaces the bench made.
 //! Results go to stdout and to target/live-bench.txt. BENCH_SECONDS sets the idle/flood windows.
 
