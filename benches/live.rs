@@ -153,8 +153,7 @@ fn live(out: &mut String, window: u64) {
     });
     let mut to_pin = Vec::new();
     let mut to_welcome = Vec::new();
-    let mut seq = 1_800_000_000_000_000u64;
-    for i in 0..200 {
+    for i in 0..200usize {
         // Paced under the 50-per-second-per-source rate limit (DESIGN §5): one move per 25 ms.
         std::thread::sleep(Duration::from_millis(25));
         let ip: Ipv4Addr = if i % 2 == 0 { "10.77.0.21".parse().unwrap() } else { "10.77.0.22".parse().unwrap() };
