@@ -158,11 +158,10 @@ fn live(out: &mut String, window: u64) {
         std::thread::sleep(Duration::from_millis(25));
         let ip: Ipv4Addr = if i % 2 == 0 { "10.77.0.21".parse().unwrap() } else { "10.77.0.22".parse().unwrap() };
         let before = server.stats.welcomed.load(Ordering::Acquire);
-        seq += 1;
         let a = Announce {
             key_id: 1,
             key: &KEY,
-            sequence: seq,
+            sequence: 1_800_000_000_000_000 + i as u64,
             server_ip: ip,
             server_mac: SRV_MAC,
             previous_ip: None,

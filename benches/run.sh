@@ -30,7 +30,7 @@ PY
 echo
 if [ "$(id -u)" = 0 ]; then
   make --no-print-directory deps
-  cargo bench --locked --bench live 2>/dev/null | grep -vE '^(dhc0|forked|dnsmasq)'
+  cargo bench --locked --bench live 2>&1 | grep -vE '^(dhc0|forked|dnsmasq|   Compiling|    Finished|     Running)'
 else
   echo "live figures: SKIP (need root for network namespaces)"
 fi

@@ -15,7 +15,7 @@ use netlink_packet_core::{
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
-use netlink_packet_route::route::RouteType;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::fmt;
@@ -249,6 +249,52 @@ impl Netlink {
             }
         }
         Ok(out)
+    }
+}
+
+impl Netlink {
+    fn default_route_msg(ifindex: u32, gateway: Ipv4Addr) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.destination_prefix_length = 0;
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.protocol = RouteProtocol::Boot;
+        m.header.scope = RouteScope::Universe;
+        m.header.kind = RouteType::Unicast;
+        m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        m.attributes.push(RouteAttribute::Oif(ifindex));
+        m
+    }
+
+    /// Sets the default route via `gateway` on `ifindex` (replacing any other default).
+    pub fn set_default_route(&mut self, ifindex: u32, gateway: Ipv4Addr) -> Result<(), NetlinkError> {
+        let msg = RouteNetlinkMessage::NewRoute(Self::default_route_msg(ifindex, gateway));
+        self.request("set default route", &|| format!("via {gateway} dev #{ifindex}"), msg, NLM_F_CREATE | NLM_F_REPLACE).map(|_| ())
+    }
+
+    /// Removes that default route; one that is already gone is success.
+    pub fn del_default_route(&mut self, ifindex: u32, gateway: Ipv4Addr) -> Result<(), NetlinkError> {
+        let msg = RouteNetlinkMessage::DelRoute(Self::default_route_msg(ifindex, gateway));
+        match self.request("del default route", &|| format!("via {gateway} dev #{ifindex}"), msg, 0) {
+            Err(e) if e.errno == libc::ESRCH => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// The gateway of the main table's IPv4 default route, if any.
+    pub fn default_gateway(&mut self) -> Result<Option<Ipv4Addr>, NetlinkError> {
+        let mut q = RouteMessage::default();
+        q.header.address_family = AddressFamily::Inet;
+        let all = self.request("get routes", &|| "main".to_string(), RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP)?;
+        Ok(all.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) if r.header.destination_prefix_length == 0 && r.header.table == RouteHeader::RT_TABLE_MAIN => {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                    _ => None,
+                })
+            }
+            _ => None,
+        }))
     }
 }
 

@@ -70,6 +70,13 @@ fn netlink_pins_and_addresses_in_a_namespace() {
         nl.unpin(link.index, b).unwrap();
         nl.unpin(link.index, b).unwrap(); // already gone is fine
         let after_unpin = nl.neighbour(link.index, b).unwrap();
+        let gw = Ipv4Addr::new(10, 77, 0, 1);
+        nl.set_default_route(link.index, gw).unwrap();
+        nl.set_default_route(link.index, gw).unwrap(); // replace is idempotent
+        assert_eq!(nl.default_gateway().unwrap(), Some(gw));
+        nl.del_default_route(link.index, gw).unwrap();
+        nl.del_default_route(link.index, gw).unwrap();
+        assert_eq!(nl.default_gateway().unwrap(), None);
         let addrs = nl.addresses(link.index).unwrap();
         nl.del_address(link.index, "10.77.0.10/24".parse::<Cidr>().unwrap()).unwrap();
         let after_del = nl.addresses(link.index).unwrap();
