@@ -74,7 +74,8 @@ mod live {
         pub ifname: String,
         pub ifindex: u32,
         pub state_dir: PathBuf,
-        pub terminal: Terminal,
+        /// Shared with the signal thread: SIGHUP can rotate the key used for HELLO.
+        pub terminal: Arc<parking_lot::RwLock<Terminal>>,
         pub connect_timeout: Duration,
         pub hooks: Hooks,
     }
@@ -125,7 +126,7 @@ mod live {
             let Some(results) = self.results.clone() else { return };
             let gen = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
             let generation = Arc::clone(&self.generation);
-            let terminal = self.cfg.terminal.clone();
+            let terminal = Arc::clone(&self.cfg.terminal);
             let timeout = self.cfg.connect_timeout;
             let seq = Arc::clone(&self.last_hello_seq);
             let spawned = std::thread::Builder::new().name("connect".into()).spawn(move || {
@@ -135,7 +136,8 @@ mod live {
                         return; // superseded by a newer server
                     }
                     let sequence = channel::next_hello_sequence(&mut seq.lock(), unix_us());
-                    match channel::hello(&terminal, ip, port, timeout, random16(), sequence) {
+                    let t = terminal.read().clone();
+                    match channel::hello(&t, ip, port, timeout, random16(), sequence) {
                         Ok(w) => {
                             let _ = results.send(ActionResult::Welcome { ip, mac: w.server_mac, status: 0 });
                             return;

@@ -118,11 +118,13 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         ifname.clone(),
         Duration::from_millis(cfg.hook_timeout_ms),
     );
+    let terminal = std::sync::Arc::new(parking_lot::RwLock::new(Terminal { key_id, key, mac, ip: own_ip }));
+    let hup_terminal = std::sync::Arc::clone(&terminal);
     let applier = LiveApplier::new(LiveConfig {
         ifname: ifname.clone(),
         ifindex: link.index,
         state_dir: cfg.state_dir.clone(),
-        terminal: Terminal { key_id, key, mac, ip: own_ip },
+        terminal: std::sync::Arc::clone(&terminal),
         connect_timeout: Duration::from_millis(cfg.server.connect_timeout_ms),
         hooks,
     })
@@ -137,7 +139,14 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
             match sigs.wait() {
                 Ok(Signal::SIGHUP) => match Config::load(&reload_path) {
                     Ok(c) => {
-                        let _ = ctl_tx.send(Control::ReloadKeys { keys: c.keys(), dhcp_keys: c.dhcp_keys() });
+                        let keys = c.keys();
+                        // HELLO is signed with the first [[key]], as at start.
+                        if let Some((id, k)) = c.key.first().and_then(|e| keys.get(&e.id).map(|k| (e.id, k.clone()))) {
+                            let mut t = hup_terminal.write();
+                            t.key_id = id;
+                            t.key = k;
+                        }
+                        let _ = ctl_tx.send(Control::ReloadKeys { keys, dhcp_keys: c.dhcp_keys() });
                     }
                     Err(e) => log::error!("SIGHUP: keeping the old keys: {e}"),
                 },

@@ -172,7 +172,31 @@ fn follow_mode_end_to_end() {
         lab.log("run.log").lines().rev().take(15).collect::<Vec<_>>().join("\n")
     );
 
-    // 8. kill -9 and restart: the state file is whole and the pin comes back.
+    // 8. SIGHUP reloads the keys: a key the daemon did not know is refused before, accepted after.
+    let k2 = "0x2222222222222222222222222222222222222222222222222222222222222222";
+    std::fs::write(lab.dir.join("srv2.toml"), format!("state_dir = \"{}/srv-state\"\n[[key]]\nid = 2\nsecret = \"{k2}\"\n", lab.dir.display())).unwrap();
+    let announce_k2 = |lab: &Lab| {
+        let cfg = lab.dir.join("srv2.toml").display().to_string();
+        assert!(lab.sh("srv", &[env!("CARGO_BIN_EXE_ipsyncd"), "announce", "--interface", "srv0", "--address", "10.77.0.20", "--config", &cfg]));
+        std::thread::sleep(Duration::from_millis(1100)); // let the status file's once-a-second counters catch up
+        announce(lab, B, Some(A));
+        std::thread::sleep(Duration::from_millis(200));
+        lab.status()
+    };
+    let st = announce_k2(&lab);
+    assert_eq!(st["counters"]["reject"]["unknown_key"], 1, "{st}");
+    let term_toml = lab.dir.join("term.toml");
+    let mut cfg = std::fs::read_to_string(&term_toml).unwrap();
+    cfg.push_str(&format!("\n[[key]]\nid = 2\nsecret = \"{k2}\"\n"));
+    std::fs::write(&term_toml, cfg).unwrap();
+    let run_pid = lab.children[1].id() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run_pid), nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let st = announce_k2(&lab);
+    assert_eq!(st["counters"]["reject"]["unknown_key"], 1, "accepted only after the reload: {st}");
+    assert!(lab.pinned(B, SRV_MAC));
+
+    // 9. kill -9 and restart: the state file is whole and the pin comes back.
     lab.kill_all();
     assert!(lab.sh("term", &["ip", "neigh", "del", "10.77.0.20", "dev", "term0"]));
     let state: serde_json::Value =
