@@ -35,6 +35,7 @@ test: deps
 netns-test: build
 	@if [ "$$(id -u)" != 0 ]; then echo "netns-test: SKIP (needs root)"; exit 0; fi; \
 	bash tests/netns/real-peers-test.sh $(BIN)
+	bash tests/netns/dhcpcd-interop-test.sh $(BIN)
 
 demo: build
 	@bash tests/demo.sh $(BIN)

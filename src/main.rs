@@ -335,6 +335,85 @@ fn announce(
     Ok(())
 }
 
+fn forcerenew(
+    interface: String,
+    config: Option<PathBuf>,
+    client: Option<String>,
+    client_mac: Option<String>,
+    leases: Option<PathBuf>,
+    retries: Option<u32>,
+    require_confirm: bool,
+) -> Result<(), Fail> {
+    use ipsyncd::config::ForceRenewAuth as Auth;
+    use ipsyncd::server::forcerenew as fr;
+    let (cpath, cfg) = load_config(config)?;
+    if leases.is_some() || require_confirm {
+        return not_yet("forcerenew --leases / --require-confirm");
+    }
+    let in_file = |m: String| Fail::Usage(format!("{}: {m}", cpath.display()));
+    let client = client.ok_or_else(|| Fail::Usage("--client IP (or --leases FILE) is required".into()))?;
+    let client_ip: std::net::Ipv4Addr = client.parse().map_err(|_| Fail::Usage(format!("--client: expected an IPv4 address, got {client:?}")))?;
+    let client_mac: ipsyncd::wire::Mac = client_mac
+        .ok_or_else(|| Fail::Usage("--client-mac MAC is required with --client".into()))?
+        .parse()
+        .map_err(|_| Fail::Usage("--client-mac: expected aa:bb:cc:dd:ee:ff".into()))?;
+    let section = cfg.forcerenew.clone().ok_or_else(|| in_file("[forcerenew]: required to sign FORCERENEW".into()))?;
+    let dhcp_keys = cfg.dhcp_keys();
+    let rk;
+    let auth = match section.auth {
+        Auth::Delayed => {
+            let key = dhcp_keys.get(&section.key_id).ok_or_else(|| in_file(format!("forcerenew.key_id = {}: no [[dhcp_key]] with that id", section.key_id)))?;
+            ipsyncd::server::ForceRenewAuth::Delayed { secret_id: section.key_id, key }
+        }
+        Auth::ReconfigureKey => {
+            let v = section.reconfigure_key.as_deref().ok_or_else(|| in_file("forcerenew.reconfigure_key: required for auth = \"reconfigure-key\"".into()))?;
+            let bytes = config::parse_secret(v).map_err(|e| in_file(format!("forcerenew.reconfigure_key: {e}")))?;
+            rk = <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| in_file("forcerenew.reconfigure_key: expected 16 bytes".into()))?;
+            ipsyncd::server::ForceRenewAuth::ReconfigureKey { key: &rk }
+        }
+    };
+    let xid = match &section.xid_db {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(text) => {
+                let (map, bad) = fr::parse_xid_db(&text);
+                if !bad.is_empty() {
+                    log::warn!("{}: lines {bad:?} are not `<mac> 0x<8 hex digits>`; ignored", p.display());
+                }
+                map.get(&client_mac).copied().unwrap_or(0)
+            }
+            Err(e) => {
+                log::warn!("{}: {e}; using xid 0", p.display());
+                0
+            }
+        },
+        None => 0,
+    };
+    let mut nl = ipsyncd::shell::netlink::Netlink::open().map_err(|e| Fail::Runtime(format!("netlink: {e}")))?;
+    let link = nl.link(&interface).map_err(|e| Fail::Runtime(e.to_string()))?;
+    let server_mac = link.mac.ok_or_else(|| Fail::Runtime(format!("{interface}: has no MAC address")))?;
+    let server_ip = nl
+        .addresses(link.index)
+        .map_err(|e| Fail::Runtime(e.to_string()))?
+        .into_iter()
+        .find(|c| c.contains(client_ip))
+        .or_else(|| nl.addresses(link.index).ok().and_then(|a| a.first().copied()))
+        .map(|c| c.addr)
+        .ok_or_else(|| Fail::Runtime(format!("{interface}: has no IPv4 address to send from")))?;
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Fail::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
+    let tx = ipsyncd::shell::capture::Transmitter::open(link.index).map_err(|e| Fail::Runtime(format!("{interface}: {e} (needs CAP_NET_RAW)")))?;
+    for attempt in 0..=retries.unwrap_or(0) {
+        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        let replay = fr::next_replay(&cfg.state_dir, now_us).map_err(|e| Fail::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
+        let m = ipsyncd::server::ForceRenew { server_ip, server_mac, client_ip, client_mac, xid, replay, auth };
+        tx.send(&m.frame()).map_err(|e| Fail::Runtime(format!("send FORCERENEW to {client_ip}: {e}")))?;
+        println!("sent FORCERENEW to {client_ip} ({client_mac}) xid {xid:#010x} replay {replay}");
+        if attempt < retries.unwrap_or(0) {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    Ok(())
+}
+
 fn not_yet(what: &str) -> Result<(), Fail> {
     Err(Fail::Runtime(format!("`ipsyncd {what}` is not available in this build yet")))
 }
@@ -371,7 +450,9 @@ fn main() -> ExitCode {
         Cmd::Announce { interface, config, address, previous, watch, interval, count } => {
             announce(interface, config, address, previous, watch, interval, count)
         }
-        Cmd::Forcerenew { .. } => not_yet("forcerenew"),
+        Cmd::Forcerenew { interface, config, client, client_mac, leases, retries, require_confirm } => {
+            forcerenew(interface, config, client, client_mac, leases, retries, require_confirm)
+        }
         Cmd::Serve { config, listen } => serve(config, listen),
     };
     match r {

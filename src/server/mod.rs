@@ -5,6 +5,7 @@
 //! with both inputs passed in.
 
 pub mod announce;
+pub mod forcerenew;
 pub mod serve;
 
 use crate::wire::auth::{
