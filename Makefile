@@ -34,7 +34,7 @@ test: deps
 # Live tests in network namespaces (root only; each removes what it made, even on failure).
 netns-test: build
 	@if [ "$$(id -u)" != 0 ]; then echo "netns-test: SKIP (needs root)"; exit 0; fi; \
-	bash tests/netns/real-peers-test.sh $(BIN)
+	bash tests/netns/real-peers-test.sh $(BIN) && \
 	bash tests/netns/dhcpcd-interop-test.sh $(BIN)
 
 demo: build
