@@ -352,7 +352,8 @@ fn forcerenew(
     }
     let in_file = |m: String| Fail::Usage(format!("{}: {m}", cpath.display()));
     let client = client.ok_or_else(|| Fail::Usage("--client IP (or --leases FILE) is required".into()))?;
-    let client_ip: std::net::Ipv4Addr = client.parse().map_err(|_| Fail::Usage(format!("--client: expected an IPv4 address, got {client:?}")))?;
+    let client_ip: std::net::Ipv4Addr =
+        client.parse().map_err(|_| Fail::Usage(format!("--client: expected an IPv4 address, got {client:?}")))?;
     let client_mac: ipsyncd::wire::Mac = client_mac
         .ok_or_else(|| Fail::Usage("--client-mac MAC is required with --client".into()))?
         .parse()
@@ -362,13 +363,19 @@ fn forcerenew(
     let rk;
     let auth = match section.auth {
         Auth::Delayed => {
-            let key = dhcp_keys.get(&section.key_id).ok_or_else(|| in_file(format!("forcerenew.key_id = {}: no [[dhcp_key]] with that id", section.key_id)))?;
+            let key = dhcp_keys.get(&section.key_id).ok_or_else(|| {
+                in_file(format!("forcerenew.key_id = {}: no [[dhcp_key]] with that id", section.key_id))
+            })?;
             ipsyncd::server::ForceRenewAuth::Delayed { secret_id: section.key_id, key }
         }
         Auth::ReconfigureKey => {
-            let v = section.reconfigure_key.as_deref().ok_or_else(|| in_file("forcerenew.reconfigure_key: required for auth = \"reconfigure-key\"".into()))?;
+            let v = section
+                .reconfigure_key
+                .as_deref()
+                .ok_or_else(|| in_file("forcerenew.reconfigure_key: required for auth = \"reconfigure-key\"".into()))?;
             let bytes = config::parse_secret(v).map_err(|e| in_file(format!("forcerenew.reconfigure_key: {e}")))?;
-            rk = <[u8; 16]>::try_from(bytes.as_slice()).map_err(|_| in_file("forcerenew.reconfigure_key: expected 16 bytes".into()))?;
+            rk = <[u8; 16]>::try_from(bytes.as_slice())
+                .map_err(|_| in_file("forcerenew.reconfigure_key: expected 16 bytes".into()))?;
             ipsyncd::server::ForceRenewAuth::ReconfigureKey { key: &rk }
         }
     };
@@ -400,10 +407,15 @@ fn forcerenew(
         .map(|c| c.addr)
         .ok_or_else(|| Fail::Runtime(format!("{interface}: has no IPv4 address to send from")))?;
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Fail::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
-    let tx = ipsyncd::shell::capture::Transmitter::open(link.index).map_err(|e| Fail::Runtime(format!("{interface}: {e} (needs CAP_NET_RAW)")))?;
+    let tx = ipsyncd::shell::capture::Transmitter::open(link.index)
+        .map_err(|e| Fail::Runtime(format!("{interface}: {e} (needs CAP_NET_RAW)")))?;
     for attempt in 0..=retries.unwrap_or(0) {
-        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
-        let replay = fr::next_replay(&cfg.state_dir, now_us).map_err(|e| Fail::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let replay = fr::next_replay(&cfg.state_dir, now_us)
+            .map_err(|e| Fail::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
         let m = ipsyncd::server::ForceRenew { server_ip, server_mac, client_ip, client_mac, xid, replay, auth };
         tx.send(&m.frame()).map_err(|e| Fail::Runtime(format!("send FORCERENEW to {client_ip}: {e}")))?;
         println!("sent FORCERENEW to {client_ip} ({client_mac}) xid {xid:#010x} replay {replay}");

@@ -51,7 +51,6 @@ pub fn next_replay(state_dir: &Path, now_unix_us: u64) -> std::io::Result<u64> {
     Ok(r)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,9 @@ use netlink_packet_core::{
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::fmt;
@@ -269,7 +271,13 @@ impl Netlink {
     /// Sets the default route via `gateway` on `ifindex` (replacing any other default).
     pub fn set_default_route(&mut self, ifindex: u32, gateway: Ipv4Addr) -> Result<(), NetlinkError> {
         let msg = RouteNetlinkMessage::NewRoute(Self::default_route_msg(ifindex, gateway));
-        self.request("set default route", &|| format!("via {gateway} dev #{ifindex}"), msg, NLM_F_CREATE | NLM_F_REPLACE).map(|_| ())
+        self.request(
+            "set default route",
+            &|| format!("via {gateway} dev #{ifindex}"),
+            msg,
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(|_| ())
     }
 
     /// Removes that default route; one that is already gone is success.
@@ -287,7 +295,9 @@ impl Netlink {
         q.header.address_family = AddressFamily::Inet;
         let all = self.request("get routes", &|| "main".to_string(), RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP)?;
         Ok(all.into_iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewRoute(r) if r.header.destination_prefix_length == 0 && r.header.table == RouteHeader::RT_TABLE_MAIN => {
+            RouteNetlinkMessage::NewRoute(r)
+                if r.header.destination_prefix_length == 0 && r.header.table == RouteHeader::RT_TABLE_MAIN =>
+            {
                 r.attributes.iter().find_map(|a| match a {
                     RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
                     _ => None,

@@ -174,10 +174,26 @@ fn follow_mode_end_to_end() {
 
     // 8. SIGHUP reloads the keys: a key the daemon did not know is refused before, accepted after.
     let k2 = "0x2222222222222222222222222222222222222222222222222222222222222222";
-    std::fs::write(lab.dir.join("srv2.toml"), format!("state_dir = \"{}/srv-state\"\n[[key]]\nid = 2\nsecret = \"{k2}\"\n", lab.dir.display())).unwrap();
+    std::fs::write(
+        lab.dir.join("srv2.toml"),
+        format!("state_dir = \"{}/srv-state\"\n[[key]]\nid = 2\nsecret = \"{k2}\"\n", lab.dir.display()),
+    )
+    .unwrap();
     let announce_k2 = |lab: &Lab| {
         let cfg = lab.dir.join("srv2.toml").display().to_string();
-        assert!(lab.sh("srv", &[env!("CARGO_BIN_EXE_ipsyncd"), "announce", "--interface", "srv0", "--address", "10.77.0.20", "--config", &cfg]));
+        assert!(lab.sh(
+            "srv",
+            &[
+                env!("CARGO_BIN_EXE_ipsyncd"),
+                "announce",
+                "--interface",
+                "srv0",
+                "--address",
+                "10.77.0.20",
+                "--config",
+                &cfg
+            ]
+        ));
         std::thread::sleep(Duration::from_millis(1100)); // let the status file's once-a-second counters catch up
         announce(lab, B, Some(A));
         std::thread::sleep(Duration::from_millis(200));
@@ -196,16 +212,25 @@ fn follow_mode_end_to_end() {
     assert_eq!(st["counters"]["reject"]["unknown_key"], 1, "accepted only after the reload: {st}");
     assert!(lab.pinned(B, SRV_MAC));
 
-    // 9. kill -9 and restart: the state file is whole and the pin comes back.
+    // 9. kill -9 in the middle of an apply (a move to C, the daemon killed right after the
+    //    announcement left): the state file is the old or the new state, never torn, and after a
+    //    restart the pin of whichever server it names is back.
+    let c = Ipv4Addr::new(10, 77, 0, 30);
+    assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.30/24", "dev", "srv0"]));
+    let run_pid = lab.children[1].id() as i32;
+    announce(&lab, c, Some(B));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     lab.kill_all();
-    assert!(lab.sh("term", &["ip", "neigh", "del", "10.77.0.20", "dev", "term0"]));
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(lab.dir.join("term-state/state.json")).unwrap())
-            .expect("state is whole JSON");
-    assert_eq!(state["server"]["ip"], "10.77.0.20");
+            .expect("state is whole JSON, never torn");
+    let server = state["server"]["ip"].as_str().unwrap().to_string();
+    assert!(server == "10.77.0.20" || server == "10.77.0.30", "{state}");
+    let server: Ipv4Addr = server.parse().unwrap();
+    let _ = lab.sh("term", &["ip", "neigh", "flush", "dev", "term0", "nud", "permanent"]);
     lab.spawn("srv", &["serve", "--config", &srv_cfg], "serve2.log");
     lab.spawn("term", &["run", "--config", &term_cfg], "run2.log");
-    assert!(within(Duration::from_secs(3), || lab.pinned(B, SRV_MAC)).is_some(), "pin not restored after restart");
+    assert!(within(Duration::from_secs(3), || lab.pinned(server, SRV_MAC)).is_some(), "pin not restored after restart");
 }
 
 /// Recomputes the UDP checksum after a payload byte was changed.
