@@ -204,7 +204,12 @@ fn status(config: Option<PathBuf>, json: bool) -> Result<(), Fail> {
     use ipsyncd::shell::status as st;
     let (cpath, cfg) = load_config(config)?;
     let mut v = match st::read(&cfg.state_dir) {
-        Ok(v) => v,
+        Ok(mut v) => {
+            // The status file outlives a crashed daemon: say whether its writer is alive.
+            let alive = v["pid"].as_u64().is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+            v["running"] = serde_json::json!(alive);
+            v
+        }
         Err(_) => {
             // Not running (or never ran): report what the state file says.
             let s = match state_file::load(&cfg.state_dir, unix_now()) {
@@ -277,6 +282,9 @@ fn status(config: Option<PathBuf>, json: bool) -> Result<(), Fail> {
         );
     }
     println!("counters: {}", v["counters"]);
+    if v["running"] == false {
+        println!("note:     the daemon is not running; this is its last known state");
+    }
     Ok(())
 }
 
@@ -291,9 +299,6 @@ fn announce(
     count: Option<u64>,
 ) -> Result<(), Fail> {
     let (cpath, cfg) = load_config(config)?;
-    if watch {
-        return not_yet("announce --watch");
-    }
     let (key_id, key) = cfg
         .key
         .first()
@@ -318,6 +323,9 @@ fn announce(
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Fail::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
     let sender = ipsyncd::server::announce::Sender::open(&interface, ip, cfg.server.port)
         .map_err(|e| Fail::Runtime(format!("{interface}: cannot send from {ip}: {e}")))?;
+    if watch {
+        return announce_watch(&interface, &cfg, key_id, &key, link.index, mac, ip, previous, interval);
+    }
     let count = count.unwrap_or(1).max(1);
     for i in 0..count {
         let now_us = std::time::SystemTime::now()
@@ -333,6 +341,57 @@ fn announce(
         }
     }
     Ok(())
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// `announce --watch`: announce now, then again whenever the interface gains a new IPv4 address
+/// (with the old one as PREVIOUS_IPV4), and every `--interval` seconds if given.
+#[allow(clippy::too_many_arguments)]
+fn announce_watch(
+    interface: &str,
+    cfg: &Config,
+    key_id: u32,
+    key: &[u8],
+    ifindex: u32,
+    mac: ipsyncd::wire::Mac,
+    mut ip: std::net::Ipv4Addr,
+    mut previous: Option<std::net::Ipv4Addr>,
+    interval: Option<u64>,
+) -> Result<(), Fail> {
+    use ipsyncd::server::announce as an;
+    use std::os::fd::AsRawFd;
+    let mon = ipsyncd::shell::netlink::address_monitor().map_err(|e| Fail::Runtime(format!("netlink: {e}")))?;
+    let mut buf = Vec::new();
+    loop {
+        let sender = an::Sender::open(interface, ip, cfg.server.port)
+            .map_err(|e| Fail::Runtime(format!("{interface}: cannot send from {ip}: {e}")))?;
+        let seq = an::announce_once(&sender, &cfg.state_dir, key_id, key, ip, mac, previous, now_us())
+            .map_err(|e| Fail::Runtime(format!("announce {ip}: {e}")))?;
+        log::info!("announced {ip} ({mac}) on {interface}, sequence {seq}");
+        // Wait for a new address, or for the refresh interval.
+        loop {
+            let timeout = interval.map_or(-1, |s| (s.saturating_mul(1000)).min(i32::MAX as u64) as i32);
+            let mut pfd = libc::pollfd { fd: mon.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one live pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, timeout) };
+            if r == 0 {
+                break; // refresh
+            }
+            if r < 0 {
+                continue; // EINTR
+            }
+            let events = ipsyncd::shell::netlink::next_address_events(&mon, ifindex, &mut buf)
+                .map_err(|e| Fail::Runtime(format!("netlink: {e}")))?;
+            if let Some((_, c)) = events.iter().rev().find(|(added, c)| *added && c.addr != ip) {
+                previous = Some(ip);
+                ip = c.addr;
+                break;
+            }
+        }
+    }
 }
 
 fn forcerenew(

@@ -315,6 +315,47 @@ pub fn neighbour_ip(n: &NeighbourMessage) -> Option<Ipv4Addr> {
     })
 }
 
+/// A socket subscribed to IPv4 address changes (RTMGRP_IPV4_IFADDR), for `announce --watch`.
+pub fn address_monitor() -> std::io::Result<Socket> {
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind(&SocketAddr::new(0, libc::RTMGRP_IPV4_IFADDR as u32))?;
+    Ok(sock)
+}
+
+/// An IPv4 address appeared on (`true`) or left (`false`) the interface.
+pub fn next_address_events(sock: &Socket, ifindex: u32, buf: &mut Vec<u8>) -> std::io::Result<Vec<(bool, Cidr)>> {
+    if buf.len() < 64 * 1024 {
+        buf.resize(64 * 1024, 0);
+    }
+    let n = sock.recv(&mut &mut buf[..], 0)?;
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < n {
+        let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..n]) else { break };
+        let len = msg.header.length as usize;
+        let (added, a) = match msg.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) => (true, a),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => (false, a),
+            _ => {
+                off += (len.max(1) + 3) & !3;
+                continue;
+            }
+        };
+        if a.header.index == ifindex {
+            for attr in &a.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(ip)) = attr {
+                    out.push((added, Cidr::new(*ip, a.header.prefix_len)));
+                }
+            }
+        }
+        if len == 0 {
+            break;
+        }
+        off += (len + 3) & !3;
+    }
+    Ok(out)
+}
+
 /// What the monitor reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

@@ -292,3 +292,29 @@ fn runs_as_nobody_with_only_two_capabilities() {
     assert_eq!(u64::from_str_radix(&field("CapEff:"), 16).unwrap(), (1 << 12) | (1 << 13), "{status}");
     assert_eq!(u64::from_str_radix(&field("CapBnd:"), 16).unwrap(), (1 << 12) | (1 << 13), "{status}");
 }
+
+#[test]
+fn announce_watch_follows_an_address_change_on_the_server() {
+    let Some(mut lab) = Lab::new("w") else { return };
+    lab.write_configs();
+    let srv_cfg = lab.dir.join("srv.toml").display().to_string();
+    let term_cfg = lab.dir.join("term.toml").display().to_string();
+    lab.spawn("srv", &["serve", "--config", &srv_cfg], "serve.log");
+    lab.spawn("term", &["run", "--config", &term_cfg], "run.log");
+    assert!(within(Duration::from_secs(5), || lab.log("hook.log").contains("SERVER_CONNECTED")).is_some());
+    lab.spawn("srv", &["announce", "--interface", "srv0", "--watch", "--config", &srv_cfg], "watch.log");
+    assert!(within(Duration::from_secs(3), || lab.pinned(A, SRV_MAC)).is_some(), "{}", lab.log("watch.log"));
+    // The operator re-addresses the server; nobody runs announce by hand.
+    let d = Ipv4Addr::new(10, 77, 0, 40);
+    assert!(lab.sh("srv", &["sysctl", "-qw", "net.ipv4.conf.srv0.promote_secondaries=1"]));
+    assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.40/24", "dev", "srv0"]));
+    assert!(lab.sh("srv", &["ip", "addr", "del", "10.77.0.1/24", "dev", "srv0"]));
+    assert!(
+        within(Duration::from_secs(3), || lab.pinned(d, SRV_MAC)).is_some(),
+        "{}\n{}",
+        lab.log("watch.log"),
+        lab.log("run.log")
+    );
+    assert!(within(Duration::from_secs(3), || lab.log("hook.log").contains("SERVER_CHANGED 10.77.0.1 10.77.0.40"))
+        .is_some());
+}
