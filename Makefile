@@ -28,7 +28,8 @@ deps:
 	fi
 
 test: deps
-	$(CARGO) test --release --locked --all-targets
+	$(CARGO) test --release --locked --lib --bins --tests --examples
+	$(CARGO) bench --locked --no-run  # benches must build; they run in make bench only
 	$(MAKE) --no-print-directory netns-test
 
 # Live tests in network namespaces (root only; each removes what it made, even on failure).

@@ -166,9 +166,10 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     let mut last_write: Option<(std::time::Instant, serde_json::Value)> = None;
     let status_sink = Box::new(move |e: &Engine, now: crate::engine::Instant| {
         let snap = status::snapshot(e, &status_if, now);
-        // The server and the last decision are written at once; counters alone at most once a
-        // second, so a flood of forged frames does not become a flood of file writes.
-        let key = serde_json::json!([snap["server"], snap["last_decision"]]);
+        // A new server or a new kind of decision is written at once; counters alone at most once
+        // a second, so a flood of forged frames does not become a flood of file writes.
+        // Not the decision's time: a stream of identical rejects must not mean a write each.
+        let key = serde_json::json!([snap["server"], snap["last_decision"]["input"], snap["last_decision"]["verdict"]]);
         let due = match &last_write {
             None => true,
             Some((t, k)) => *k != key || t.elapsed() >= Duration::from_secs(1),
