@@ -1,19 +1,20 @@
 //! Running the integrator's hook (DESIGN §9) and, in follow mode, `renew_command`.
 //!
-//! Contract: a hook never blocks the pipeline: it runs on its own thread, is killed after
-//! `hook_timeout_ms`, and at most [`MAX_IN_FLIGHT`] run at once and [`MAX_PER_SECOND`] start per
+//! Contract: a hook never blocks the pipeline: hooks run one at a time, in the order they were
+//! fired (SERVER_CHANGED before the SERVER_CONNECTED that follows it), on one hook thread, each
+//! killed after `hook_timeout_ms`. At most [`MAX_QUEUED`] wait and [`MAX_PER_SECOND`] start per
 //! second; beyond that a hook is skipped with a warning (a flood of conflicts cannot fork-bomb
 //! the terminal). The environment mirrors dhcpcd-run-hooks.
 
 use crate::engine::{HookEnv, HookReason};
+use crossbeam_channel::{bounded, Sender, TrySendError};
 use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const MAX_IN_FLIGHT: usize = 8;
+pub const MAX_QUEUED: usize = 16;
 pub const MAX_PER_SECOND: usize = 10;
 
 #[derive(Clone)]
@@ -22,8 +23,13 @@ pub struct Hooks {
     pub renew_command: Option<String>,
     pub interface: String,
     pub timeout: Duration,
-    in_flight: Arc<AtomicUsize>,
+    queue: Option<Sender<Job>>,
     window: Arc<Mutex<(Instant, usize)>>,
+}
+
+struct Job {
+    renew: Option<String>,
+    vars: Vec<(&'static str, String)>,
 }
 
 fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -32,14 +38,33 @@ fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 impl Hooks {
     pub fn new(hook: Option<PathBuf>, renew_command: Option<String>, interface: String, timeout: Duration) -> Hooks {
-        Hooks {
+        let mut h = Hooks {
             hook,
             renew_command: renew_command.filter(|c| !c.trim().is_empty()),
             interface,
             timeout,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            queue: None,
             window: Arc::new(Mutex::new((Instant::now(), 0))),
+        };
+        if h.hook.is_some() || h.renew_command.is_some() {
+            let (tx, rx) = bounded::<Job>(MAX_QUEUED);
+            let runner = h.clone();
+            let spawned = std::thread::Builder::new().name("hooks".into()).spawn(move || {
+                for job in rx.iter() {
+                    if let Some(cmd) = job.renew {
+                        runner.run_one("renew_command", Command::new("/bin/sh").arg("-c").arg(cmd), &job.vars);
+                    }
+                    if let Some(p) = &runner.hook {
+                        runner.run_one(&p.display().to_string(), &mut Command::new(p), &job.vars);
+                    }
+                }
+            });
+            match spawned {
+                Ok(_) => h.queue = Some(tx),
+                Err(e) => log::error!("cannot start the hook thread: {e}; hooks are disabled"),
+            }
         }
+        h
     }
 
     fn admit(&self) -> bool {
@@ -47,23 +72,23 @@ impl Hooks {
         if w.0.elapsed() >= Duration::from_secs(1) {
             *w = (Instant::now(), 0);
         }
-        if w.1 >= MAX_PER_SECOND || self.in_flight.load(Ordering::Acquire) >= MAX_IN_FLIGHT {
+        if w.1 >= MAX_PER_SECOND {
             return false;
         }
         w.1 += 1;
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
         true
     }
 
-    /// Starts the hook for `reason` (and, for FORCERENEW, `renew_command` first). Returns
+    /// Queues the hook for `reason` (and, for FORCERENEW, `renew_command` first). Returns
     /// immediately.
     pub fn fire(&self, reason: HookReason, env: &HookEnv) {
+        let Some(queue) = &self.queue else { return };
         let renew = if reason == HookReason::ForceRenew { self.renew_command.clone() } else { None };
         if self.hook.is_none() && renew.is_none() {
             return;
         }
         if !self.admit() {
-            log::warn!("hook {} skipped: hook rate limit reached", reason.as_str());
+            log::warn!("hook {} skipped: more than {MAX_PER_SECOND} hooks in a second", reason.as_str());
             return;
         }
         let vars: Vec<(&'static str, String)> = vec![
@@ -77,18 +102,10 @@ impl Hooks {
             ("OLD_OWN_IP", fmt_opt(env.old_own_ip)),
             ("CONFLICT_KIND", env.conflict_kind.unwrap_or("").to_string()),
         ];
-        let me = self.clone();
-        let spawned = std::thread::Builder::new().name("hook".into()).spawn(move || {
-            if let Some(cmd) = renew {
-                me.run_one("renew_command", Command::new("/bin/sh").arg("-c").arg(cmd), &vars);
-            }
-            if let Some(h) = &me.hook {
-                me.run_one(&h.display().to_string(), &mut Command::new(h), &vars);
-            }
-            me.in_flight.fetch_sub(1, Ordering::AcqRel);
-        });
-        if spawned.is_err() {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        match queue.try_send(Job { renew, vars }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => log::warn!("hook {} skipped: {MAX_QUEUED} hooks already waiting", reason.as_str()),
+            Err(TrySendError::Disconnected(_)) => log::error!("hook {} skipped: the hook thread is gone", reason.as_str()),
         }
     }
 
