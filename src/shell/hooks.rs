@@ -104,8 +104,12 @@ impl Hooks {
         ];
         match queue.try_send(Job { renew, vars }) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => log::warn!("hook {} skipped: {MAX_QUEUED} hooks already waiting", reason.as_str()),
-            Err(TrySendError::Disconnected(_)) => log::error!("hook {} skipped: the hook thread is gone", reason.as_str()),
+            Err(TrySendError::Full(_)) => {
+                log::warn!("hook {} skipped: {MAX_QUEUED} hooks already waiting", reason.as_str())
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                log::error!("hook {} skipped: the hook thread is gone", reason.as_str())
+            }
         }
     }
 

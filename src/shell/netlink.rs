@@ -322,8 +322,8 @@ pub fn address_monitor() -> std::io::Result<Socket> {
     Ok(sock)
 }
 
-/// An IPv4 address appeared on (`true`) or left (`false`) the interface.
-pub fn next_address_events(sock: &Socket, ifindex: u32, buf: &mut Vec<u8>) -> std::io::Result<Vec<(bool, Cidr)>> {
+/// Receives one datagram of multicast notifications and returns its route messages.
+fn recv_notifications(sock: &Socket, buf: &mut Vec<u8>) -> std::io::Result<Vec<RouteNetlinkMessage>> {
     if buf.len() < 64 * 1024 {
         buf.resize(64 * 1024, 0);
     }
@@ -333,25 +333,34 @@ pub fn next_address_events(sock: &Socket, ifindex: u32, buf: &mut Vec<u8>) -> st
     while off < n {
         let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..n]) else { break };
         let len = msg.header.length as usize;
-        let (added, a) = match msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) => (true, a),
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => (false, a),
-            _ => {
-                off += (len.max(1) + 3) & !3;
-                continue;
-            }
-        };
-        if a.header.index == ifindex {
-            for attr in &a.attributes {
-                if let AddressAttribute::Local(IpAddr::V4(ip)) = attr {
-                    out.push((added, Cidr::new(*ip, a.header.prefix_len)));
-                }
-            }
+        if let NetlinkPayload::InnerMessage(m) = msg.payload {
+            out.push(m);
         }
         if len == 0 {
             break;
         }
         off += (len + 3) & !3;
+    }
+    Ok(out)
+}
+
+/// An IPv4 address appeared on (`true`) or left (`false`) the interface.
+pub fn next_address_events(sock: &Socket, ifindex: u32, buf: &mut Vec<u8>) -> std::io::Result<Vec<(bool, Cidr)>> {
+    let mut out = Vec::new();
+    for m in recv_notifications(sock, buf)? {
+        let (added, a) = match m {
+            RouteNetlinkMessage::NewAddress(a) => (true, a),
+            RouteNetlinkMessage::DelAddress(a) => (false, a),
+            _ => continue,
+        };
+        if a.header.index != ifindex {
+            continue;
+        }
+        for attr in &a.attributes {
+            if let AddressAttribute::Local(IpAddr::V4(ip)) = attr {
+                out.push((added, Cidr::new(*ip, a.header.prefix_len)));
+            }
+        }
     }
     Ok(out)
 }
@@ -368,22 +377,15 @@ pub enum Event {
 
 /// Blocks for the next batch of events on `ifindex` from a [`Netlink::monitor`] socket.
 pub fn next_events(sock: &Socket, ifindex: u32, buf: &mut Vec<u8>) -> std::io::Result<Vec<Event>> {
-    if buf.len() < 64 * 1024 {
-        buf.resize(64 * 1024, 0);
-    }
-    let n = sock.recv(&mut &mut buf[..], 0)?;
     let mut out = Vec::new();
-    let mut off = 0;
-    while off < n {
-        let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..n]) else { break };
-        let len = msg.header.length as usize;
-        match msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(nm)) if nm.header.ifindex == ifindex => {
+    for m in recv_notifications(sock, buf)? {
+        match m {
+            RouteNetlinkMessage::DelNeighbour(nm) if nm.header.ifindex == ifindex => {
                 if let Some(ip) = neighbour_ip(&nm) {
                     out.push(Event::NeighbourGone(ip));
                 }
             }
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(nm))
+            RouteNetlinkMessage::NewNeighbour(nm)
                 if nm.header.ifindex == ifindex && nm.header.state != NeighbourState::Permanent =>
             {
                 // Someone replaced our pin with a dynamic entry.
@@ -391,15 +393,11 @@ pub fn next_events(sock: &Socket, ifindex: u32, buf: &mut Vec<u8>) -> std::io::R
                     out.push(Event::NeighbourGone(ip));
                 }
             }
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) if l.header.index == ifindex => {
+            RouteNetlinkMessage::NewLink(l) if l.header.index == ifindex => {
                 out.push(if l.header.flags.contains(LinkFlags::Up) { Event::LinkUp } else { Event::LinkDown });
             }
             _ => {}
         }
-        if len == 0 {
-            break;
-        }
-        off += (len + 3) & !3;
     }
     Ok(out)
 }
