@@ -318,3 +318,62 @@ fn announce_watch_follows_an_address_change_on_the_server() {
     assert!(within(Duration::from_secs(3), || lab.log("hook.log").contains("SERVER_CHANGED 10.77.0.1 10.77.0.40"))
         .is_some());
 }
+
+#[test]
+fn follow_mode_runs_renew_command_on_an_authenticated_forcerenew_only() {
+    let Some(mut lab) = Lab::new("r") else { return };
+    lab.write_configs();
+    let d = lab.dir.clone();
+    let term_toml = d.join("term.toml");
+    let mut cfg = std::fs::read_to_string(&term_toml).unwrap();
+    cfg = cfg.replacen(
+        "hook_timeout_ms",
+        &format!("renew_command = \"echo renewed >> {}/renew.log\"\nhook_timeout_ms", d.display()),
+        1,
+    );
+    cfg.push_str("\n[[dhcp_key]]\nid = 1\nsecret = \"dhcpsecret\"\n");
+    std::fs::write(&term_toml, cfg).unwrap();
+    for (name, secret) in [("fr-right", "dhcpsecret"), ("fr-wrong", "not-the-secret")] {
+        std::fs::create_dir_all(d.join(name)).unwrap();
+        std::fs::write(
+            d.join(format!("{name}.toml")),
+            format!("state_dir = \"{}/{name}\"\n[[dhcp_key]]\nid = 1\nsecret = \"{secret}\"\n[forcerenew]\nauth = \"delayed\"\nkey_id = 1\n", d.display()),
+        )
+        .unwrap();
+    }
+    let srv_cfg = d.join("srv.toml").display().to_string();
+    let term_cfg = term_toml.display().to_string();
+    lab.spawn("srv", &["serve", "--config", &srv_cfg], "serve.log");
+    lab.spawn("term", &["run", "--config", &term_cfg], "run.log");
+    assert!(
+        within(Duration::from_secs(5), || lab.log("hook.log").contains("SERVER_CONNECTED")).is_some(),
+        "{}",
+        lab.log("run.log")
+    );
+    let send = |name: &str| {
+        let cfg = d.join(format!("{name}.toml")).display().to_string();
+        let args = [
+            "forcerenew",
+            "--interface",
+            "srv0",
+            "--client",
+            "10.77.0.10",
+            "--client-mac",
+            "02:00:00:00:00:10",
+            "--config",
+            &cfg,
+        ];
+        let mut full = vec![env!("CARGO_BIN_EXE_ipsyncd")];
+        full.extend(args);
+        assert!(lab.sh("srv", &full));
+    };
+    send("fr-wrong");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lab.log("renew.log"), "", "renew_command ran for a FORCERENEW signed with the wrong key");
+    send("fr-right");
+    assert!(within(Duration::from_secs(3), || lab.log("renew.log") == "renewed\n").is_some(), "{}", lab.log("run.log"));
+    assert!(within(Duration::from_secs(2), || lab.log("hook.log").contains("FORCERENEW")).is_some());
+    let st = lab.status();
+    assert_eq!(st["counters"]["renew"], 1, "{st}");
+    assert_eq!(st["counters"]["reject"]["bad_mac"], 1, "{st}");
+}
