@@ -33,9 +33,7 @@ fn announce(lab: &Lab, address: Ipv4Addr, previous: Option<Ipv4Addr>) {
         args.push(p.to_string());
     }
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut full = vec![env!("CARGO_BIN_EXE_ipsyncd")];
-    full.extend(a);
-    assert!(lab.sh("srv", &full), "announce {address}");
+    assert!(lab.ipsyncd("srv", &a), "announce {address}");
 }
 
 #[test]
@@ -44,16 +42,8 @@ fn follow_mode_end_to_end() {
     lab.write_configs();
     let srv_cfg = lab.dir.join("srv.toml").display().to_string();
     let term_cfg = lab.dir.join("term.toml").display().to_string();
-    lab.spawn("srv", &["serve", "--config", &srv_cfg], "serve.log");
-    lab.spawn("term", &["run", "--config", &term_cfg], "run.log");
     // Start-up: the configured server is dialled at once and answers.
-    assert!(
-        within(Duration::from_secs(5), || lab.log("hook.log").contains("SERVER_CONNECTED")).is_some(),
-        "run:\n{}\nserve:\n{}\nhooks:\n{}",
-        lab.log("run.log"),
-        lab.log("serve.log"),
-        lab.log("hook.log")
-    );
+    lab.start_follow();
 
     // 1. The server announces itself: same address, and now we know its MAC: pinned.
     announce(&lab, A, None);
@@ -181,19 +171,7 @@ fn follow_mode_end_to_end() {
     .unwrap();
     let announce_k2 = |lab: &Lab| {
         let cfg = lab.dir.join("srv2.toml").display().to_string();
-        assert!(lab.sh(
-            "srv",
-            &[
-                env!("CARGO_BIN_EXE_ipsyncd"),
-                "announce",
-                "--interface",
-                "srv0",
-                "--address",
-                "10.77.0.20",
-                "--config",
-                &cfg
-            ]
-        ));
+        assert!(lab.ipsyncd("srv", &["announce", "--interface", "srv0", "--address", "10.77.0.20", "--config", &cfg]));
         std::thread::sleep(Duration::from_millis(1100)); // let the status file's once-a-second counters catch up
         announce(lab, B, Some(A));
         std::thread::sleep(Duration::from_millis(200));
@@ -298,10 +276,7 @@ fn announce_watch_follows_an_address_change_on_the_server() {
     let Some(mut lab) = Lab::new("w") else { return };
     lab.write_configs();
     let srv_cfg = lab.dir.join("srv.toml").display().to_string();
-    let term_cfg = lab.dir.join("term.toml").display().to_string();
-    lab.spawn("srv", &["serve", "--config", &srv_cfg], "serve.log");
-    lab.spawn("term", &["run", "--config", &term_cfg], "run.log");
-    assert!(within(Duration::from_secs(5), || lab.log("hook.log").contains("SERVER_CONNECTED")).is_some());
+    lab.start_follow();
     lab.spawn("srv", &["announce", "--interface", "srv0", "--watch", "--config", &srv_cfg], "watch.log");
     assert!(within(Duration::from_secs(3), || lab.pinned(A, SRV_MAC)).is_some(), "{}", lab.log("watch.log"));
     // The operator re-addresses the server; nobody runs announce by hand.
@@ -341,15 +316,7 @@ fn follow_mode_runs_renew_command_on_an_authenticated_forcerenew_only() {
         )
         .unwrap();
     }
-    let srv_cfg = d.join("srv.toml").display().to_string();
-    let term_cfg = term_toml.display().to_string();
-    lab.spawn("srv", &["serve", "--config", &srv_cfg], "serve.log");
-    lab.spawn("term", &["run", "--config", &term_cfg], "run.log");
-    assert!(
-        within(Duration::from_secs(5), || lab.log("hook.log").contains("SERVER_CONNECTED")).is_some(),
-        "{}",
-        lab.log("run.log")
-    );
+    lab.start_follow();
     let send = |name: &str| {
         let cfg = d.join(format!("{name}.toml")).display().to_string();
         let args = [
@@ -363,9 +330,7 @@ fn follow_mode_runs_renew_command_on_an_authenticated_forcerenew_only() {
             "--config",
             &cfg,
         ];
-        let mut full = vec![env!("CARGO_BIN_EXE_ipsyncd")];
-        full.extend(args);
-        assert!(lab.sh("srv", &full));
+        assert!(lab.ipsyncd("srv", &args));
     };
     send("fr-wrong");
     std::thread::sleep(Duration::from_millis(500));

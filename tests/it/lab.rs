@@ -107,14 +107,30 @@ impl Lab {
 
     /// Runs `f` on a thread inside `host`'s namespace.
     pub fn in_ns<T: Send + 'static>(&self, host: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.ns(host));
-        std::thread::spawn(move || {
-            let fd = std::fs::File::open(&path).unwrap();
-            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
+        in_netns(&self.ns(host), f)
+    }
+
+    /// Runs `ipsyncd ARGS` inside `host`; true when it exits 0.
+    pub fn ipsyncd(&self, host: &str, args: &[&str]) -> bool {
+        let mut full = vec![env!("CARGO_BIN_EXE_ipsyncd")];
+        full.extend_from_slice(args);
+        self.sh(host, &full)
+    }
+
+    /// Starts `serve` on srv and `run` on term with the configs `write_configs` made, and waits
+    /// until the terminal has connected (its SERVER_CONNECTED hook ran).
+    pub fn start_follow(&mut self) {
+        let srv_cfg = self.dir.join("srv.toml").display().to_string();
+        let term_cfg = self.dir.join("term.toml").display().to_string();
+        self.spawn("srv", &["serve", "--config", &srv_cfg], "serve.log");
+        self.spawn("term", &["run", "--config", &term_cfg], "run.log");
+        assert!(
+            within(Duration::from_secs(5), || self.log("hook.log").contains("SERVER_CONNECTED")).is_some(),
+            "run:\n{}\nserve:\n{}\nhooks:\n{}",
+            self.log("run.log"),
+            self.log("serve.log"),
+            self.log("hook.log")
+        );
     }
 
     /// The terminal's kernel entry for `ip`.
@@ -199,6 +215,19 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
         }
     }
+}
+
+/// Runs `f` on a thread that has joined the named network namespace (setns affects only that
+/// thread; sockets made there stay in that namespace wherever they are used later).
+pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{name}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).expect("netns file");
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("namespace thread")
 }
 
 /// Polls `f` every 5 ms until it holds or `limit` passes; returns how long it took.

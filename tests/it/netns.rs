@@ -32,14 +32,7 @@ impl Ns {
 
     /// Runs `f` on a thread that has joined the namespace (setns affects only that thread).
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let fd = std::fs::File::open(&path).expect("netns file");
-            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("namespace thread")
+        crate::lab::in_netns(&self.0, f)
     }
 
     #[allow(dead_code)]
