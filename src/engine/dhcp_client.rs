@@ -8,7 +8,6 @@
 
 use super::acd::{self, Acd, Step};
 use super::state::LeaseState;
-use super::sync::dhcp_mac_ok;
 use super::{reason, Action, Cidr, Decision, DhcpMsg, Engine, HookReason, Input, Instant, Mode, TxKind, Verdict};
 use crate::wire::auth::Scheme;
 use crate::wire::dhcpv4::{self, MessageType};
@@ -475,7 +474,7 @@ impl Engine {
                     },
                     Scheme::ReconfigureKey { .. } => return reject(self, reason::UNAUTHENTICATED),
                 };
-                if !dhcp_mac_ok(raw, range, &key) {
+                if !crate::wire::auth::verify_dhcp_mac(&key, raw, range.clone()) {
                     return reject(self, reason::BAD_MAC);
                 }
                 let ck = match a.scheme {

@@ -9,7 +9,7 @@
 use super::state::ServerState;
 use super::Instant;
 use super::{reason, Action, Decision, Engine, HookReason, Input, IpsyncMsg, Mode, Resolving, TxKind, Verdict};
-use crate::wire::{arp, auth, frame, ipsync, Mac};
+use crate::wire::{arp, frame, ipsync, Mac};
 use std::net::Ipv4Addr;
 
 /// How long an ARP resolution for a pin stays open for answers (and for a second, conflicting
@@ -252,13 +252,5 @@ impl Engine {
     /// client holds the lease, so we count as bound.
     pub(super) fn forcerenew_bound(&self) -> bool {
         self.cfg.mode == Mode::Follow || self.client.is_bound()
-    }
-}
-
-/// Verifies a DHCP message's option-90 MAC with `key`.
-pub(super) fn dhcp_mac_ok(raw: &[u8], mac_range: &core::ops::Range<usize>, key: &[u8]) -> bool {
-    match raw.get(mac_range.clone()) {
-        Some(got) => auth::ct_eq(&auth::dhcp_hmac_md5(key, raw, mac_range.clone()), got),
-        None => false,
     }
 }

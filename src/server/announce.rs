@@ -5,24 +5,13 @@
 //! never reuses a sequence. The datagram is sent from the announced address through a UDP socket
 //! bound to the interface (SO_BINDTODEVICE), so it never leaves on any other interface.
 
-use super::{next_sequence, Announce};
+use super::Announce;
 use crate::wire::Mac;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
 pub const SEQ_FILE: &str = "announce.seq";
-
-pub fn load_last(dir: &Path) -> Option<u64> {
-    std::fs::read_to_string(dir.join(SEQ_FILE)).ok()?.trim().parse().ok()
-}
-
-pub fn store_last(dir: &Path, seq: u64) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{SEQ_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{seq}\n"))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(tmp, dir.join(SEQ_FILE))
-}
 
 pub struct Sender {
     sock: UdpSocket,
@@ -67,8 +56,7 @@ pub fn announce_once(
     previous: Option<Ipv4Addr>,
     now_unix_us: u64,
 ) -> std::io::Result<u64> {
-    let sequence = next_sequence(load_last(state_dir), now_unix_us);
-    store_last(state_dir, sequence)?;
+    let sequence = super::take_persisted_sequence(state_dir, SEQ_FILE, now_unix_us)?;
     let a = Announce {
         key_id,
         key,

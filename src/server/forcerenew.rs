@@ -6,7 +6,6 @@
 //! equal counter). The xid comes from the xid file when it knows the client (dhcpcd acts only on
 //! the xid of its last exchange); ipsyncd terminals accept any.
 
-use super::next_sequence;
 use crate::wire::Mac;
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,14 +40,9 @@ pub fn parse_xid_db(text: &str) -> (HashMap<Mac, u32>, Vec<usize>) {
     (map, bad)
 }
 
+/// The next RFC 3118 replay counter, persisted in `state_dir` before use.
 pub fn next_replay(state_dir: &Path, now_unix_us: u64) -> std::io::Result<u64> {
-    let last = std::fs::read_to_string(state_dir.join(REPLAY_FILE)).ok().and_then(|s| s.trim().parse().ok());
-    let r = next_sequence(last, now_unix_us);
-    let tmp = state_dir.join(format!(".{REPLAY_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{r}\n"))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(tmp, state_dir.join(REPLAY_FILE))?;
-    Ok(r)
+    super::take_persisted_sequence(state_dir, REPLAY_FILE, now_unix_us)
 }
 
 #[cfg(test)]

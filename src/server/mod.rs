@@ -25,6 +25,19 @@ pub fn next_sequence(last_sent: Option<u64>, now_unix_us: u64) -> u64 {
     }
 }
 
+/// Takes the next sequence from the counter file `dir/name` and persists it (temp file, fsync,
+/// rename) before returning, so a sender that crashes right after sending never reuses it.
+pub fn take_persisted_sequence(dir: &std::path::Path, name: &str, now_unix_us: u64) -> std::io::Result<u64> {
+    let path = dir.join(name);
+    let last = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
+    let next = next_sequence(last, now_unix_us);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, format!("{next}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(tmp, path)?;
+    Ok(next)
+}
+
 #[derive(Debug, Clone)]
 pub struct Announce<'a> {
     pub key_id: u32,

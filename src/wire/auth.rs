@@ -175,6 +175,15 @@ pub fn dhcp_hmac_md5(key: &[u8], msg: &[u8], mac: core::ops::Range<usize>) -> [u
     h.finalize().into_bytes().into()
 }
 
+/// Checks the 16 MAC bytes at `mac` (absolute offsets) of a received DHCP message in constant
+/// time.
+pub fn verify_dhcp_mac(key: &[u8], msg: &[u8], mac: core::ops::Range<usize>) -> bool {
+    match msg.get(mac.clone()) {
+        Some(got) => ct_eq(&dhcp_hmac_md5(key, msg, mac), got),
+        None => false,
+    }
+}
+
 pub fn hmac_md5(key: &[u8], data: &[u8]) -> [u8; 16] {
     match HmacMd5::new_from_slice(key) {
         Ok(mut h) => {

@@ -779,13 +779,7 @@ pub fn sign(msg: &mut [u8], key: &[u8], server_option: u8) -> bool {
 
 /// Checks option 90's MAC of a received message in constant time.
 pub fn verify(msg: &[u8], repr: &Repr<'_>, key: &[u8]) -> bool {
-    let Some(range) = repr.auth_mac_range() else {
-        return false;
-    };
-    let Some(got) = msg.get(range.clone()) else {
-        return false;
-    };
-    auth::ct_eq(&auth::dhcp_hmac_md5(key, msg, range), got)
+    repr.auth_mac_range().is_some_and(|range| auth::verify_dhcp_mac(key, msg, range))
 }
 
 #[cfg(test)]
