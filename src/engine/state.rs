@@ -71,7 +71,7 @@ impl Default for State {
 impl State {
     pub fn nonce(&self) -> Option<[u8; 16]> {
         let h = self.reconfigure_nonce.as_deref()?;
-        let v = crate::config::parse_hex(h).ok()?;
+        let v = crate::wire::hex::parse_hex(h).ok()?;
         v.try_into().ok()
     }
 

@@ -16,14 +16,7 @@ use crate::wire::frame::UdpFrameRepr;
 use crate::wire::{ipsync, Mac};
 use std::net::Ipv4Addr;
 
-/// DESIGN §4.3: strictly increasing, and close to wall time so a restarted sender that lost its
-/// counter still moves forward.
-pub fn next_sequence(last_sent: Option<u64>, now_unix_us: u64) -> u64 {
-    match last_sent {
-        Some(l) => l.saturating_add(1).max(now_unix_us),
-        None => now_unix_us,
-    }
-}
+pub use crate::wire::ipsync::next_sequence;
 
 /// Takes the next sequence from the counter file `dir/name` and persists it (temp file, fsync,
 /// rename) before returning, so a sender that crashes right after sending never reuses it.

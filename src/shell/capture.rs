@@ -8,7 +8,7 @@
 //! blocks in poll(2) on the socket and a shutdown eventfd: no busy-waiting, no idle wakeups.
 
 use super::source::{Frame, FrameSource, SourceError};
-use super::worker::{Clock, SystemClock};
+use super::clock::{Clock, SystemClock};
 use crate::wire::frame::Checksum;
 use crate::wire::Mac;
 use std::io;

@@ -5,7 +5,7 @@
 //! Contract: one record each way, each at most 1024 bytes (the ipsync maximum), every read and
 //! write bounded by a timeout; every failure is a typed [`ChannelError`].
 
-use crate::server::next_sequence;
+use crate::wire::ipsync::next_sequence;
 use crate::wire::{ipsync, Mac};
 use std::fmt;
 use std::io::{Read, Write};

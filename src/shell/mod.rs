@@ -8,6 +8,7 @@
 pub mod applier;
 pub mod capture;
 pub mod channel;
+pub mod clock;
 pub mod daemon;
 pub mod decision_log;
 pub mod hooks;

@@ -6,6 +6,7 @@
 //! the last frame runs. Live, the clock is read once per wakeup.
 
 use super::applier::Applier;
+use super::clock::Clock;
 use crate::engine::{ActionResult, Decision, Engine, Inbound, Instant, State};
 use crossbeam_channel::{select, Receiver, Sender};
 
@@ -22,20 +23,6 @@ pub enum CaptureMsg {
 pub enum ApplierMsg {
     Action(crate::engine::Action),
     Persist(Box<State>),
-}
-
-pub trait Clock: Send {
-    fn now(&self) -> Instant;
-}
-
-/// The wall clock, for the live daemon.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        Instant::from_micros(d.as_micros() as u64)
-    }
 }
 
 pub enum Timing {

@@ -29,6 +29,15 @@ pub const MAX_LEN: usize = 1024;
 pub const DEFAULT_PORT: u16 = 47474;
 pub const HEADER_LEN: usize = field::TLVS;
 
+/// DESIGN §4.3: strictly increasing, and close to wall time so a restarted sender that lost its
+/// counter still moves forward.
+pub fn next_sequence(last_sent: Option<u64>, now_unix_us: u64) -> u64 {
+    match last_sent {
+        Some(l) => l.saturating_add(1).max(now_unix_us),
+        None => now_unix_us,
+    }
+}
+
 pub mod tlv {
     pub const SERVER_IPV4: u8 = 1;
     pub const SERVER_MAC: u8 = 2;

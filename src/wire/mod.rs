@@ -9,6 +9,7 @@ pub mod arp;
 pub mod auth;
 pub mod dhcpv4;
 pub mod frame;
+pub mod hex;
 pub mod ipsync;
 
 use core::fmt;
