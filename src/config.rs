@@ -50,6 +50,15 @@ fn default_port() -> u16 {
 fn default_connect_timeout() -> u64 {
     2000
 }
+fn default_connect_attempts() -> u32 {
+    3
+}
+fn default_max_age() -> u64 {
+    86_400
+}
+fn default_alarm_interval() -> u64 {
+    10
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,6 +105,15 @@ pub struct Server {
     pub port: u16,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
+    /// Failures in a row before SERVER_UNREACHABLE.
+    #[serde(default = "default_connect_attempts")]
+    pub connect_attempts: u32,
+    /// ANNOUNCE freshness against a synchronised clock; 0 = off.
+    #[serde(default = "default_max_age")]
+    pub max_age_s: u64,
+    /// Alarms (and CONFLICT/UNREACHABLE hooks) per kind and address at most once per interval.
+    #[serde(default = "default_alarm_interval")]
+    pub alarm_interval_s: u64,
 }
 
 impl Default for Server {
@@ -105,6 +123,9 @@ impl Default for Server {
             dhcp_option: default_dhcp_option(),
             port: default_port(),
             connect_timeout_ms: default_connect_timeout(),
+            connect_attempts: default_connect_attempts(),
+            max_age_s: default_max_age(),
+            alarm_interval_s: default_alarm_interval(),
         }
     }
 }
@@ -184,6 +205,12 @@ impl Config {
             }
         }
         keys_by_id("dhcp_key", &self.dhcp_key, 1)?;
+        if self.server.connect_attempts == 0 {
+            return Err("server.connect_attempts: expected at least 1".into());
+        }
+        if self.server.connect_timeout_ms == 0 {
+            return Err("server.connect_timeout_ms: expected a positive number of milliseconds".into());
+        }
         if self.hook_timeout_ms == 0 {
             return Err("hook_timeout_ms: expected a positive number of milliseconds".into());
         }
@@ -238,6 +265,9 @@ impl Config {
             dhcp_keys: self.dhcp_keys(),
             allow_unauthenticated: self.allow_unauthenticated,
             acd: self.acd,
+            connect_attempts: self.server.connect_attempts,
+            max_age_s: self.server.max_age_s,
+            alarm_interval_s: self.server.alarm_interval_s,
         })
     }
 }

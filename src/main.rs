@@ -138,8 +138,8 @@ fn replay(pcap: PathBuf, config: Option<PathBuf>, state_dir: Option<PathBuf>) ->
     // Replay seeds its generator with a constant: the same capture gives the same log.
     let engine = Engine::new(ecfg, state, 0);
     let mut out = std::io::BufWriter::new(std::io::stdout());
-    let sink = Box::new(move |d: &ipsyncd::engine::Decision| {
-        let _ = writeln!(out, "{}", decision_log::to_json(d));
+    let sink = Box::new(move |d: &ipsyncd::engine::Decision, wall: ipsyncd::engine::Instant| {
+        let _ = writeln!(out, "{}", decision_log::to_json_at(d, wall));
     });
     let summary = pipeline::run(
         Box::new(source),

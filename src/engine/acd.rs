@@ -5,7 +5,7 @@
 //! last step is at most PROBE_WAIT + 2·PROBE_MAX + ANNOUNCE_WAIT = 7 s after the ACK, inside the
 //! 10 s that DESIGN §5 allows.
 
-use super::{Instant, Rng};
+use super::vocab::{Instant, Rng};
 use crate::wire::{arp, Mac};
 use std::net::Ipv4Addr;
 

@@ -7,8 +7,11 @@
 //! wrong_state. Any xid is accepted: FORCERENEW is unsolicited.
 
 use super::acd::{self, Acd, Step};
+use super::core::{Engine, Wall};
+use super::decision::{reason, Decision, Input, Verdict};
+use super::input::DhcpMsg;
 use super::state::LeaseState;
-use super::{reason, Action, Cidr, Decision, DhcpMsg, Engine, HookReason, Input, Instant, Mode, TxKind, Verdict};
+use super::vocab::{AcdMode, Action, Cidr, HookEnv, HookReason, Instant, Mode, TxKind};
 use crate::wire::auth::Scheme;
 use crate::wire::dhcpv4::{self, MessageType};
 use crate::wire::frame::{self, UdpFrameRepr};
@@ -38,16 +41,28 @@ pub struct Lease {
 }
 
 impl Lease {
-    fn to_state(self) -> LeaseState {
+    /// Persisted deadlines are wall-clock microseconds: monotonic time restarts at boot.
+    fn to_state(self, wall: Wall) -> LeaseState {
         LeaseState {
             address: self.cidr,
             server_id: self.server_id,
             router: self.router,
-            acquired: self.acquired.micros(),
-            t1: self.t1_at.micros(),
-            t2: self.t2_at.micros(),
-            expires: self.expires_at.micros(),
+            acquired: wall.unix_us(self.acquired),
+            t1: wall.unix_us(self.t1_at),
+            t2: wall.unix_us(self.t2_at),
+            expires: wall.unix_us(self.expires_at),
         }
+    }
+}
+
+/// The decision log's `input` for a DHCP message.
+pub fn input_of(msg: &DhcpMsg) -> Input {
+    match msg.msg_type {
+        MessageType::ForceRenew => Input::ForceRenew,
+        MessageType::Offer => Input::Offer,
+        MessageType::Ack => Input::Ack,
+        MessageType::Nak => Input::Nak,
+        _ => Input::Dhcp,
     }
 }
 
@@ -81,6 +96,8 @@ pub enum Client {
     Bound {
         lease: Lease,
         probation_until: Instant,
+        /// RFC 5227 §2.3: the second ARP announcement, ANNOUNCE_INTERVAL after the first.
+        announce_at: Option<Instant>,
     },
     Renewing {
         xid: u32,
@@ -95,7 +112,7 @@ pub enum Client {
 }
 
 impl Client {
-    pub fn restore(state: &super::State) -> Client {
+    pub fn restore(state: &super::state::State, wall: Wall) -> Client {
         match state.lease {
             Some(l) => {
                 let lease = Lease {
@@ -103,12 +120,12 @@ impl Client {
                     server_id: l.server_id,
                     server_mac: Mac::BROADCAST,
                     router: l.router,
-                    acquired: Instant(l.acquired),
-                    t1_at: Instant(l.t1),
-                    t2_at: Instant(l.t2),
-                    expires_at: Instant(l.expires),
+                    acquired: wall.instant(l.acquired),
+                    t1_at: wall.instant(l.t1),
+                    t2_at: wall.instant(l.t2),
+                    expires_at: wall.instant(l.expires),
                 };
-                Client::Bound { lease, probation_until: Instant(0) }
+                Client::Bound { lease, probation_until: Instant(0), announce_at: None }
             }
             None => Client::Init,
         }
@@ -170,7 +187,7 @@ impl Client {
             | Client::Requesting { retransmit_at, .. }
             | Client::Rebooting { retransmit_at, .. } => Some(*retransmit_at),
             Client::Probing { acd, .. } => Some(acd.next_at),
-            Client::Bound { lease, .. } => Some(lease.t1_at),
+            Client::Bound { lease, announce_at, .. } => Some(announce_at.map_or(lease.t1_at, |a| a.min(lease.t1_at))),
             Client::Renewing { lease, retransmit_at, .. } => Some((*retransmit_at).min(lease.t2_at)),
             Client::Rebinding { lease, retransmit_at, .. } => Some((*retransmit_at).min(lease.expires_at)),
         }
@@ -199,9 +216,10 @@ impl Engine {
         self.tx_request(xid, Some(lease.cidr.addr), None, None, Some((lease.server_id, lease.server_mac)))
     }
 
-    /// Live start in dhcp mode: INIT-REBOOT with a remembered lease, else DISCOVER.
+    /// Live start in dhcp mode: INIT-REBOOT with a remembered lease (a `timer` `renew` line),
+    /// else DISCOVER (a `timer` `restart` line).
     pub(super) fn client_start(&mut self, now: Instant) {
-        let actions = match self.client.clone() {
+        let (verdict, action) = match self.client.clone() {
             Client::Bound { lease, .. } if now < lease.expires_at => {
                 let xid = self.rng.next_u32();
                 self.client = Client::Rebooting {
@@ -210,11 +228,11 @@ impl Engine {
                     attempt: 0,
                     retransmit_at: self.jittered(now, 0),
                 };
-                vec![self.tx_request(xid, None, Some(lease.cidr.addr), None, None)]
+                (Verdict::Renew, self.tx_request(xid, None, Some(lease.cidr.addr), None, None))
             }
-            _ => vec![self.begin_discover(now)],
+            _ => (Verdict::Restart, self.begin_discover(now)),
         };
-        self.actions.extend(actions);
+        self.decide(Decision::new(None, now, Input::Timer, verdict).actions(vec![action]));
     }
 
     fn begin_discover(&mut self, now: Instant) -> Action {
@@ -302,13 +320,7 @@ impl Engine {
     }
 
     pub(super) fn handle_dhcp(&mut self, now: Instant, frame: Option<u64>, msg: &DhcpMsg, raw: &[u8], src: Mac) {
-        let input = match msg.msg_type {
-            MessageType::ForceRenew => Input::ForceRenew,
-            MessageType::Offer => Input::Offer,
-            MessageType::Ack => Input::Ack,
-            MessageType::Nak => Input::Nak,
-            _ => Input::Dhcp,
-        };
+        let input = input_of(msg);
         if input == Input::ForceRenew {
             return self.handle_forcerenew(now, frame, msg, raw);
         }
@@ -324,6 +336,10 @@ impl Engine {
         }
         if self.cfg.mode == Mode::Follow || self.client.xid() != Some(msg.xid) {
             return ignore(self, reason::UNEXPECTED);
+        }
+        // DESIGN §5: an OFFER or ACK whose yiaddr is unusable is never bound.
+        if matches!(input, Input::Offer | Input::Ack) && !usable_yiaddr(msg.yiaddr) {
+            return ignore(self, reason::BAD_ADDRESS);
         }
         match (input, self.client.clone()) {
             (Input::Offer, Client::Selecting { xid, .. }) => {
@@ -359,8 +375,8 @@ impl Engine {
         }
     }
 
-    fn lease_env(&self, new: Option<Cidr>, old: Option<Cidr>) -> super::HookEnv {
-        super::HookEnv {
+    fn lease_env(&self, new: Option<Cidr>, old: Option<Cidr>) -> HookEnv {
+        HookEnv {
             own_ip: new.map(|c| c.addr),
             old_own_ip: old.map(|c| c.addr),
             old_server_ip: self.current_server(),
@@ -409,41 +425,56 @@ impl Engine {
         let mut actions = Vec::new();
         let hook;
         if renewing && old == Some(cidr) {
-            self.client = Client::Bound { lease, probation_until: Instant(0) };
+            self.client = Client::Bound { lease, probation_until: Instant(0), announce_at: None };
             hook = Some(HookReason::LeaseRenewed);
         } else if old.is_some() && old != Some(cidr) {
             actions.push(Action::SetAddress { cidr });
             if let Some(o) = old {
                 actions.push(Action::DelAddress { cidr: o });
             }
-            self.client = Client::Bound { lease, probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS) };
+            self.client = Client::Bound {
+                lease,
+                probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS),
+                announce_at: None,
+            };
             hook = Some(HookReason::LeaseChanged);
-        } else if self.cfg.acd == super::AcdMode::Strict {
+        } else if self.cfg.acd == AcdMode::Strict {
             let acd = Acd::new(now, cidr.addr, &mut self.rng);
             self.client = Client::Probing { lease, acd };
             hook = None;
         } else {
             actions.push(Action::SetAddress { cidr });
             actions.push(self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, cidr.addr)));
-            self.client = Client::Bound { lease, probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS) };
+            self.client = Client::Bound {
+                lease,
+                probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS),
+                announce_at: Some(now.add_ms(acd::ANNOUNCE_INTERVAL_MS)),
+            };
+            self.acd_conflicts = 0;
             hook = Some(HookReason::LeaseBound);
         }
         if self.client.is_bound() {
-            self.state.lease = Some(lease.to_state());
+            self.state.lease = Some(lease.to_state(self.wall));
         }
         self.mark_dirty();
-        if let Some(b) = server_ip {
+        // An unusable server address in the ACK is ignored; the lease still applies.
+        if let Some(b) = server_ip.filter(|&b| self.usable_address(b)) {
             if b == cidr.addr {
                 let detail = format!("DHCP hands out server address {b}, which is our own lease");
-                actions.extend(self.alarm(now, b, None, reason::OWN_ADDRESS, detail));
+                actions.extend(self.alarm(now, b, None, reason::OWN_ADDRESS, detail, Some(HookReason::Conflict)));
             } else if self.current_server() != Some(b) {
+                if let Some(p) = self.pending.take() {
+                    self.hang_up(p.to);
+                    actions.push(Action::UnpinNeighbour { ip: p.to });
+                }
                 actions.extend(self.switch_server(now, b, None, None));
             } else if self.state.server.map_or(true, |s| s.mac.is_none())
-                && !self.resolving_active(now)
+                && !self.resolving_active()
                 && cidr.contains(b)
+                && self.client.address().is_some()
             {
                 // Same server, still unpinned (known only by IP): resolve it so it can be pinned.
-                actions.extend(self.start_resolving(now, b));
+                actions.push(self.start_resolving(now, b));
             }
         }
         if let Some(h) = hook {
@@ -587,19 +618,22 @@ impl Engine {
                     self.decide(Decision::new(None, deadline, t, Verdict::Lease).actions(vec![a]));
                 }
                 Step::Bind => {
-                    self.client = Client::Bound { lease, probation_until: Instant(0) };
-                    self.state.lease = Some(lease.to_state());
+                    self.client = Client::Bound {
+                        lease,
+                        probation_until: Instant(0),
+                        announce_at: Some(now.add_ms(acd::ANNOUNCE_INTERVAL_MS)),
+                    };
+                    self.acd_conflicts = 0;
+                    self.state.lease = Some(lease.to_state(self.wall));
                     self.mark_dirty();
                     let mut actions = vec![
                         Action::SetAddress { cidr: lease.cidr },
                         self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)),
                     ];
                     // A server learned from the ACK while probing is pinned now that we can ARP.
-                    if let Some(s) =
-                        self.state.server.filter(|s| s.mac.is_none()).filter(|_| !self.resolving_active(now))
-                    {
+                    if let Some(s) = self.state.server.filter(|s| s.mac.is_none()).filter(|_| !self.resolving_active()) {
                         if lease.cidr.contains(s.ip) {
-                            actions.extend(self.resolve_action(now, s.ip));
+                            actions.push(self.start_resolving(now, s.ip));
                         }
                     }
                     actions.push(Action::Hook {
@@ -609,6 +643,12 @@ impl Engine {
                     self.decide(Decision::new(None, deadline, t, Verdict::Lease).actions(actions));
                 }
             },
+            // RFC 5227 §2.3: the second of ANNOUNCE_NUM announcements.
+            Client::Bound { lease, probation_until, announce_at: Some(at) } if now >= at && now < lease.t1_at => {
+                self.client = Client::Bound { lease, probation_until, announce_at: None };
+                let a = self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr));
+                self.decide(Decision::new(None, at, t, Verdict::Lease).actions(vec![a]));
+            }
             // T1, and retransmissions while RENEWING (same xid).
             Client::Bound { lease, .. } | Client::Renewing { lease, .. } if now < lease.t2_at => {
                 let xid = match self.client {
@@ -643,10 +683,6 @@ impl Engine {
         }
     }
 
-    fn resolve_action(&mut self, now: Instant, ip: Ipv4Addr) -> Option<Action> {
-        self.start_resolving(now, ip)
-    }
-
     /// ARP while we have or probe for a lease: RFC 5227 conflicts. Returns true when consumed.
     pub(super) fn client_handle_arp(&mut self, now: Instant, frame: Option<u64>, a: &arp::Repr) -> bool {
         if self.cfg.mode != Mode::Dhcp {
@@ -657,10 +693,11 @@ impl Engine {
                 self.conflict_decline(now, frame, lease, a.sha, None);
                 true
             }
-            Client::Bound { lease, probation_until }
+            Client::Bound { lease, probation_until, .. }
                 if acd::conflicts_with(lease.cidr.addr, a, self.cfg.mac, false) =>
             {
-                if !self.rate.allow(a.sha, now) {
+                if !self.rate.allow(a.sha, Input::Arp, now, false) {
+                    self.counters.drop("rate_limited");
                     return true;
                 }
                 if now < probation_until {
@@ -670,7 +707,14 @@ impl Engine {
                     let detail = format!("{} claims our address {}", a.sha, lease.cidr.addr);
                     let mut actions =
                         vec![self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr))];
-                    actions.extend(self.alarm(now, lease.cidr.addr, Some(a.sha), reason::ADDRESS_IN_USE, detail));
+                    actions.extend(self.alarm(
+                        now,
+                        lease.cidr.addr,
+                        Some(a.sha),
+                        reason::ADDRESS_IN_USE,
+                        detail,
+                        Some(HookReason::Conflict),
+                    ));
                     self.decide(
                         Decision::new(frame, now, Input::Arp, Verdict::Conflict)
                             .reason(reason::ADDRESS_IN_USE)
@@ -705,12 +749,33 @@ impl Engine {
             Some(lease.server_id),
             None,
         ));
-        actions.extend(self.alarm(now, lease.cidr.addr, Some(other), reason::ADDRESS_IN_USE, detail));
+        actions.extend(self.alarm(
+            now,
+            lease.cidr.addr,
+            Some(other),
+            reason::ADDRESS_IN_USE,
+            detail,
+            Some(HookReason::Conflict),
+        ));
         self.state.lease = None;
         self.mark_dirty();
-        actions.push(self.begin_discover(now));
+        self.acd_conflicts = self.acd_conflicts.saturating_add(1);
+        if self.acd_conflicts >= acd::MAX_CONFLICTS {
+            // RFC 5227 §2.1.1: after MAX_CONFLICTS, at most one new address per RATE_LIMIT_INTERVAL.
+            let xid = self.rng.next_u32();
+            let retransmit_at = now.add_ms(acd::RATE_LIMIT_INTERVAL_MS);
+            self.client = Client::Selecting { xid, attempt: 0, retransmit_at };
+        } else {
+            actions.push(self.begin_discover(now));
+        }
         self.decide(
             Decision::new(frame, now, Input::Arp, Verdict::Conflict).reason(reason::ADDRESS_IN_USE).actions(actions),
         );
     }
+}
+
+/// DESIGN §5 "Usable addresses" for our own address: unicast outside the reserved ranges.
+fn usable_yiaddr(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    !(o[0] == 0 || o[0] == 127 || (o[0] == 169 && o[1] == 254) || o[0] >= 224)
 }

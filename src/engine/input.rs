@@ -13,7 +13,7 @@ use crate::wire::{arp, dhcpv4, ipsync, Mac, Malformed};
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
-use super::Input;
+use super::decision::Input;
 
 /// The owned summary of a DHCP message: what the engine decides on.
 #[derive(Debug, Clone, PartialEq, Eq)]

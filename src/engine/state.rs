@@ -5,7 +5,7 @@
 //! directory) and moving a corrupt file aside belong to the shell; the engine only marks the
 //! state dirty when it changed.
 
-use super::Cidr;
+use super::vocab::Cidr;
 use crate::wire::Mac;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;

@@ -1,171 +1,200 @@
 //! Following the cloud server: authenticated announcements, the compare/ignore/conflict/apply
-//! rule, replay counters, ARP evidence and pin resolution.
+//! rule, planned (make-before-break) moves, ARP evidence and pin resolution.
 //!
 //! Contract: an ipsync message is checked in the order DESIGN §5 fixes (structure was checked by
-//! the decoder; then key id, HMAC, sequence, semantics). A sequence is committed only after the
-//! HMAC checked, and is committed whatever the semantic verdict. A server switch emits, in order:
-//! pin the new pair, unpin the old address, connect, persist (`set_server`), hook.
+//! the decoder; over UDP only ANNOUNCE is taken; then key id, HMAC, sequence, freshness, then
+//! semantics). A sequence is committed only after all of those passed, whatever the semantic
+//! verdict. A break-before-make switch emits, in order: pin the new pair, unpin the old address,
+//! connect, persist (`set_server`), hook. ARP evidence never holds a signed move back; it only
+//! adds an alarm. A pin's MAC learnt by ARP comes only from a unicast reply to us.
 
-use super::state::ServerState;
-use super::Instant;
-use super::{reason, Action, Decision, Engine, HookReason, Input, IpsyncMsg, Mode, Resolving, TxKind, Verdict};
+use super::core::{Engine, PendingMove, Resolving};
+use super::decision::{reason, Decision, Input, Verdict};
+use super::input::IpsyncMsg;
+use super::vocab::{Action, HookReason, Instant, Mode, TxKind};
 use crate::wire::{arp, frame, ipsync, Mac};
 use std::net::Ipv4Addr;
 
-/// How long an ARP resolution for a pin stays open for answers (and for a second, conflicting
-/// answer to show up).
-const RESOLVE_WINDOW_MS: u64 = 3000;
-
-fn usable_unicast(ip: Ipv4Addr) -> bool {
-    !(ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback())
-}
+/// DESIGN §5: the ARP resolution window is 1 s, with 3 requests spread over it.
+pub const RESOLVE_WINDOW_MS: u64 = 1000;
+pub const RESOLVE_REQUESTS: u8 = 3;
 
 impl Engine {
     pub(super) fn handle_ipsync(&mut self, now: Instant, frame: Option<u64>, msg: &IpsyncMsg, raw: &[u8]) {
         let input = Input::Announce;
         let (sip, smac) = (msg.server_ipv4, msg.server_mac);
-        let reject =
-            |e: &mut Engine, r| e.decide(Decision::new(frame, now, input, Verdict::Reject).reason(r).server(sip, smac));
+        let line = |v: Verdict| Decision::new(frame, now, input, v).server(sip, smac);
+        // Over UDP a terminal takes ANNOUNCE only; a HELLO or WELCOME here commits nothing.
+        if msg.msg_type != ipsync::MessageType::Announce {
+            return self.decide(line(Verdict::Ignore).reason(reason::UNEXPECTED));
+        }
         let Some(key) = self.cfg.keys.get(&msg.key_id) else {
-            return reject(self, reason::UNKNOWN_KEY);
+            return self.decide(line(Verdict::Reject).reason(reason::UNKNOWN_KEY));
         };
         if !ipsync::Packet::new_unchecked(raw).verify(key) {
-            return reject(self, reason::BAD_MAC);
+            return self.decide(line(Verdict::Reject).reason(reason::BAD_MAC));
         }
-        if let Some(&last) = self.state.sequences.get(&msg.key_id) {
-            if msg.sequence <= last {
-                return reject(self, reason::REPLAYED);
+        if self.state.sequences.get(&msg.key_id).is_some_and(|&last| msg.sequence <= last) {
+            return self.decide(line(Verdict::Reject).reason(reason::REPLAYED));
+        }
+        if self.cfg.max_age_s > 0 && self.wall.synced {
+            let age = self.wall.unix_us(now).abs_diff(msg.sequence);
+            if age > self.cfg.max_age_s.saturating_mul(1_000_000) {
+                return self.decide(line(Verdict::Reject).reason(reason::STALE));
             }
         }
         self.state.sequences.insert(msg.key_id, msg.sequence);
         self.mark_dirty();
 
-        if msg.msg_type != ipsync::MessageType::Announce {
-            return self.decide(
-                Decision::new(frame, now, input, Verdict::Ignore).reason(reason::UNEXPECTED).server(sip, smac),
-            );
-        }
         // The decoder proved both are present in an ANNOUNCE.
         let (Some(ip), Some(mac)) = (sip, smac) else {
-            return self.decide(
-                Decision::new(frame, now, input, Verdict::Ignore).reason(reason::UNEXPECTED).server(sip, smac),
-            );
+            return self.decide(line(Verdict::Ignore).reason(reason::UNEXPECTED));
         };
-        if !usable_unicast(ip) || !mac.is_unicast() {
-            return self
-                .decide(Decision::new(frame, now, input, Verdict::Ignore).reason("bad_address").server(sip, smac));
+        if !self.usable_address(ip) || !self.usable_mac(mac) {
+            return self.decide(line(Verdict::Ignore).reason(reason::BAD_ADDRESS));
         }
-        if let Some(actions) = self.conflict_actions(now, ip, Some(mac)) {
-            let r = if self.is_own(ip) { reason::OWN_ADDRESS } else { reason::ADDRESS_IN_USE };
-            return self.decide(
-                Decision::new(frame, now, input, Verdict::Conflict).reason(r).server(sip, smac).actions(actions),
-            );
+        if self.is_own(ip) {
+            let detail = format!("server address {ip} is this terminal's own address");
+            let actions = self.alarm(now, ip, Some(mac), reason::OWN_ADDRESS, detail, Some(HookReason::Conflict));
+            return self.decide(line(Verdict::Conflict).reason(reason::OWN_ADDRESS).actions(actions));
         }
-        let current = self.state.server;
-        match (self.current_server(), current.and_then(|s| s.mac)) {
-            (Some(cur), known) if cur == ip && known.map_or(true, |k| k.ct_eq(&mac)) => {
-                let mut actions = Vec::new();
-                if known.is_none() {
-                    // Same server, first time we learn its MAC: pin it; this is no switch.
-                    actions.push(Action::PinNeighbour { ip, mac });
-                    actions.push(Action::SetServer { ip, mac: Some(mac) });
-                    self.state.server =
-                        Some(ServerState { ip, mac: Some(mac), since: current.map_or(now.secs(), |s| s.since) });
-                }
-                self.decide(Decision::new(frame, now, input, Verdict::Same).server(sip, smac).actions(actions))
-            }
-            _ => {
-                let actions = self.switch_server(now, ip, Some(mac), msg.service_port);
-                self.decide(Decision::new(frame, now, input, Verdict::Apply).server(sip, smac).actions(actions))
-            }
+        if self.pending.is_some_and(|p| p.to == ip && p.mac.ct_eq(&mac)) {
+            return self.decide(line(Verdict::Same));
         }
-    }
-
-    pub(super) fn is_own(&self, ip: Ipv4Addr) -> bool {
-        self.own_cidr().is_some_and(|c| c.addr == ip)
-    }
-
-    /// `Some(actions)` when `ip` may not become the server: it is our own address, or ARP has
-    /// recently shown it owned by a MAC other than `mac`.
-    pub(super) fn conflict_actions(&mut self, now: Instant, ip: Ipv4Addr, mac: Option<Mac>) -> Option<Vec<Action>> {
-        let (kind, detail) = if self.is_own(ip) {
-            (reason::OWN_ADDRESS, format!("server address {ip} is this terminal's own address"))
-        } else {
-            let seen = self.arp.owner(ip, now)?;
-            let m = mac?;
-            if seen.ct_eq(&m) {
-                return None;
+        let current = self.current_server();
+        let known = self.state.server.filter(|s| Some(s.ip) == current).and_then(|s| s.mac);
+        if current == Some(ip) && known.map_or(true, |k| k.ct_eq(&mac)) {
+            let mut actions = Vec::new();
+            if known.is_none() {
+                // Same server, first time we learn its MAC: pin it; this is no switch.
+                actions.push(Action::PinNeighbour { ip, mac });
+                actions.push(Action::SetServer { ip, mac: Some(mac) });
+                self.set_server_state(now, ip, Some(mac), true);
             }
-            (reason::ADDRESS_IN_USE, format!("{ip} announced at {m} but ARP shows it at {seen}"))
+            return self.decide(line(Verdict::Same).actions(actions));
+        }
+        // ARP that shows the address at another MAC raises an alarm but never holds the move back.
+        let evidence = match self.arp.owner(ip, now) {
+            Some(seen) if !seen.ct_eq(&mac) => {
+                let detail = format!("{ip} announced at {mac} but ARP shows it at {seen}; pinning {mac}");
+                self.alarm(now, ip, Some(mac), reason::ADDRESS_IN_USE, detail, None)
+            }
+            _ => Vec::new(),
         };
-        Some(self.alarm(now, ip, mac, kind, detail))
+        let mut actions = Vec::new();
+        // A pending move to another address is replaced by this one.
+        if let Some(p) = self.pending.take() {
+            self.hang_up(p.to);
+            if Some(p.to) != current && p.to != ip {
+                actions.push(Action::UnpinNeighbour { ip: p.to });
+            }
+        }
+        match current {
+            Some(from) if msg.previous_ipv4 == Some(from) && from != ip => {
+                // Make-before-break: pin and dial B, keep A until B's WELCOME.
+                actions.push(Action::PinNeighbour { ip, mac });
+                actions.push(self.dial_now(ip));
+                self.pending = Some(PendingMove { to: ip, mac, from, service_port: msg.service_port });
+            }
+            _ => actions.extend(self.switch_server(now, ip, Some(mac), msg.service_port)),
+        }
+        actions.extend(evidence);
+        self.decide(line(Verdict::Apply).actions(actions));
     }
 
-    pub(super) fn alarm(
-        &mut self,
-        _now: Instant,
-        ip: Ipv4Addr,
-        mac: Option<Mac>,
-        kind: &'static str,
-        detail: String,
-    ) -> Vec<Action> {
-        let mut env = self.hook_env(Some(ip), mac);
-        env.conflict_kind = Some(kind);
-        vec![Action::Alarm { kind, detail }, Action::Hook { reason: HookReason::Conflict, env }]
-    }
-
-    /// The actions of a switch to `ip`, and the state change. Without a MAC, an on-link server
-    /// is resolved by ARP and pinned when it answers; an off-link one is not pinned, the gateway
-    /// is (DESIGN §5, "Where a pin's MAC comes from").
-    pub(super) fn switch_server(
-        &mut self,
-        now: Instant,
-        ip: Ipv4Addr,
-        mac: Option<Mac>,
-        port: Option<u16>,
-    ) -> Vec<Action> {
+    /// The actions of a break-before-make switch to `ip`, and the state change. Without a MAC, an
+    /// on-link server is resolved by ARP and pinned when it answers; an off-link one is not
+    /// pinned, the gateway is (DESIGN §5, "Where a pin's MAC comes from").
+    pub(super) fn switch_server(&mut self, now: Instant, ip: Ipv4Addr, mac: Option<Mac>, port: Option<u16>) -> Vec<Action> {
         let old = self.current_server();
         let mut actions = Vec::new();
         match mac {
             Some(m) => actions.push(Action::PinNeighbour { ip, mac: m }),
-            None => {
-                let on_link = self.own_cidr().is_some_and(|c| c.contains(ip));
-                let target = if on_link { Some(ip) } else { self.client.router() };
-                if let Some(t) = target {
-                    if let Some(a) = self.start_resolving(now, t) {
-                        actions.push(a);
-                    }
-                }
-            }
+            None => actions.extend(self.resolve_pin_of(now, ip)),
         }
         if let Some(o) = old.filter(|&o| o != ip) {
             actions.push(Action::UnpinNeighbour { ip: o });
         }
-        actions.push(Action::Connect { ip, port: self.cfg.port });
+        actions.push(self.dial_now(ip));
         actions.push(Action::SetServer { ip, mac });
         let mut env = self.hook_env(Some(ip), mac);
         env.service_port = port;
         actions.push(Action::Hook { reason: HookReason::ServerChanged, env });
-        self.state.server = Some(ServerState { ip, mac, since: now.secs() });
-        self.mark_dirty();
+        self.set_server_state(now, ip, mac, false);
         actions
     }
 
-    pub(super) fn resolving_active(&self, now: Instant) -> bool {
-        self.resolving.is_some_and(|r| now < r.until)
+    /// Starts resolving the pin for a server known only by IP: the server itself when on-link,
+    /// else the gateway. Nothing when there is nothing to resolve.
+    pub(super) fn resolve_pin_of(&mut self, now: Instant, server: Ipv4Addr) -> Option<Action> {
+        let on_link = self.own_cidr().is_some_and(|c| c.contains(server));
+        let target = if on_link { Some(server) } else { self.client.router() }?;
+        Some(self.start_resolving(now, target))
     }
 
-    pub(super) fn start_resolving(&mut self, now: Instant, target: Ipv4Addr) -> Option<Action> {
-        self.resolving = Some(Resolving { ip: target, answered: None, until: now.add_ms(RESOLVE_WINDOW_MS) });
+    pub(super) fn resolving_active(&self) -> bool {
+        self.resolving.is_some()
+    }
+
+    pub(super) fn start_resolving(&mut self, now: Instant, target: Ipv4Addr) -> Action {
+        self.resolving = Some(Resolving {
+            ip: target,
+            answered: None,
+            requests: 1,
+            next_at: now.add_ms(RESOLVE_WINDOW_MS / u64::from(RESOLVE_REQUESTS)),
+            until: now.add_ms(RESOLVE_WINDOW_MS),
+        });
+        self.arp_request(target)
+    }
+
+    fn arp_request(&self, target: Ipv4Addr) -> Action {
         let spa = self.own_cidr().map_or(Ipv4Addr::UNSPECIFIED, |c| c.addr);
         let req = arp::Repr { operation: arp::Operation::Request, sha: self.cfg.mac, spa, tha: Mac::ZERO, tpa: target };
-        Some(Action::Transmit {
-            kind: TxKind::ArpRequest,
-            frame: frame::emit_arp_frame(self.cfg.mac, Mac::BROADCAST, &req.to_bytes()),
-        })
+        Action::Transmit { kind: TxKind::ArpRequest, frame: frame::emit_arp_frame(self.cfg.mac, Mac::BROADCAST, &req.to_bytes()) }
     }
 
-    pub(super) fn handle_arp(&mut self, now: Instant, frame: Option<u64>, a: &arp::Repr) {
+    /// The resolution window's timer: the next request, or the window's end. Unanswered, the
+    /// server stays applied unpinned, with `alarm unresolved`.
+    pub(super) fn resolve_timeout(&mut self, now: Instant) {
+        let Some(mut r) = self.resolving else { return };
+        if r.requests < RESOLVE_REQUESTS {
+            if now < r.next_at {
+                return;
+            }
+            let at = r.next_at;
+            r.requests += 1;
+            r.next_at = at.add_ms(RESOLVE_WINDOW_MS / u64::from(RESOLVE_REQUESTS));
+            self.resolving = Some(r);
+            if r.answered.is_some() {
+                return;
+            }
+            let a = self.arp_request(r.ip);
+            return self.decide(Decision::new(None, at, Input::Timer, Verdict::Apply).server(Some(r.ip), None).actions(vec![a]));
+        }
+        if now < r.until {
+            return;
+        }
+        self.resolving = None;
+        if r.answered.is_none() {
+            let detail = format!("{} did not answer {RESOLVE_REQUESTS} ARP requests in {RESOLVE_WINDOW_MS} ms; not pinned", r.ip);
+            let actions = self.alarm(now, r.ip, None, "unresolved", detail, None);
+            self.decide(Decision::new(None, r.until, Input::Timer, Verdict::Apply).server(Some(r.ip), None).actions(actions));
+        }
+    }
+
+    /// Whether `a` answers our resolution of `ip`: a reply to our MAC and address, from a usable
+    /// MAC that is also the frame's source. Requests and gratuitous ARP never are.
+    fn is_answer(&self, a: &arp::Repr, src: Mac, ip: Ipv4Addr) -> bool {
+        let ours = self.own_cidr().map(|c| c.addr);
+        a.operation == arp::Operation::Reply
+            && a.spa == ip
+            && a.tha.ct_eq(&self.cfg.mac)
+            && Some(a.tpa) == ours
+            && a.sha.ct_eq(&src)
+            && self.usable_mac(a.sha)
+    }
+
+    pub(super) fn handle_arp(&mut self, now: Instant, frame: Option<u64>, a: &arp::Repr, src: Mac) {
         if self.client_handle_arp(now, frame, a) {
             return;
         }
@@ -173,79 +202,65 @@ impl Engine {
         if spa.is_unspecified() {
             return;
         }
-        let decision = self.arp_evidence(now, frame, spa, sha);
+        if let Some(r) = self.resolving.filter(|r| r.ip == spa && self.is_answer(a, src, spa)) {
+            self.resolution_answer(now, frame, r, sha);
+            return;
+        }
+        let d = self.arp_evidence(now, frame, spa, sha, src);
         self.arp.learn(spa, sha, now);
-        if let Some(d) = decision {
+        if let Some(d) = d {
             self.decide(d);
         }
     }
 
-    fn arp_evidence(&mut self, now: Instant, frame: Option<u64>, spa: Ipv4Addr, sha: Mac) -> Option<Decision> {
-        if self.resolving.is_some_and(|r| now >= r.until) {
-            self.resolving = None;
-        }
-        if let Some(mut r) = self.resolving.filter(|r| r.ip == spa) {
-            match r.answered {
-                None => {
-                    r.answered = Some(sha);
-                    self.resolving = Some(r);
-                    let mut actions = vec![Action::PinNeighbour { ip: spa, mac: sha }];
-                    // The target is the server (or, for an off-link server, the gateway).
-                    if self.current_server() == Some(spa) {
-                        let since = self.state.server.map_or(now.secs(), |s| s.since);
-                        self.state.server = Some(ServerState { ip: spa, mac: Some(sha), since });
-                        actions.push(Action::SetServer { ip: spa, mac: Some(sha) });
-                        self.mark_dirty();
-                    }
-                    return Some(
-                        Decision::new(frame, now, Input::Arp, Verdict::Apply)
-                            .server(Some(spa), Some(sha))
-                            .actions(actions),
-                    );
+    fn resolution_answer(&mut self, now: Instant, frame: Option<u64>, mut r: Resolving, sha: Mac) {
+        let line = |v: Verdict| Decision::new(frame, now, Input::Arp, v).server(Some(r.ip), Some(sha));
+        match r.answered {
+            None => {
+                r.answered = Some(sha);
+                self.resolving = Some(r);
+                let mut actions = vec![Action::PinNeighbour { ip: r.ip, mac: sha }];
+                // The target is the server (or, for an off-link server, the gateway).
+                if self.current_server() == Some(r.ip) {
+                    self.set_server_state(now, r.ip, Some(sha), true);
+                    actions.push(Action::SetServer { ip: r.ip, mac: Some(sha) });
                 }
-                Some(first) if !first.ct_eq(&sha) => {
-                    let detail = format!("{spa} answered by {first} and by {sha}");
-                    let actions = self.alarm(now, spa, Some(sha), reason::ADDRESS_IN_USE, detail);
-                    return Some(
-                        Decision::new(frame, now, Input::Arp, Verdict::Conflict)
-                            .reason(reason::ADDRESS_IN_USE)
-                            .server(Some(spa), Some(sha))
-                            .actions(actions),
-                    );
-                }
-                Some(_) => return None,
+                self.decide(line(Verdict::Apply).actions(actions));
             }
+            Some(first) if !first.ct_eq(&sha) => {
+                // Two MACs answer for one address: trust neither. The address stays; the pin goes.
+                self.resolving = Some(Resolving { answered: Some(sha), ..r });
+                let mut actions = vec![Action::UnpinNeighbour { ip: r.ip }];
+                if self.state.server.is_some_and(|s| s.ip == r.ip && s.mac.is_some()) {
+                    self.set_server_state(now, r.ip, None, true);
+                    actions.push(Action::SetServer { ip: r.ip, mac: None });
+                }
+                let detail = format!("{} answered by {first} and by {sha}; not pinned", r.ip);
+                actions.extend(self.alarm(now, r.ip, Some(sha), reason::ADDRESS_IN_USE, detail, Some(HookReason::Conflict)));
+                self.decide(line(Verdict::Conflict).reason(reason::ADDRESS_IN_USE).actions(actions));
+            }
+            Some(_) => {}
         }
-        // A spoofer claiming the pinned server's address: the pin holds; raise the alarm.
+    }
+
+    /// A spoofer claiming the pinned server's address: the pin holds; the alarm is coalesced.
+    fn arp_evidence(&mut self, now: Instant, frame: Option<u64>, spa: Ipv4Addr, sha: Mac, src: Mac) -> Option<Decision> {
         let pinned = self.state.server.filter(|s| s.ip == spa).and_then(|s| s.mac)?;
-        if pinned.ct_eq(&sha) || !self.rate.allow(sha, now) {
+        if pinned.ct_eq(&sha) {
+            return None;
+        }
+        if !self.rate.allow(src, Input::Arp, now, false) {
+            self.counters.drop("rate_limited");
             return None;
         }
         let detail = format!("ARP claims server {spa} is at {sha}, pinned at {pinned}");
-        let actions = self.alarm(now, spa, Some(sha), reason::ADDRESS_IN_USE, detail);
+        let actions = self.alarm(now, spa, Some(sha), reason::ADDRESS_IN_USE, detail, Some(HookReason::Conflict));
         Some(
             Decision::new(frame, now, Input::Arp, Verdict::Conflict)
                 .reason(reason::ADDRESS_IN_USE)
                 .server(Some(spa), Some(sha))
                 .actions(actions),
         )
-    }
-
-    pub(super) fn handle_welcome(&mut self, now: Instant, ip: Ipv4Addr, mac: Option<Mac>, status: u8) {
-        if self.current_server() != Some(ip) {
-            return;
-        }
-        if status == ipsync::status::SUCCESS {
-            self.welcomed = Some((ip, now));
-            let mac = mac.or(self.state.server.filter(|s| s.ip == ip).and_then(|s| s.mac));
-            let env = self.hook_env(Some(ip), mac);
-            let actions = vec![Action::Hook { reason: HookReason::ServerConnected, env }];
-            self.decide(Decision::new(None, now, Input::Welcome, Verdict::Same).server(Some(ip), mac).actions(actions));
-        } else {
-            self.decide(
-                Decision::new(None, now, Input::Welcome, Verdict::Ignore).reason("refused").server(Some(ip), mac),
-            );
-        }
     }
 
     /// Whether FORCERENEW's final check ("we are BOUND") holds. In follow mode the system's own

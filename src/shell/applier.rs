@@ -1,8 +1,9 @@
 //! Carrying out actions. [`Applier`] is implemented by the Recorder here (replay and tests) and,
-//! for the live daemon, by the netlink applier (issue 3).
+//! for the live daemon, by the netlink applier.
 //!
 //! Contract: the applier thread owns every side effect (kernel state, hooks, the state file), so
-//! the worker never blocks on one. Each action is answered with an [`ActionResult`].
+//! the worker never blocks on one. It holds no policy: each action is executed once and answered
+//! with an [`ActionResult`]; a `connect` is one attempt whose outcome comes back asynchronously.
 
 use crate::engine::{Action, ActionResult, State};
 use crossbeam_channel::Sender;
@@ -17,14 +18,17 @@ pub trait Applier: Send {
     fn persist(&mut self, state: &State) -> std::io::Result<()>;
 }
 
-/// Records what would be done and reports every action as done. With a state directory it
-/// also persists state, so a replay can be continued or inspected with `status`.
+/// Records what would be done and reports every action as done: replay is the live daemon on a
+/// perfect network, so a `connect` is answered by a WELCOME from the server dialled (DESIGN §3).
+/// With a state directory it also persists state, so a replay can be continued or inspected.
 #[derive(Debug, Default)]
 pub struct Recorder {
     pub state_dir: Option<PathBuf>,
     /// Count per action op.
     pub counts: std::collections::BTreeMap<&'static str, u64>,
     pub persisted: u64,
+    /// When set, every action in the order received (a test compares it with the decision log).
+    pub log: Option<std::sync::Arc<parking_lot::Mutex<Vec<Action>>>>,
 }
 
 impl Recorder {
@@ -36,7 +40,13 @@ impl Recorder {
 impl Applier for Recorder {
     fn apply(&mut self, action: &Action) -> ActionResult {
         *self.counts.entry(action.op()).or_default() += 1;
-        ActionResult::Done
+        if let Some(log) = &self.log {
+            log.lock().push(action.clone());
+        }
+        match action {
+            Action::Connect { ip, .. } => ActionResult::Welcome { ip: *ip, mac: None, status: 0 },
+            _ => ActionResult::Done,
+        }
     }
 
     fn persist(&mut self, state: &State) -> std::io::Result<()> {
@@ -55,20 +65,15 @@ mod live {
     use crate::engine::{Action, ActionResult, State};
     use crate::shell::capture::Transmitter;
     use crate::shell::channel::{self, Terminal};
+    use crate::shell::clock;
     use crate::shell::hooks::Hooks;
     use crate::shell::netlink::{self, Event, Netlink};
     use crate::shell::state_file;
     use crossbeam_channel::Sender;
     use std::net::Ipv4Addr;
     use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
-
-    /// Attempts before SERVER_UNREACHABLE; retries continue afterwards at the capped interval.
-    const CONNECT_ATTEMPTS: u32 = 3;
-    const BACKOFF_BASE: Duration = Duration::from_millis(200);
-    const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
     pub struct LiveConfig {
         pub ifname: String,
@@ -87,25 +92,7 @@ mod live {
         nl: Netlink,
         tx: Transmitter,
         results: Option<Sender<ActionResult>>,
-        /// Bumped by every Connect: an older connector thread stops at its next step.
-        generation: Arc<AtomicU64>,
         last_hello_seq: Arc<parking_lot::Mutex<Option<u64>>>,
-    }
-
-    fn random16() -> [u8; 16] {
-        let mut b = [0u8; 16];
-        // SAFETY: getrandom writes at most 16 bytes into a live 16-byte buffer.
-        let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 16, 0) };
-        if n != 16 {
-            // The kernel RNG never fails once seeded; fall back to time rather than a fixed nonce.
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-            b.copy_from_slice(&t.to_le_bytes());
-        }
-        b
-    }
-
-    fn unix_us() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
     }
 
     impl LiveApplier {
@@ -117,46 +104,32 @@ mod live {
                 nl,
                 tx,
                 results: None,
-                generation: Arc::new(AtomicU64::new(0)),
                 last_hello_seq: Arc::new(parking_lot::Mutex::new(None)),
             })
         }
 
+        /// One attempt, on its own thread so the applier never blocks on a slow server; its
+        /// outcome goes back to the engine, which decides whether and when to try again.
         fn connect(&self, ip: Ipv4Addr, port: u16) {
             let Some(results) = self.results.clone() else { return };
-            let gen = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-            let generation = Arc::clone(&self.generation);
             let terminal = Arc::clone(&self.cfg.terminal);
             let timeout = self.cfg.connect_timeout;
             let seq = Arc::clone(&self.last_hello_seq);
             let spawned = std::thread::Builder::new().name("connect".into()).spawn(move || {
-                let mut attempt = 0u32;
-                loop {
-                    if generation.load(Ordering::Acquire) != gen {
-                        return; // superseded by a newer server
-                    }
-                    let sequence = channel::next_hello_sequence(&mut seq.lock(), unix_us());
-                    let t = terminal.read().clone();
-                    match channel::hello(&t, ip, port, timeout, random16(), sequence) {
-                        Ok(w) => {
-                            let _ = results.send(ActionResult::Welcome { ip, mac: w.server_mac, status: 0 });
-                            return;
-                        }
-                        Err(channel::ChannelError::Status(s)) => {
-                            let _ = results.send(ActionResult::Welcome { ip, mac: None, status: s });
-                        }
-                        Err(e) => log::info!("connect {ip}:{port} attempt {}: {e}", attempt + 1),
-                    }
-                    attempt += 1;
-                    if attempt == CONNECT_ATTEMPTS {
-                        let _ = results.send(ActionResult::Unreachable { ip });
-                    }
-                    let jitter = u64::from_le_bytes(random16()[..8].try_into().unwrap_or([0; 8]));
-                    std::thread::sleep(channel::backoff(attempt, BACKOFF_BASE, BACKOFF_CAP, jitter));
+                let sequence = channel::next_hello_sequence(&mut seq.lock(), clock::unix_us());
+                let t = terminal.read().clone();
+                let r = channel::hello(&t, ip, port, timeout, clock::random_bytes::<16>(), sequence);
+                if let Err(e) = &r {
+                    log::info!("connect {ip}:{port}: {e}");
                 }
+                let _ = results.send(channel::outcome(ip, &r));
             });
             if let Err(e) = spawned {
                 log::error!("cannot start the connection thread: {e}");
+                if let Some(r) = &self.results {
+                    let failure = crate::engine::ChannelFailure::Closed;
+                    let _ = r.send(ActionResult::ChannelFailed { ip, failure });
+                }
             }
         }
 

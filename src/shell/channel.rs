@@ -2,15 +2,18 @@
 //! send HELLO with a fresh nonce, and accept only the WELCOME that proves the connection:
 //! valid HMAC, our nonce echoed, SERVER_IPV4 equal to the address we dialled, STATUS 0.
 //!
-//! Contract: one record each way, each at most 1024 bytes (the ipsync maximum), every read and
-//! write bounded by a timeout; every failure is a typed [`ChannelError`].
+//! Contract: one attempt per call, no policy: retries, backoff and giving up belong to the engine
+//! (engine/channel.rs), which gets each attempt's outcome as an [`ActionResult`] ([`outcome`]).
+//! One record each way, each at most 1024 bytes (the ipsync maximum); the whole exchange
+//! (connect, HELLO, WELCOME) has one deadline; every failure is a typed [`ChannelError`].
 
+use crate::engine::{ActionResult, ChannelFailure};
 use crate::wire::ipsync::next_sequence;
 use crate::wire::{ipsync, Mac};
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 #[non_exhaustive]
@@ -79,8 +82,27 @@ pub struct Welcome {
     pub sequence: u64,
 }
 
-/// One HELLO → WELCOME exchange. `nonce` and `sequence` are inputs so the caller owns
-/// randomness and the sender's sequence.
+/// Reads from a stream with one deadline for all reads together, so a peer that drips one
+/// byte at a time cannot stretch the exchange.
+struct Deadline<'a> {
+    s: &'a TcpStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::from(io::ErrorKind::TimedOut));
+        }
+        self.s.set_read_timeout(Some(left))?;
+        let mut s = self.s;
+        s.read(buf)
+    }
+}
+
+/// One HELLO → WELCOME exchange within `timeout`. `nonce` and `sequence` are inputs so the caller
+/// owns randomness and the sender's sequence.
 pub fn hello(
     t: &Terminal,
     server: Ipv4Addr,
@@ -89,17 +111,18 @@ pub fn hello(
     nonce: [u8; 16],
     sequence: u64,
 ) -> Result<Welcome, ChannelError> {
+    let until = Instant::now() + timeout;
     let addr = SocketAddr::V4(SocketAddrV4::new(server, port));
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(ChannelError::Connect)?;
+    let s = TcpStream::connect_timeout(&addr, timeout).map_err(ChannelError::Connect)?;
     let _ = s.set_nodelay(true);
-    s.set_read_timeout(Some(timeout)).map_err(ChannelError::Io)?;
-    s.set_write_timeout(Some(timeout)).map_err(ChannelError::Io)?;
+    let left = until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    s.set_write_timeout(Some(left)).map_err(ChannelError::Io)?;
     let mut h = ipsync::Repr::new(ipsync::MessageType::Hello, t.key_id, sequence);
     h.nonce = Some(nonce);
     h.terminal_mac = Some(t.mac);
     h.terminal_ipv4 = Some(t.ip);
-    s.write_all(&h.to_bytes(&t.key)).map_err(ChannelError::Io)?;
-    let reply = read_record(&mut s)?;
+    (&s).write_all(&h.to_bytes(&t.key)).map_err(ChannelError::Io)?;
+    let reply = read_record(&mut Deadline { s: &s, until })?;
     let p = ipsync::Packet::new_checked(&reply[..]).map_err(ChannelError::Malformed)?;
     let w = ipsync::Repr::parse(&p).map_err(ChannelError::Malformed)?;
     if w.msg_type != ipsync::MessageType::Welcome {
@@ -125,13 +148,25 @@ pub fn hello(
     }
 }
 
-/// Capped exponential backoff with jitter: attempt n waits base·2ⁿ (at most `cap`), scaled by a
-/// factor in [0.5, 1.0) drawn from `jitter` (so terminals that lost the server together do not
-/// come back in lockstep).
-pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: u64) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
-    let frac = 0.5 + (jitter % 1000) as f64 / 2000.0;
-    exp.mul_f64(frac)
+/// What the engine is told about one attempt to `ip` (DESIGN §5 `welcome`/`retry` reasons).
+pub fn outcome(ip: Ipv4Addr, r: &Result<Welcome, ChannelError>) -> ActionResult {
+    let io_failure = |e: &io::Error| match e.kind() {
+        io::ErrorKind::ConnectionRefused => ChannelFailure::Refused,
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ChannelFailure::Timeout,
+        _ => ChannelFailure::Closed,
+    };
+    let failed = |failure| ActionResult::ChannelFailed { ip, failure };
+    match r {
+        Ok(w) => ActionResult::Welcome { ip, mac: w.server_mac, status: ipsync::status::SUCCESS },
+        Err(ChannelError::Status(s)) => ActionResult::Welcome { ip, mac: None, status: *s },
+        Err(ChannelError::UnknownKey(_)) => ActionResult::WelcomeRejected { ip, reason: "unknown_key" },
+        Err(ChannelError::BadMac) => ActionResult::WelcomeRejected { ip, reason: "bad_mac" },
+        Err(ChannelError::Connect(e)) | Err(ChannelError::Io(e)) => failed(io_failure(e)),
+        Err(ChannelError::Malformed(_))
+        | Err(ChannelError::NotWelcome)
+        | Err(ChannelError::NonceMismatch)
+        | Err(ChannelError::WrongServer { .. }) => failed(ChannelFailure::BadWelcome),
+    }
 }
 
 /// The sender side of DESIGN §4.3 for HELLOs: a fresh sequence for each message.
@@ -146,20 +181,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_is_capped_and_jittered() {
-        let b = Duration::from_millis(100);
-        let cap = Duration::from_secs(5);
-        assert!(backoff(0, b, cap, 0) >= Duration::from_millis(50));
-        assert!(backoff(0, b, cap, 999) < Duration::from_millis(100));
-        assert!(backoff(30, b, cap, 999) <= cap);
-        assert!(backoff(3, b, cap, 0) >= Duration::from_millis(400));
-    }
-
-    #[test]
     fn record_reader_bounds_the_length() {
         let mut bad = &b"IPSY\x01\x02\xff\xff"[..];
         assert!(matches!(read_record(&mut bad), Err(ChannelError::Malformed(ipsync::Error::Length(0xffff)))));
         let mut junk = &b"GET / HTTP/1.1\r\n"[..];
         assert!(matches!(read_record(&mut junk), Err(ChannelError::Malformed(ipsync::Error::Magic))));
+    }
+
+    #[test]
+    fn outcomes_map_to_design_reasons() {
+        let ip = Ipv4Addr::new(10, 0, 0, 1);
+        let refused = Err(ChannelError::Connect(io::Error::from(io::ErrorKind::ConnectionRefused)));
+        assert_eq!(outcome(ip, &refused), ActionResult::ChannelFailed { ip, failure: ChannelFailure::Refused });
+        let slow = Err(ChannelError::Io(io::Error::from(io::ErrorKind::WouldBlock)));
+        assert_eq!(outcome(ip, &slow), ActionResult::ChannelFailed { ip, failure: ChannelFailure::Timeout });
+        let eof = Err(ChannelError::Io(io::Error::from(io::ErrorKind::UnexpectedEof)));
+        assert_eq!(outcome(ip, &eof), ActionResult::ChannelFailed { ip, failure: ChannelFailure::Closed });
+        assert_eq!(outcome(ip, &Err(ChannelError::BadMac)), ActionResult::WelcomeRejected { ip, reason: "bad_mac" });
+        assert_eq!(outcome(ip, &Err(ChannelError::Status(2))), ActionResult::Welcome { ip, mac: None, status: 2 });
+        assert_eq!(
+            outcome(ip, &Err(ChannelError::NonceMismatch)),
+            ActionResult::ChannelFailed { ip, failure: ChannelFailure::BadWelcome }
+        );
     }
 }

@@ -14,11 +14,11 @@ use super::netlink::Netlink;
 use super::pipeline::{self, Extras};
 use super::state_file;
 use super::status;
-use super::clock::SystemClock;
+use super::clock::{Clock, SystemClock};
 use super::worker::{Control, Timing};
 use crate::config::Config;
 use crate::engine::input::DecodeContext;
-use crate::engine::{Engine, Mode, State};
+use crate::engine::{Engine, Mode, State, Wall};
 use nix::sys::signal::{SigSet, Signal};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,17 +44,6 @@ pub fn sd_notify(msg: &str) {
     };
     if let Err(e) = r {
         log::debug!("sd_notify: {e}");
-    }
-}
-
-fn seed() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most 8 bytes into a live 8-byte buffer.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
-    if n == 8 {
-        u64::from_le_bytes(b)
-    } else {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
     }
 }
 
@@ -98,8 +87,7 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
 
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| DaemonError::Runtime(format!("{}: cannot create state_dir: {e}", cfg.state_dir.display())))?;
-    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let state = match state_file::load(&cfg.state_dir, now_s)
+    let state = match state_file::load(&cfg.state_dir, super::clock::unix_secs())
         .map_err(|e| DaemonError::Runtime(format!("{}: {e}", cfg.state_dir.display())))?
     {
         state_file::Loaded::Restored(s) => s,
@@ -108,7 +96,9 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     let own_ip = ecfg.address.map(|c| c.addr).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
     let port = ecfg.port;
     let ctx = DecodeContext { mac, port, server_option: ecfg.server_option };
-    let engine = Engine::new(ecfg, state, seed());
+    let clock = SystemClock;
+    let (unix_us, synced) = clock.wall();
+    let engine = Engine::with_wall(ecfg, state, super::clock::random_u64(), Wall::at(clock.now(), unix_us, synced));
 
     let shutdown = Shutdown::new().map_err(|e| DaemonError::Runtime(format!("eventfd: {e}")))?;
     let source = LiveSource::open(link.index, port, shutdown.clone())
@@ -190,9 +180,9 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
             last_write = Some((std::time::Instant::now(), key));
         }
     });
-    let sink = Box::new(
-        |d: &crate::engine::Decision| log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json(d)),
-    );
+    let sink = Box::new(|d: &crate::engine::Decision, wall: crate::engine::Instant| {
+        log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json_at(d, wall))
+    });
     log::info!("following on {ifname} ({mac}, {own_ip}), ipsync port {port}");
     sd_notify("READY=1");
     let summary = pipeline::run(
@@ -201,7 +191,7 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         engine,
         Box::new(applier),
         sink,
-        Timing::Live(Box::new(SystemClock)),
+        Timing::Live(Box::new(clock)),
         Extras { status: Some(status_sink), control: Some(ctl_rx) },
     );
     match summary.source_error {

@@ -3,7 +3,7 @@
 //! Contract: written by hand rather than through a map so the field order and the number format
 //! (`time` as seconds with six decimals) are exactly what the golden files hold.
 
-use crate::engine::{Action, Decision};
+use crate::engine::{Action, Decision, Instant};
 use std::fmt::Write;
 
 fn esc(s: &str, out: &mut String) {
@@ -61,8 +61,15 @@ fn action(a: &Action, out: &mut String) {
     out.push('}');
 }
 
-/// One decision as a JSON object, without the trailing newline.
+/// One decision as a JSON object, without the trailing newline; `time` is the decision's own
+/// (replay: the pcap time).
 pub fn to_json(d: &Decision) -> String {
+    to_json_at(d, d.time)
+}
+
+/// The same with `time` given: live, the engine's monotonic time converted to wall-clock time
+/// (DESIGN §3: wall time only in the log line).
+pub fn to_json_at(d: &Decision, time: Instant) -> String {
     let mut out = String::with_capacity(128 + 64 * d.actions.len());
     match d.frame {
         Some(n) => {
@@ -71,7 +78,7 @@ pub fn to_json(d: &Decision) -> String {
         None => out.push_str("{\"frame\":null"),
     }
     let _ =
-        write!(out, ",\"time\":{},\"input\":\"{}\",\"verdict\":\"{}\"", d.time, d.input.as_str(), d.verdict.as_str());
+        write!(out, ",\"time\":{},\"input\":\"{}\",\"verdict\":\"{}\"", time, d.input.as_str(), d.verdict.as_str());
     if let Some(r) = d.reason {
         out.push_str(",\"reason\":");
         esc(r, &mut out);

@@ -24,6 +24,8 @@ pub struct Summary {
     pub capture_drops: BTreeMap<&'static str, u64>,
     pub counters: Counters,
     pub source_error: Option<SourceError>,
+    /// How many times the state could not be written (replay exits 1 then: DESIGN §6).
+    pub persist_failures: u64,
     pub engine: Option<Engine>,
 }
 
@@ -96,8 +98,9 @@ pub fn run(
         log::error!("worker thread failed");
     }
     // The worker dropped its sender: the applier drains what is queued and exits.
-    if !matches!(applier_thread.map(|h| h.join()), Ok(Ok(_))) {
-        log::error!("applier thread failed");
+    match applier_thread.map(|h| h.join()) {
+        Ok(Ok((_, persist_failures))) => summary.persist_failures = persist_failures,
+        _ => log::error!("applier thread failed"),
     }
     summary
 }

@@ -10,8 +10,9 @@ use std::path::Path;
 
 pub const FILE_NAME: &str = "status.json";
 
-fn secs(t: crate::engine::Instant) -> f64 {
-    t.micros() as f64 / 1e6
+/// Wall-clock seconds at the engine's monotonic `t`.
+fn secs(e: &Engine, t: crate::engine::Instant) -> f64 {
+    e.wall_us(t) as f64 / 1e6
 }
 
 /// The status object; `pin.in_kernel` is filled in by the reader, who can ask the kernel.
@@ -23,12 +24,14 @@ pub fn snapshot(e: &Engine, interface: &str, now: crate::engine::Instant) -> Val
             "mac": s.mac.map(|m| m.to_string()),
             "since": s.since,
             "connected": e.connected_since().is_some(),
-            "last_welcome": e.connected_since().map(|t| t.secs()),
+            "last_welcome": e.connected_since().map(|t| e.wall_us(t) / 1_000_000),
         })
     });
     let server = server.or_else(|| {
         e.current_server().map(
-            |ip| json!({"ip": ip.to_string(), "mac": null, "since": null, "connected": false, "last_welcome": null}),
+            |ip| json!({"ip": ip.to_string(), "mac": null, "since": null,
+                "connected": e.connected_since().is_some(),
+                "last_welcome": e.connected_since().map(|t| e.wall_us(t) / 1_000_000)}),
         )
     });
     let pin =
@@ -54,7 +57,7 @@ pub fn snapshot(e: &Engine, interface: &str, now: crate::engine::Instant) -> Val
             }
         }
     }
-    let last = e.last_decision().map(|(i, v, t)| json!({"input": i.as_str(), "verdict": v.as_str(), "time": secs(t)}));
+    let last = e.last_decision().map(|(i, v, t)| json!({"input": i.as_str(), "verdict": v.as_str(), "time": secs(e, t)}));
     let since_contact = e.connected_since().map(|t| now.saturating_sub(t) / 1_000_000);
     json!({
         "interface": interface,
@@ -67,7 +70,7 @@ pub fn snapshot(e: &Engine, interface: &str, now: crate::engine::Instant) -> Val
         "dropped": json!(c.drops),
         "seconds_since_contact": since_contact,
         "pid": std::process::id(),
-        "updated": secs(now),
+        "updated": secs(e, now),
     })
 }
 

@@ -1,9 +1,11 @@
-//! The worker thread: runs the engine. It waits on the capture channel or the engine's next
-//! deadline, feeds the engine, and forwards decisions to the log and actions to the applier.
+//! The worker thread: runs the engine. It waits on the capture channel, the applier's results or
+//! the engine's next deadline, feeds the engine, and forwards decisions to the log and actions to
+//! the applier.
 //!
 //! Contract: in replay the clock is the capture's: before each frame every deadline up to the
 //! frame's time runs, and at the end every deadline up to the last frame's time; nothing after
-//! the last frame runs. Live, the clock is read once per wakeup.
+//! the last frame runs. Live, the clocks are read once per wakeup: CLOCK_BOOTTIME for the engine,
+//! wall time only to convert a decision's time for its log line.
 
 use super::applier::Applier;
 use super::clock::Clock;
@@ -23,6 +25,8 @@ pub enum CaptureMsg {
 pub enum ApplierMsg {
     Action(crate::engine::Action),
     Persist(Box<State>),
+    /// Answered once everything before it was carried out (replay's lock-step).
+    Barrier(Sender<()>),
 }
 
 pub enum Timing {
@@ -31,7 +35,8 @@ pub enum Timing {
     Live(Box<dyn Clock>),
 }
 
-pub type DecisionSink = Box<dyn FnMut(&Decision) + Send>;
+/// Gets each decision with its wall-clock time (replay: the pcap time).
+pub type DecisionSink = Box<dyn FnMut(&Decision, Instant) + Send>;
 /// Called (live only) after anything changed: decisions made or results handled.
 pub type StatusSink = Box<dyn FnMut(&Engine, Instant) + Send>;
 
@@ -43,7 +48,7 @@ pub enum Control {
 }
 
 /// Guards against an engine bug that keeps a deadline in the past: never spin.
-const MAX_TIMER_STEPS: usize = 100_000;
+const MAX_TIMER_STEPS: usize = 10_000;
 
 pub struct Worker {
     pub engine: Engine,
@@ -58,7 +63,8 @@ pub struct Worker {
 impl Worker {
     fn flush(&mut self) {
         while let Some(d) = self.engine.poll_decision() {
-            (self.sink)(&d);
+            let wall = Instant::from_micros(self.engine.wall_us(d.time));
+            (self.sink)(&d, wall);
         }
         while let Some(a) = self.engine.poll_action() {
             // The applier outlives the worker; a send error means it died, and then there is
@@ -70,14 +76,18 @@ impl Worker {
         }
     }
 
+    /// Runs every deadline up to `upto`. A deadline that does not move forward after it ran
+    /// (one saturated at the end of time, or an engine bug) stops the loop instead of spinning.
     fn run_timers(&mut self, upto: Instant) {
         let mut steps = 0;
+        let mut last = None;
         while let Some(d) = self.engine.poll_timeout() {
-            if d > upto || steps >= MAX_TIMER_STEPS {
+            if d > upto || last == Some(d) || steps >= MAX_TIMER_STEPS {
                 break;
             }
             self.engine.handle_timeout(d);
             self.flush();
+            last = Some(d);
             steps += 1;
         }
         if steps >= MAX_TIMER_STEPS {
@@ -109,14 +119,31 @@ impl Worker {
                     self.run_timers(t);
                     self.engine.handle_frame(t, &inbound);
                     self.flush();
-                    self.drain_results(t);
+                    self.wait_results(t);
                 }
                 CaptureMsg::End(last) => {
                     if let Some(t) = last {
                         self.run_timers(t);
+                        self.wait_results(t);
                     }
                     return;
                 }
+            }
+        }
+    }
+
+    /// Replay: the Recorder answers at once, so wait for every answer to the actions sent so far
+    /// before the next frame. That keeps the log identical from run to run.
+    fn wait_results(&mut self, t: Instant) {
+        loop {
+            self.drain_results(t);
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if self.to_applier.send(ApplierMsg::Barrier(tx)).is_err() {
+                return;
+            }
+            let _ = rx.recv();
+            if self.results.is_empty() {
+                return;
             }
         }
     }
@@ -127,10 +154,19 @@ impl Worker {
         }
     }
 
+    /// Reads both clocks once: the monotonic one drives the engine, the wall one only converts.
+    fn wake(&mut self, clock: &dyn Clock) -> Instant {
+        let now = clock.now();
+        let (unix_us, synced) = clock.wall();
+        self.engine.set_wall_clock(now, unix_us, synced);
+        now
+    }
+
     fn run_live(&mut self, rx: &Receiver<CaptureMsg>, clock: &dyn Clock) {
-        self.engine.start(clock.now());
+        let now = self.wake(clock);
+        self.engine.start(now);
         self.flush();
-        self.changed(clock.now());
+        self.changed(now);
         let control = self.control.clone();
         loop {
             // No deadline, no timer: an idle daemon does not wake up.
@@ -141,7 +177,7 @@ impl Worker {
             select! {
                 recv(rx) -> msg => match msg {
                     Ok(CaptureMsg::Frame(_, inbound)) => {
-                        let now = clock.now();
+                        let now = self.wake(clock);
                         self.run_timers(now);
                         self.engine.handle_frame(now, &inbound);
                         self.flush();
@@ -150,7 +186,7 @@ impl Worker {
                     Ok(CaptureMsg::End(_)) | Err(_) => return,
                 },
                 recv(self.results) -> r => if let Ok(r) = r {
-                    let now = clock.now();
+                    let now = self.wake(clock);
                     self.engine.handle_result(now, r);
                     self.flush();
                     self.changed(now);
@@ -163,7 +199,7 @@ impl Worker {
                     Err(_) => {}
                 },
                 recv(tick) -> _ => {
-                    let now = clock.now();
+                    let now = self.wake(clock);
                     self.run_timers(now);
                     self.changed(now);
                 }
@@ -172,13 +208,15 @@ impl Worker {
     }
 }
 
-/// The applier thread's loop: carry out actions in order and report each result.
+/// The applier thread's loop: carry out actions in order and report each result. Returns the
+/// applier and how many times the state could not be persisted.
 pub fn run_applier(
     mut applier: Box<dyn Applier>,
     rx: Receiver<ApplierMsg>,
     results: Sender<ActionResult>,
-) -> Box<dyn Applier> {
+) -> (Box<dyn Applier>, u64) {
     applier.start(results.clone());
+    let mut persist_failures = 0;
     for msg in rx.iter() {
         match msg {
             ApplierMsg::Action(a) => {
@@ -189,10 +227,15 @@ pub fn run_applier(
             }
             ApplierMsg::Persist(s) => {
                 if let Err(e) = applier.persist(&s) {
+                    persist_failures += 1;
                     log::error!("cannot persist state: {e}");
+                    let _ = results.send(ActionResult::PersistFailed { error: e.to_string() });
                 }
+            }
+            ApplierMsg::Barrier(done) => {
+                let _ = done.send(());
             }
         }
     }
-    applier
+    (applier, persist_failures)
 }

@@ -38,7 +38,9 @@ fn unreadable_or_corrupt_capture_is_exit_1() {
     std::fs::write(d.join("cut.pcap"), &whole[..whole.len() - 10]).unwrap();
     let out = replay(&d.join("cut.pcap"), &root().join("pcap-fixtures/server-move.toml"), &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    // Two frames before the cut: the planned move's apply, its WELCOME (replay answers every
+    // connect), and the `same` of the second frame.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
 }
 
 #[test]

@@ -23,9 +23,23 @@ fn every_fixture_matches_its_golden_log() {
 
 #[test]
 fn every_golden_line_follows_the_design_schema() {
-    const INPUTS: &[&str] = &["announce", "forcerenew", "offer", "ack", "nak", "dhcp", "arp", "welcome", "timer"];
-    const VERDICTS: &[&str] =
-        &["apply", "same", "conflict", "renew", "lease", "reject", "malformed", "select", "restart", "ignore"];
+    const INPUTS: &[&str] =
+        &["announce", "forcerenew", "offer", "ack", "nak", "dhcp", "arp", "welcome", "channel", "kernel", "timer"];
+    const VERDICTS: &[&str] = &[
+        "apply",
+        "same",
+        "conflict",
+        "renew",
+        "lease",
+        "reject",
+        "malformed",
+        "select",
+        "restart",
+        "ignore",
+        "retry",
+        "unreachable",
+        "repin",
+    ];
     const OPS: &[&str] = &[
         "pin_neighbour",
         "unpin_neighbour",
@@ -46,9 +60,11 @@ fn every_golden_line_follows_the_design_schema() {
             let verdict = v["verdict"].as_str().expect("verdict");
             assert!(VERDICTS.contains(&verdict), "{name}: {verdict}");
             assert!(INPUTS.contains(&v["input"].as_str().expect("input")), "{name}: {line}");
-            let needs_reason = ["reject", "malformed", "conflict", "ignore"].contains(&verdict);
+            let needs_reason = ["reject", "malformed", "conflict", "ignore", "retry"].contains(&verdict);
             assert_eq!(v.get("reason").is_some(), needs_reason, "{name}: {line}");
-            assert!(v["frame"].is_u64() || (v["frame"].is_null() && v["input"] == "timer"), "{name}: {line}");
+            // Only frames have an index; timers and outcomes (welcome, channel, kernel) have none.
+            let frameless = ["timer", "welcome", "channel", "kernel"].contains(&v["input"].as_str().unwrap_or(""));
+            assert!(if frameless { v["frame"].is_null() } else { v["frame"].is_u64() }, "{name}: {line}");
             assert!(v["time"].is_f64(), "{name}: {line}");
             for a in v["actions"].as_array().expect("actions") {
                 assert!(OPS.contains(&a["op"].as_str().expect("op")), "{name}: {line}");

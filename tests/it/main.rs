@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod complete_log;
 mod crosscheck;
 mod e2e;
 mod golden;

@@ -1,0 +1,192 @@
+//! The connection channel's policy (seed claims 2 and 6; DESIGN §5 `welcome`, `retry`,
+//! `unreachable`, planned moves): which server to dial, when to try again, when to give up.
+//!
+//! Contract: the shell makes exactly one attempt per `connect` action and reports its outcome
+//! (`Welcome`, `WelcomeRejected`, `ChannelFailed`). Everything else is here: the backoff starts at
+//! 500 ms and doubles up to 5 s with ±25% jitter from the engine's RNG; `connect_attempts` failures
+//! in a row make one `unreachable` per outage (alarm and hook coalesced), and attempts go on at
+//! the capped backoff. A WELCOME from the target of a make-before-break move completes it; that
+//! target becoming unreachable first abandons it and the terminal stays with the old server.
+
+use super::core::Engine;
+use super::decision::{Decision, Input, Verdict};
+use super::vocab::{Action, HookReason, Instant};
+use crate::wire::{ipsync, Mac};
+use std::net::Ipv4Addr;
+
+pub const BACKOFF_FIRST_MS: u64 = 500;
+pub const BACKOFF_MAX_MS: u64 = 5000;
+/// Jitter in percent either side of the nominal backoff.
+pub const JITTER_PCT: u64 = 25;
+
+/// The server being dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dial {
+    pub ip: Ipv4Addr,
+    /// A `connect` was handed to the shell and its outcome has not come back.
+    pub in_flight: bool,
+    /// Failures in a row.
+    pub failures: u32,
+    /// When the next attempt is due (set after a failure).
+    pub next_at: Option<Instant>,
+    /// `unreachable` was decided for this outage.
+    pub outage: bool,
+    /// Why the last attempt failed: the reason of the `timer` `retry` line that re-dials.
+    pub last_failure: &'static str,
+}
+
+/// Nominal backoff after `failures` failures in a row: 500 ms, 1 s, 2 s, 4 s, then 5 s.
+pub fn backoff_ms(failures: u32) -> u64 {
+    BACKOFF_FIRST_MS.saturating_mul(1u64 << failures.saturating_sub(1).min(16)).min(BACKOFF_MAX_MS)
+}
+
+impl Engine {
+    /// Starts dialling `ip` afresh (a new server, a planned move, start-up): the `connect`
+    /// action for the caller's decision.
+    pub(super) fn dial_now(&mut self, ip: Ipv4Addr) -> Action {
+        self.dial =
+            Some(Dial { ip, in_flight: true, failures: 0, next_at: None, outage: false, last_failure: "timeout" });
+        Action::Connect { ip, port: self.cfg.port }
+    }
+
+    /// Stops dialling `ip` (a planned move abandoned or replaced).
+    pub(super) fn hang_up(&mut self, ip: Ipv4Addr) {
+        if self.dial.is_some_and(|d| d.ip == ip) {
+            self.dial = None;
+        }
+    }
+
+    /// Whether an outcome for `ip` answers the attempt in flight; anything else is stale (a
+    /// newer server superseded it) and is only counted.
+    fn awaited(&mut self, ip: Ipv4Addr) -> bool {
+        let ok = self.dial.is_some_and(|d| d.ip == ip && d.in_flight);
+        if !ok {
+            self.counters.drop("stale_channel_result");
+        }
+        ok
+    }
+
+    pub(super) fn handle_welcome(&mut self, now: Instant, ip: Ipv4Addr, mac: Option<Mac>, status: u8) {
+        if !self.awaited(ip) {
+            return;
+        }
+        if status != ipsync::status::SUCCESS {
+            let why = match status {
+                ipsync::status::UNKNOWN_TERMINAL => "status_1",
+                ipsync::status::BUSY => "status_2",
+                _ => "bad_welcome",
+            };
+            return self.attempt_failed(now, ip, why, None);
+        }
+        self.dial = None;
+        self.welcomed = Some((ip, now));
+        match self.pending.filter(|p| p.to == ip) {
+            Some(p) => {
+                // B's WELCOME completes the make-before-break move.
+                self.pending = None;
+                let mut actions = Vec::new();
+                if p.from != ip {
+                    actions.push(Action::UnpinNeighbour { ip: p.from });
+                }
+                actions.push(Action::SetServer { ip, mac: Some(p.mac) });
+                let mut env = self.hook_env(Some(ip), Some(p.mac));
+                env.service_port = p.service_port;
+                self.set_server_state(now, ip, Some(p.mac), false);
+                let mut connected = env.clone();
+                connected.old_server_ip = Some(p.from);
+                env.old_server_ip = Some(p.from);
+                actions.push(Action::Hook { reason: HookReason::ServerChanged, env });
+                actions.push(Action::Hook { reason: HookReason::ServerConnected, env: connected });
+                // server_mac is what the WELCOME carried (DESIGN §8); the pin is the announced MAC.
+                self.decide(Decision::new(None, now, Input::Welcome, Verdict::Apply).server(Some(ip), mac).actions(actions));
+            }
+            None => {
+                let pinned = self.state.server.filter(|s| s.ip == ip).and_then(|s| s.mac);
+                let env = self.hook_env(Some(ip), pinned.or(mac));
+                let actions = vec![Action::Hook { reason: HookReason::ServerConnected, env }];
+                self.decide(Decision::new(None, now, Input::Welcome, Verdict::Same).server(Some(ip), mac).actions(actions));
+            }
+        }
+    }
+
+    pub(super) fn handle_welcome_rejected(&mut self, now: Instant, ip: Ipv4Addr, reason: &'static str) {
+        if self.awaited(ip) {
+            self.attempt_failed(now, ip, reason, Some(reason));
+        }
+    }
+
+    /// One attempt failed: schedule the next and decide `retry`, or `unreachable` once per
+    /// outage. `rejected` makes the line a `welcome` `reject` (a WELCOME that failed
+    /// authentication), which still counts as a failed attempt.
+    pub(super) fn attempt_failed(&mut self, now: Instant, ip: Ipv4Addr, why: &'static str, rejected: Option<&'static str>) {
+        if rejected.is_none() && !self.awaited(ip) {
+            return;
+        }
+        let Some(mut d) = self.dial else { return };
+        d.in_flight = false;
+        d.failures = d.failures.saturating_add(1);
+        d.last_failure = why;
+        let nominal = backoff_ms(d.failures);
+        let spread = nominal * JITTER_PCT / 100;
+        d.next_at = Some(now.add_ms(self.rng.between(nominal - spread, nominal + spread)));
+        let outage = d.failures >= self.cfg.connect_attempts.max(1) && !d.outage;
+        d.outage |= outage;
+        self.dial = Some(d);
+        let mut actions = Vec::new();
+        if outage {
+            actions = self.unreachable_actions(now, ip, why);
+        }
+        let decision = match (rejected, outage) {
+            (Some(r), _) => Decision::new(None, now, Input::Welcome, Verdict::Reject).reason(r),
+            (None, true) => Decision::new(None, now, Input::Channel, Verdict::Unreachable),
+            (None, false) => Decision::new(None, now, Input::Channel, Verdict::Retry).reason(why),
+        };
+        self.decide(decision.server(Some(ip), None).actions(actions));
+    }
+
+    /// `unreachable`: a planned move's target is abandoned (unpin it, `alarm move_failed`); the
+    /// current server is kept and dialled on (`alarm server_unreachable`). Both fire the
+    /// SERVER_UNREACHABLE hook with NEW_SERVER_IP = the address that failed.
+    fn unreachable_actions(&mut self, now: Instant, ip: Ipv4Addr, why: &'static str) -> Vec<Action> {
+        let attempts = self.cfg.connect_attempts;
+        match self.pending.filter(|p| p.to == ip) {
+            Some(p) => {
+                self.pending = None;
+                self.hang_up(ip);
+                let mut actions = vec![Action::UnpinNeighbour { ip }];
+                let detail = format!("move from {} to {ip} abandoned: {attempts} attempts failed ({why}); staying with {}", p.from, p.from);
+                actions.extend(self.alarm(now, ip, Some(p.mac), "move_failed", detail, Some(HookReason::ServerUnreachable)));
+                actions
+            }
+            None => {
+                let detail = format!("{ip}: {attempts} connection attempts failed ({why}); still trying");
+                self.alarm(now, ip, None, "server_unreachable", detail, Some(HookReason::ServerUnreachable))
+            }
+        }
+    }
+
+    /// A retry coming due: one more `connect`, as a `timer` `retry` line.
+    pub(super) fn channel_timeout(&mut self, now: Instant) {
+        let Some(mut d) = self.dial else { return };
+        let Some(at) = d.next_at.filter(|&t| t <= now) else { return };
+        d.next_at = None;
+        d.in_flight = true;
+        self.dial = Some(d);
+        let a = Action::Connect { ip: d.ip, port: self.cfg.port };
+        self.decide(
+            Decision::new(None, at, Input::Timer, Verdict::Retry).reason(d.last_failure).server(Some(d.ip), None).actions(vec![a]),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_at_half_a_second_and_caps_at_five() {
+        let v: Vec<u64> = (1..=7).map(backoff_ms).collect();
+        assert_eq!(v, [500, 1000, 2000, 4000, 5000, 5000, 5000]);
+        assert_eq!(backoff_ms(u32::MAX), 5000);
+    }
+}

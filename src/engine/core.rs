@@ -1,0 +1,409 @@
+//! The engine itself: the state it keeps between inputs and the quinn-proto style API.
+//!
+//! Contract: the shell feeds [`Engine::handle_frame`], [`Engine::handle_timeout`] and
+//! [`Engine::handle_result`], then drains [`Engine::poll_decision`] and [`Engine::poll_action`],
+//! and sleeps until [`Engine::poll_timeout`], the earliest of every deadline the engine owns (the
+//! DHCP client's, ACD's, the ARP resolution window and the connection channel's retry). Time and
+//! randomness come in as arguments; wall time only through [`Engine::set_wall_clock`]. Actions
+//! are queued only through [`Engine::decide`], so the decision log is the complete record.
+
+use super::channel::Dial;
+use super::decision::{Counters, Decision, Input, Verdict};
+use super::dhcp_client::Client;
+use super::input::{Inbound, InboundKind};
+use super::limits::{Alarms, ArpCache, RateLimiter};
+use super::state::{ServerState, State};
+use super::vocab::{Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng};
+use crate::wire::Mac;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::Ipv4Addr;
+
+/// How wall time relates to the engine's monotonic time. Replay: the pcap time is both, and it
+/// counts as synchronised, so a capture decides the same on any day (DESIGN §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wall {
+    /// Wall microseconds minus monotonic microseconds.
+    pub offset_us: i128,
+    /// adjtimex(2) does not report STA_UNSYNC.
+    pub synced: bool,
+}
+
+impl Wall {
+    pub const REPLAY: Wall = Wall { offset_us: 0, synced: true };
+
+    pub fn at(now: Instant, unix_us: u64, synced: bool) -> Wall {
+        Wall { offset_us: i128::from(unix_us) - i128::from(now.micros()), synced }
+    }
+    /// Wall microseconds at monotonic `t`.
+    pub fn unix_us(self, t: Instant) -> u64 {
+        (i128::from(t.micros()) + self.offset_us).clamp(0, i128::from(u64::MAX)) as u64
+    }
+    /// Monotonic time at wall microseconds `us` (for restoring persisted deadlines).
+    pub fn instant(self, us: u64) -> Instant {
+        Instant((i128::from(us) - self.offset_us).clamp(0, i128::from(u64::MAX)) as u64)
+    }
+}
+
+/// An address being resolved by ARP so that it can be pinned (DESIGN §5: 1 s, 3 requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Resolving {
+    pub ip: Ipv4Addr,
+    /// The first MAC that answered; a different second one is a conflict.
+    pub answered: Option<Mac>,
+    pub requests: u8,
+    pub next_at: Instant,
+    pub until: Instant,
+}
+
+/// A make-before-break move to `to`, waiting for its WELCOME (DESIGN §5 "Planned moves").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PendingMove {
+    pub to: Ipv4Addr,
+    pub mac: Mac,
+    pub from: Ipv4Addr,
+    pub service_port: Option<u16>,
+}
+
+pub struct Engine {
+    pub(super) cfg: EngineConfig,
+    pub(super) state: State,
+    pub(super) client: Client,
+    pub(super) rng: Rng,
+    pub(super) rate: RateLimiter,
+    pub(super) arp: ArpCache,
+    pub(super) alarms: Alarms,
+    pub(super) resolving: Option<Resolving>,
+    pub(super) dial: Option<Dial>,
+    pub(super) pending: Option<PendingMove>,
+    pub(super) wall: Wall,
+    /// RFC 5227 conflicts since the last successful bind (MAX_CONFLICTS).
+    pub(super) acd_conflicts: u32,
+    decisions: VecDeque<Decision>,
+    actions: VecDeque<Action>,
+    pub(super) counters: Counters,
+    dirty: bool,
+    last_decision: Option<(Input, Verdict, Instant)>,
+    /// The server we last got a WELCOME from, and when.
+    pub(super) welcomed: Option<(Ipv4Addr, Instant)>,
+}
+
+impl Engine {
+    /// An engine whose wall clock is its monotonic clock (replay and tests).
+    pub fn new(cfg: EngineConfig, state: State, seed: u64) -> Engine {
+        Engine::with_wall(cfg, state, seed, Wall::REPLAY)
+    }
+
+    /// The live daemon's engine: persisted wall-clock deadlines are mapped through `wall`.
+    pub fn with_wall(cfg: EngineConfig, state: State, seed: u64, wall: Wall) -> Engine {
+        let client = Client::restore(&state, wall);
+        Engine {
+            cfg,
+            state,
+            client,
+            rng: Rng::new(seed),
+            rate: RateLimiter::default(),
+            arp: ArpCache::default(),
+            alarms: Alarms::default(),
+            resolving: None,
+            dial: None,
+            pending: None,
+            wall,
+            acd_conflicts: 0,
+            decisions: VecDeque::new(),
+            actions: VecDeque::new(),
+            counters: Counters::default(),
+            dirty: false,
+            last_decision: None,
+            welcomed: None,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    pub fn last_decision(&self) -> Option<(Input, Verdict, Instant)> {
+        self.last_decision
+    }
+    /// Wall-clock microseconds at monotonic `t` (for the log line and `status`).
+    pub fn wall_us(&self, t: Instant) -> u64 {
+        self.wall.unix_us(t)
+    }
+    /// `Some(time of the last WELCOME)` when the current server has answered since it became current.
+    pub fn connected_since(&self) -> Option<Instant> {
+        self.welcomed.filter(|(ip, _)| Some(*ip) == self.current_server()).map(|(_, t)| t)
+    }
+    /// The DHCP client's state name for `status` (BOUND, RENEWING, …).
+    pub fn client_state(&self) -> &'static str {
+        self.client.name()
+    }
+    /// The address a make-before-break move is waiting on, if any.
+    pub fn pending_move(&self) -> Option<Ipv4Addr> {
+        self.pending.map(|p| p.to)
+    }
+
+    /// The shell reports wall time once per wakeup; an NTP step changes only how times are shown
+    /// and the freshness check, never a deadline.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_us: u64, synced: bool) {
+        self.wall = Wall::at(now, unix_us, synced);
+    }
+
+    /// True once after the persisted state changed: the shell then writes it out.
+    pub fn take_dirty(&mut self) -> bool {
+        core::mem::take(&mut self.dirty)
+    }
+
+    /// Live start (DESIGN §6): re-pin and connect to a known server at once, and in dhcp mode
+    /// start the client. Each is a decision. Replay does not call this: a capture starts in the
+    /// middle of a terminal's life, and its own frames play the client's part.
+    pub fn start(&mut self, now: Instant) {
+        if let Some(ip) = self.current_server() {
+            let mut actions = Vec::new();
+            match self.state.server.filter(|s| s.ip == ip).and_then(|s| s.mac) {
+                Some(mac) => actions.push(Action::PinNeighbour { ip, mac }),
+                None => actions.extend(self.resolve_pin_of(now, ip)),
+            }
+            actions.push(self.dial_now(ip));
+            self.decide(Decision::new(None, now, Input::Timer, Verdict::Same).server(Some(ip), None).actions(actions));
+        }
+        if self.cfg.mode == Mode::Dhcp {
+            self.client_start(now);
+        }
+    }
+
+    /// Updates keys after a reload; state and counters are kept.
+    pub fn reload_keys(&mut self, keys: BTreeMap<u32, Vec<u8>>, dhcp_keys: BTreeMap<u32, Vec<u8>>) {
+        self.cfg.keys = keys;
+        self.cfg.dhcp_keys = dhcp_keys;
+    }
+
+    pub fn handle_frame(&mut self, now: Instant, inbound: &Inbound) {
+        let exempt = self.state.server.and_then(|s| s.mac).is_some_and(|m| m.ct_eq(&inbound.src));
+        match &inbound.kind {
+            InboundKind::Own(msg) => self.handle_own_dhcp(now, msg),
+            InboundKind::Ignored => {}
+            InboundKind::Arp(arp) => self.handle_arp(now, inbound.frame, arp, inbound.src),
+            InboundKind::Malformed { input, reason } => {
+                if self.rate.allow(inbound.src, *input, now, exempt) {
+                    self.decide(Decision::new(inbound.frame, now, *input, Verdict::Malformed).reason(reason));
+                } else {
+                    self.counters.drop("rate_limited");
+                }
+            }
+            InboundKind::Ipsync(msg) => {
+                if self.rate.allow(inbound.src, Input::Announce, now, exempt) {
+                    self.handle_ipsync(now, inbound.frame, msg, &inbound.raw);
+                } else {
+                    self.counters.drop("rate_limited");
+                }
+            }
+            InboundKind::Dhcp(msg) => {
+                if self.rate.allow(inbound.src, super::dhcp_client::input_of(msg), now, exempt) {
+                    self.handle_dhcp(now, inbound.frame, msg, &inbound.raw, inbound.src);
+                } else {
+                    self.counters.drop("rate_limited");
+                }
+            }
+        }
+    }
+
+    /// Runs every deadline that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.client_timeout(now);
+        self.resolve_timeout(now);
+        self.channel_timeout(now);
+    }
+
+    pub fn handle_result(&mut self, now: Instant, result: ActionResult) {
+        match result {
+            ActionResult::Done => {}
+            ActionResult::Failed { op, error } => {
+                log::warn!("{op} failed: {error}");
+                self.counters.drop("action_failed");
+            }
+            ActionResult::PersistFailed { error } => {
+                log::error!("state not persisted: {error}");
+                self.counters.drop("persist_failed");
+            }
+            ActionResult::Welcome { ip, mac, status } => self.handle_welcome(now, ip, mac, status),
+            ActionResult::WelcomeRejected { ip, reason } => self.handle_welcome_rejected(now, ip, reason),
+            ActionResult::ChannelFailed { ip, failure } => self.attempt_failed(now, ip, failure.as_str(), None),
+            ActionResult::PinLost { ip } => {
+                let pins: Vec<Action> = self.pins().into_iter().filter(|a| pin_ip(a) == Some(ip)).collect();
+                self.repin(now, pins);
+            }
+            ActionResult::LinkUp => {
+                let pins = self.pins();
+                self.repin(now, pins);
+            }
+        }
+    }
+
+    /// The earliest deadline the engine owns; `None` when nothing is scheduled, so an idle
+    /// daemon never wakes up.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let resolve = self.resolving.map(|r| if r.requests < super::sync::RESOLVE_REQUESTS { r.next_at } else { r.until });
+        [self.client.deadline(), resolve, self.dial.and_then(|d| d.next_at)].into_iter().flatten().min()
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_decision(&mut self) -> Option<Decision> {
+        self.decisions.pop_front()
+    }
+
+    /// Records one decision and queues its actions for the applier: the only way an action is
+    /// ever queued.
+    pub(super) fn decide(&mut self, d: Decision) {
+        self.actions.extend(d.actions.iter().cloned());
+        self.counters.count_decision(&d);
+        self.last_decision = Some((d.input, d.verdict, d.time));
+        self.decisions.push_back(d);
+    }
+
+    pub(super) fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Our own IPv4 address: the lease's in dhcp mode, the configured one in follow mode.
+    pub fn own_cidr(&self) -> Option<Cidr> {
+        match self.cfg.mode {
+            Mode::Dhcp => self.client.address(),
+            Mode::Follow => self.cfg.address,
+        }
+    }
+
+    pub fn current_server(&self) -> Option<Ipv4Addr> {
+        self.state.server.map(|s| s.ip).or(self.cfg.initial_server)
+    }
+
+    pub(super) fn set_server_state(&mut self, now: Instant, ip: Ipv4Addr, mac: Option<Mac>, keep_since: bool) {
+        let since = match self.state.server {
+            Some(s) if keep_since && s.ip == ip => s.since,
+            _ => self.wall.unix_us(now) / 1_000_000,
+        };
+        self.state.server = Some(ServerState { ip, mac, since });
+        self.mark_dirty();
+    }
+
+    pub(super) fn hook_env(&self, new: Option<Ipv4Addr>, mac: Option<Mac>) -> HookEnv {
+        HookEnv {
+            old_server_ip: self.current_server(),
+            new_server_ip: new,
+            server_mac: mac,
+            own_ip: self.own_cidr().map(|c| c.addr),
+            ..HookEnv::default()
+        }
+    }
+
+    /// An alarm about `ip`, coalesced per kind and address (DESIGN §5): the alarm action, plus a
+    /// CONFLICT hook when `hook` is set, or nothing when one was raised within the interval.
+    pub(super) fn alarm(
+        &mut self,
+        now: Instant,
+        ip: Ipv4Addr,
+        mac: Option<Mac>,
+        kind: &'static str,
+        detail: String,
+        hook: Option<HookReason>,
+    ) -> Vec<Action> {
+        if !self.alarms.raise(kind, ip, now, self.cfg.alarm_interval_s) {
+            self.counters.drop("alarm_coalesced");
+            return Vec::new();
+        }
+        let mut out = vec![Action::Alarm { kind, detail }];
+        if let Some(reason) = hook {
+            let mut env = self.hook_env(Some(ip), mac);
+            if reason == HookReason::Conflict {
+                env.conflict_kind = Some(kind);
+            }
+            out.push(Action::Hook { reason, env });
+        }
+        out
+    }
+
+    /// Every pin the engine wants in the kernel: the server's, and a pending move's target.
+    fn pins(&self) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Some(ServerState { ip, mac: Some(mac), .. }) = self.state.server {
+            out.push(Action::PinNeighbour { ip, mac });
+        }
+        if let Some(p) = self.pending {
+            out.push(Action::PinNeighbour { ip: p.to, mac: p.mac });
+        }
+        out
+    }
+
+    /// A netlink event touched our pins: put them back, as a `kernel` `repin` decision.
+    fn repin(&mut self, now: Instant, pins: Vec<Action>) {
+        if pins.is_empty() {
+            return;
+        }
+        let (ip, mac) = match pins.first() {
+            Some(Action::PinNeighbour { ip, mac }) => (Some(*ip), Some(*mac)),
+            _ => (None, None),
+        };
+        self.decide(Decision::new(None, now, Input::Kernel, Verdict::Repin).server(ip, mac).actions(pins));
+    }
+
+    pub(super) fn is_own(&self, ip: Ipv4Addr) -> bool {
+        self.own_cidr().is_some_and(|c| c.addr == ip)
+    }
+
+    /// DESIGN §5 "Usable addresses": unicast, outside the reserved ranges, and not the network or
+    /// broadcast address of our own subnet.
+    pub(super) fn usable_address(&self, ip: Ipv4Addr) -> bool {
+        let o = ip.octets();
+        let reserved = o[0] == 0 || o[0] == 127 || (o[0] == 169 && o[1] == 254) || o[0] >= 224;
+        let edge = self.own_cidr().is_some_and(|c| c.prefix < 31 && (ip == c.network() || ip == c.broadcast()));
+        !reserved && !edge
+    }
+
+    /// A server MAC must be unicast, non-zero and not our own.
+    pub(super) fn usable_mac(&self, mac: Mac) -> bool {
+        mac.is_unicast() && !mac.ct_eq(&self.cfg.mac)
+    }
+}
+
+fn pin_ip(a: &Action) -> Option<Ipv4Addr> {
+    match a {
+        Action::PinNeighbour { ip, .. } => Some(*ip),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_maps_both_ways_and_saturates() {
+        let w = Wall::at(Instant(5_000_000), 1_700_000_000_000_000, true);
+        assert_eq!(w.unix_us(Instant(6_000_000)), 1_700_000_001_000_000);
+        assert_eq!(w.instant(1_700_000_001_000_000), Instant(6_000_000));
+        assert_eq!(w.instant(0), Instant(0));
+        assert_eq!(Wall::REPLAY.unix_us(Instant(42)), 42);
+    }
+
+    #[test]
+    fn usable_addresses_follow_design() {
+        let mut cfg = EngineConfig::new(Mode::Follow, Mac([2, 0, 0, 0, 0, 1]));
+        cfg.address = Some("10.77.0.10/24".parse().unwrap_or(Cidr::new(Ipv4Addr::UNSPECIFIED, 0)));
+        let e = Engine::new(cfg, State::default(), 1);
+        for bad in ["0.1.2.3", "127.0.0.1", "169.254.1.1", "224.0.0.1", "240.0.0.1", "255.255.255.255", "10.77.0.0", "10.77.0.255"] {
+            assert!(!e.usable_address(bad.parse().unwrap_or(Ipv4Addr::UNSPECIFIED)), "{bad}");
+        }
+        assert!(e.usable_address(Ipv4Addr::new(10, 77, 0, 20)));
+        assert!(e.usable_address(Ipv4Addr::new(192, 168, 1, 0)), "another subnet's .0 may be a host");
+        assert!(!e.usable_mac(Mac([2, 0, 0, 0, 0, 1])), "our own MAC");
+        assert!(!e.usable_mac(Mac([1, 0, 0, 0, 0, 9])), "multicast");
+        assert!(!e.usable_mac(Mac::ZERO));
+    }
+}

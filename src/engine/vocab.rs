@@ -1,0 +1,363 @@
+//! The engine's vocabulary: time, addresses, randomness, configuration, and the actions the
+//! applier carries out with the results it reports back.
+//!
+//! Contract: plain data. Nothing here decides anything; [`super::core`] does.
+
+use crate::wire::Mac;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// A monotonic count of microseconds (DESIGN §3). Live it is CLOCK_BOOTTIME, so a step of the
+/// wall clock never moves a deadline; in replay it is the pcap time. Wall time reaches the
+/// engine only through [`Engine::set_wall_clock`](super::Engine::set_wall_clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Instant(pub u64);
+
+impl Instant {
+    pub const fn from_micros(us: u64) -> Instant {
+        Instant(us)
+    }
+    pub const fn from_secs(s: u64) -> Instant {
+        Instant(s.saturating_mul(1_000_000))
+    }
+    pub fn micros(self) -> u64 {
+        self.0
+    }
+    pub fn secs(self) -> u64 {
+        self.0 / 1_000_000
+    }
+    pub fn add_ms(self, ms: u64) -> Instant {
+        Instant(self.0.saturating_add(ms.saturating_mul(1000)))
+    }
+    pub fn add_secs(self, s: u64) -> Instant {
+        Instant(self.0.saturating_add(s.saturating_mul(1_000_000)))
+    }
+    pub fn saturating_sub(self, o: Instant) -> u64 {
+        self.0.saturating_sub(o.0)
+    }
+    pub const FAR: Instant = Instant(u64::MAX);
+}
+
+impl fmt::Display for Instant {
+    /// `seconds.micros`, the decision log's `time`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
+    }
+}
+
+/// An IPv4 address with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Cidr {
+        Cidr { addr, prefix: prefix.min(32) }
+    }
+    pub fn from_mask(addr: Ipv4Addr, mask: Ipv4Addr) -> Cidr {
+        Cidr::new(addr, u32::from(mask).leading_ones() as u8)
+    }
+    fn mask(&self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
+    }
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl core::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (a, p) = s.split_once('/').ok_or_else(|| format!("expected ADDRESS/PREFIX, got {s:?}"))?;
+        let addr = a.parse().map_err(|_| format!("{a:?} is not an IPv4 address"))?;
+        let prefix: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
+        if prefix > 32 {
+            return Err(format!("prefix /{prefix} is longer than 32"));
+        }
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+/// A small deterministic generator (xorshift64*). Randomness is an input like time: live seeds
+/// it from the OS, replay from a constant, so xids and jitter are replayable.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15 | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+    /// Uniform in `lo..=hi` (milliseconds, typically).
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            lo
+        } else {
+            lo + self.next_u64() % (hi - lo + 1)
+        }
+    }
+    pub fn bytes16(&mut self) -> [u8; 16] {
+        let mut b = [0; 16];
+        b[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        b[8..].copy_from_slice(&self.next_u64().to_le_bytes());
+        b
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookReason {
+    ServerChanged,
+    ServerConnected,
+    ServerUnreachable,
+    Conflict,
+    ForceRenew,
+    LeaseBound,
+    LeaseRenewed,
+    LeaseChanged,
+    LeaseLost,
+}
+
+impl HookReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookReason::ServerChanged => "SERVER_CHANGED",
+            HookReason::ServerConnected => "SERVER_CONNECTED",
+            HookReason::ServerUnreachable => "SERVER_UNREACHABLE",
+            HookReason::Conflict => "CONFLICT",
+            HookReason::ForceRenew => "FORCERENEW",
+            HookReason::LeaseBound => "LEASE_BOUND",
+            HookReason::LeaseRenewed => "LEASE_RENEWED",
+            HookReason::LeaseChanged => "LEASE_CHANGED",
+            HookReason::LeaseLost => "LEASE_LOST",
+        }
+    }
+}
+
+/// The hook's environment (DESIGN §9), filled by the engine so hooks see what it decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HookEnv {
+    pub old_server_ip: Option<Ipv4Addr>,
+    pub new_server_ip: Option<Ipv4Addr>,
+    pub server_mac: Option<Mac>,
+    pub service_port: Option<u16>,
+    pub own_ip: Option<Ipv4Addr>,
+    pub old_own_ip: Option<Ipv4Addr>,
+    pub conflict_kind: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxKind {
+    Discover,
+    Request,
+    Decline,
+    Release,
+    ArpProbe,
+    ArpAnnounce,
+    ArpRequest,
+}
+
+impl TxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxKind::Discover => "discover",
+            TxKind::Request => "request",
+            TxKind::Decline => "decline",
+            TxKind::Release => "release",
+            TxKind::ArpProbe => "arp_probe",
+            TxKind::ArpAnnounce => "arp_announce",
+            TxKind::ArpRequest => "arp_request",
+        }
+    }
+}
+
+/// What the applier does. Order within a decision is significant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    PinNeighbour {
+        ip: Ipv4Addr,
+        mac: Mac,
+    },
+    UnpinNeighbour {
+        ip: Ipv4Addr,
+    },
+    SetAddress {
+        cidr: Cidr,
+    },
+    DelAddress {
+        cidr: Cidr,
+    },
+    /// A complete Ethernet frame to send on the interface.
+    Transmit {
+        kind: TxKind,
+        frame: Vec<u8>,
+    },
+    Connect {
+        ip: Ipv4Addr,
+        port: u16,
+    },
+    SetServer {
+        ip: Ipv4Addr,
+        mac: Option<Mac>,
+    },
+    Alarm {
+        kind: &'static str,
+        detail: String,
+    },
+    Hook {
+        reason: HookReason,
+        env: HookEnv,
+    },
+}
+
+impl Action {
+    pub fn op(&self) -> &'static str {
+        match self {
+            Action::PinNeighbour { .. } => "pin_neighbour",
+            Action::UnpinNeighbour { .. } => "unpin_neighbour",
+            Action::SetAddress { .. } => "set_address",
+            Action::DelAddress { .. } => "del_address",
+            Action::Transmit { .. } => "transmit",
+            Action::Connect { .. } => "connect",
+            Action::SetServer { .. } => "set_server",
+            Action::Alarm { .. } => "alarm",
+            Action::Hook { .. } => "hook",
+        }
+    }
+}
+
+/// Why one connection attempt failed (DESIGN §5 `retry` reasons that the shell can observe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelFailure {
+    /// No answer within `connect_timeout_ms` (connect or the whole exchange).
+    Timeout,
+    /// The server refused the TCP connection.
+    Refused,
+    /// The server closed the connection (or another I/O error) before a WELCOME.
+    Closed,
+    /// A reply that is no WELCOME for our HELLO: malformed, wrong type, nonce or server address.
+    BadWelcome,
+}
+
+impl ChannelFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelFailure::Timeout => "timeout",
+            ChannelFailure::Refused => "refused",
+            ChannelFailure::Closed => "closed",
+            ChannelFailure::BadWelcome => "bad_welcome",
+        }
+    }
+}
+
+/// What the applier reports back. An outcome is an input like a frame: the engine turns each
+/// into its decision (DESIGN §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionResult {
+    /// The action took effect (the Recorder reports every action this way).
+    Done,
+    /// The action failed; the engine logs and counts it, and does not pretend it happened.
+    Failed { op: &'static str, error: String },
+    /// One `connect` got an authenticated WELCOME from `ip` echoing our nonce, with this status.
+    /// The Recorder answers every `connect` with status 0: replay is a perfect network.
+    Welcome { ip: Ipv4Addr, mac: Option<Mac>, status: u8 },
+    /// One `connect` got a WELCOME that failed authentication (`unknown_key`, `bad_mac`).
+    WelcomeRejected { ip: Ipv4Addr, reason: &'static str },
+    /// One `connect` to `ip` failed.
+    ChannelFailed { ip: Ipv4Addr, failure: ChannelFailure },
+    /// The kernel dropped the entry for `ip` (RTM_DELNEIGH, or replaced by a dynamic one).
+    PinLost { ip: Ipv4Addr },
+    /// The interface came back up (an admin down flushed every permanent entry), or netlink
+    /// events were lost: every pin is re-asserted.
+    LinkUp,
+    /// `set_server` could not be written to disk (DESIGN §10).
+    PersistFailed { error: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Dhcp,
+    Follow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcdMode {
+    Strict,
+    Optimistic,
+}
+
+/// Everything the engine needs from the configuration, already validated.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub mode: Mode,
+    pub mac: Mac,
+    /// Own address in follow mode (and in replay of follow-mode captures).
+    pub address: Option<Cidr>,
+    pub initial_server: Option<Ipv4Addr>,
+    pub server_option: u8,
+    pub port: u16,
+    /// `[[key]]`: ipsync HMAC-SHA256 keys by id.
+    pub keys: BTreeMap<u32, Vec<u8>>,
+    /// `[[dhcp_key]]`: RFC 3118 delayed-auth keys by secret id.
+    pub dhcp_keys: BTreeMap<u32, Vec<u8>>,
+    pub allow_unauthenticated: bool,
+    pub acd: AcdMode,
+    /// `server.connect_attempts`: failures in a row before `unreachable`.
+    pub connect_attempts: u32,
+    /// `server.max_age_s`: ANNOUNCE freshness against a synchronised clock; 0 = off.
+    pub max_age_s: u64,
+    /// `server.alarm_interval_s`: alarms are coalesced per kind and address over this.
+    pub alarm_interval_s: u64,
+}
+
+impl EngineConfig {
+    /// A configuration with DESIGN §7's defaults, for tests and tools that build one by hand.
+    pub fn new(mode: Mode, mac: Mac) -> EngineConfig {
+        EngineConfig {
+            mode,
+            mac,
+            address: None,
+            initial_server: None,
+            server_option: 224,
+            port: crate::wire::ipsync::DEFAULT_PORT,
+            keys: BTreeMap::new(),
+            dhcp_keys: BTreeMap::new(),
+            allow_unauthenticated: false,
+            acd: AcdMode::Strict,
+            connect_attempts: 3,
+            max_age_s: 86_400,
+            alarm_interval_s: 10,
+        }
+    }
+}
+
