@@ -409,4 +409,108 @@ fn main() {
     c.push(10, frame::emit_arp_frame(EVIL_MAC, Mac::BROADCAST, &other_arp.to_bytes()));
     c.push(10, ann_frame(seq, B_IP, B_MAC).tap_port(47474, 47475));
     write(dir, "noise", &c, &follow, false);
+
+    // Issue 6: the rules DESIGN §5 gained.
+    let ann = |seq: u64, ip: Ipv4Addr, mac: Mac, prev: Option<Ipv4Addr>| {
+        Announce { previous_ip: prev, ..announce(seq, ip, mac, 1, KEY) }.frame(47474)
+    };
+
+    // announce-bad-address: authenticated ANNOUNCEs of unusable server addresses and MACs (each
+    // commits its sequence), then a replay of one of them, then a usable one.
+    let mut c = Cap::new();
+    let bad: [(Ipv4Addr, Mac); 7] = [
+        (Ipv4Addr::new(127, 0, 0, 1), B_MAC),
+        (Ipv4Addr::new(224, 0, 0, 5), B_MAC),
+        (Ipv4Addr::new(169, 254, 1, 1), B_MAC),
+        (Ipv4Addr::new(10, 77, 0, 255), B_MAC), // the terminal's subnet broadcast
+        (Ipv4Addr::new(10, 77, 0, 0), B_MAC),   // … and network address
+        (B_IP, Mac([1, 0, 0x5e, 0, 0, 1])),     // multicast MAC
+        (B_IP, TERM_MAC),                       // the terminal's own MAC
+    ];
+    for (i, (ip, mac)) in bad.iter().enumerate() {
+        let mut f = ann(seq + i as u64, *ip, *mac, None);
+        f[6..12].copy_from_slice(&B_MAC.0); // sent by B: a frame from our own MAC would be ours
+        c.push(if i == 0 { 0 } else { 100 }, f);
+    }
+    c.push(100, ann(seq + 3, B_IP, B_MAC, None));
+    c.push(100, ann(seq + 100, B_IP, B_MAC, None));
+    write(dir, "announce-bad-address", &c, &follow, false);
+
+    // announce-planned-move: PREVIOUS_IPV4 = the current server A (make-before-break, completed by
+    // B's WELCOME, which replay's perfect network gives at once); then a move to C whose
+    // PREVIOUS_IPV4 is not the current server (break-before-make); then C again.
+    let c_ip = Ipv4Addr::new(10, 77, 0, 30);
+    let c_mac = Mac([2, 0, 0, 0, 0, 0x30]);
+    let mut c = Cap::new();
+    c.push(0, ann(seq, B_IP, B_MAC, Some(A_IP)));
+    c.push(1000, ann(seq + 1, c_ip, c_mac, Some(EVIL_IP)));
+    c.push(1000, ann(seq + 2, c_ip, c_mac, None));
+    write(dir, "announce-planned-move", &c, &follow, false);
+
+    // announce-udp-hello: a HELLO and a WELCOME, validly signed, arriving by UDP: ignored, nothing
+    // committed, so an ANNOUNCE with the WELCOME's sequence is still fresh.
+    let mut c = Cap::new();
+    let wrap = |p: &[u8]| udp(EVIL_MAC, EVIL_IP, Mac::BROADCAST, Ipv4Addr::BROADCAST, 47474, 47474, p);
+    let mut hello = ipsyncd::wire::ipsync::Repr::new(ipsyncd::wire::ipsync::MessageType::Hello, 1, seq + 50);
+    hello.nonce = Some([7; 16]);
+    hello.terminal_mac = Some(EVIL_MAC);
+    hello.terminal_ipv4 = Some(EVIL_IP);
+    let mut welcome = ipsyncd::wire::ipsync::Repr::new(ipsyncd::wire::ipsync::MessageType::Welcome, 1, seq + 60);
+    welcome.server_ipv4 = Some(EVIL_IP);
+    welcome.server_mac = Some(EVIL_MAC);
+    welcome.nonce = Some([7; 16]);
+    welcome.status = Some(0);
+    c.push(0, wrap(&hello.to_bytes(KEY)));
+    c.push(100, wrap(&welcome.to_bytes(KEY)));
+    c.push(100, ann(seq + 60, B_IP, B_MAC, None));
+    write(dir, "announce-udp-hello", &c, &follow, false);
+
+    // announce-stale: sequences two days before and two days after the capture's clock (the
+    // terminal's clock in replay, taken as synchronised), then a fresh one.
+    let day_us = 86_400_000_000u64;
+    let mut c = Cap::new();
+    c.push(0, ann(T0 - 2 * day_us, B_IP, B_MAC, None));
+    c.push(100, ann(T0 + 2 * day_us, B_IP, B_MAC, None));
+    c.push(100, ann(seq, B_IP, B_MAC, None));
+    write(dir, "announce-stale", &c, &follow, false);
+
+    // arp-resolution: the lease names B (option 224) known only by IP. B's gratuitous ARP and an
+    // ARP request from B are no answer; B's unicast reply is (pin); then the attacker answers for
+    // B inside the window (unpin, alarm).
+    let mut c = Cap::new();
+    c.push(0, client_msg(MessageType::Discover, None, None, None));
+    c.push(2, server_reply(MessageType::Offer, Some(B_IP), ServerForm::Binary, None));
+    c.push(1, client_msg(MessageType::Request, None, Some(TERM_IP), Some(DHCP_IP)));
+    c.push(2, server_reply(MessageType::Ack, Some(B_IP), ServerForm::Binary, None));
+    c.push(10, frame::emit_arp_frame(B_MAC, Mac::BROADCAST, &arp::Repr::announcement(B_MAC, B_IP).to_bytes()));
+    let req = arp::Repr { operation: arp::Operation::Request, sha: B_MAC, spa: B_IP, tha: Mac::ZERO, tpa: DHCP_IP };
+    c.push(10, frame::emit_arp_frame(B_MAC, Mac::BROADCAST, &req.to_bytes()));
+    c.push(10, arp_reply(B_MAC, B_IP));
+    c.push(10, arp_reply(EVIL_MAC, B_IP));
+    write(dir, "arp-resolution", &c, &dhcp, false);
+
+    // announce-flood: B pinned; 600 forged ANNOUNCEs in 0.1 s from 600 random MACs (over the
+    // all-sources limit of 500/s); then the pinned server's MAC announces a new address C, which
+    // is exempt from that limit and applies.
+    let mut c = Cap::new();
+    c.push(0, ann(seq, B_IP, B_MAC, None));
+    for i in 0..600u32 {
+        let b = i.to_be_bytes();
+        let m = Mac([2, 0xaa, 0, b[1], b[2], b[3]]);
+        let mut f = announce(seq + 1 + u64::from(i), EVIL_IP, m, 1, &[0x22; 32]).frame(47474);
+        f[6..12].copy_from_slice(&m.0);
+        c.push(u64::from(i % 6 == 0), f); // 6 per millisecond: 600 in 0.1 s
+    }
+    c.push(1, ann(seq + 1000, c_ip, B_MAC, None));
+    write(dir, "announce-flood", &c, &follow, false);
+
+    // arp-flood: B pinned; 40 spoofed replies for B from 40 MACs in 0.4 s: one alarm and one
+    // CONFLICT hook (coalesced per alarm_interval_s), the rest counted; then a genuine move.
+    let mut c = Cap::new();
+    c.push(0, ann(seq, B_IP, B_MAC, None));
+    for i in 0..40u8 {
+        c.push(10, arp_reply(Mac([2, 0xbb, 0, 0, 0, i]), B_IP));
+    }
+    c.push(10, ann(seq + 1, c_ip, c_mac, None));
+    write(dir, "arp-flood", &c, &follow, false);
 }
