@@ -12,3 +12,5 @@ mod netns;
 mod props;
 mod scenarios;
 mod serve;
+mod sim;
+mod sim_scenarios;
