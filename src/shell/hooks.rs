@@ -1,10 +1,13 @@
 //! Running the integrator's hook (DESIGN §9) and, in follow mode, `renew_command`.
 //!
-//! Contract: a hook never blocks the pipeline: hooks run one at a time, in the order they were
-//! fired (SERVER_CHANGED before the SERVER_CONNECTED that follows it), on one hook thread, each
-//! killed after `hook_timeout_ms`. At most [`MAX_QUEUED`] wait and [`MAX_PER_SECOND`] start per
-//! second; beyond that a hook is skipped with a warning (a flood of conflicts cannot fork-bomb
-//! the terminal). The environment mirrors dhcpcd-run-hooks.
+//! Contract: a hook never blocks the pipeline: hooks run one at a time on one hook thread, each
+//! killed after `hook_timeout_ms`. Life-cycle hooks (SERVER_CHANGED, SERVER_CONNECTED,
+//! FORCERENEW, LEASE_*) are never dropped or delayed by alarms (DESIGN §5): they have their own
+//! queue, run in the order fired (SERVER_CHANGED before the SERVER_CONNECTED that follows it) and
+//! ahead of any waiting alarm hook. Alarm hooks (CONFLICT, SERVER_UNREACHABLE), which the engine
+//! already coalesces, are further bounded: at most [`MAX_QUEUED`] wait and [`MAX_PER_SECOND`]
+//! start per second, beyond that one is skipped with a warning, so no flood can fork-bomb the
+//! terminal. The environment mirrors dhcpcd-run-hooks.
 
 use crate::engine::{HookEnv, HookReason};
 use crossbeam_channel::{bounded, Sender, TrySendError};
@@ -16,6 +19,8 @@ use std::time::{Duration, Instant};
 
 pub const MAX_QUEUED: usize = 16;
 pub const MAX_PER_SECOND: usize = 10;
+/// Life-cycle hooks come only from authenticated, rate-limited events; this bound is a backstop.
+pub const MAX_LIFECYCLE_QUEUED: usize = 1024;
 
 #[derive(Clone)]
 pub struct Hooks {
@@ -24,6 +29,7 @@ pub struct Hooks {
     pub interface: String,
     pub timeout: Duration,
     queue: Option<Sender<Job>>,
+    lifecycle: Option<Sender<Job>>,
     window: Arc<Mutex<(Instant, usize)>>,
 }
 
@@ -44,23 +50,34 @@ impl Hooks {
             interface,
             timeout,
             queue: None,
+            lifecycle: None,
             window: Arc::new(Mutex::new((Instant::now(), 0))),
         };
         if h.hook.is_some() || h.renew_command.is_some() {
             let (tx, rx) = bounded::<Job>(MAX_QUEUED);
+            let (ltx, lrx) = bounded::<Job>(MAX_LIFECYCLE_QUEUED);
             let runner = h.clone();
-            let spawned = std::thread::Builder::new().name("hooks".into()).spawn(move || {
-                for job in rx.iter() {
-                    if let Some(cmd) = job.renew {
-                        runner.run_one("renew_command", Command::new("/bin/sh").arg("-c").arg(cmd), &job.vars);
-                    }
-                    if let Some(p) = &runner.hook {
-                        runner.run_one(&p.display().to_string(), &mut Command::new(p), &job.vars);
-                    }
+            let spawned = std::thread::Builder::new().name("hooks".into()).spawn(move || loop {
+                // Life-cycle first: an alarm waiting never delays a move's hook.
+                let job = match lrx.try_recv() {
+                    Ok(j) => j,
+                    Err(_) => crossbeam_channel::select! {
+                        recv(lrx) -> j => match j { Ok(j) => j, Err(_) => return },
+                        recv(rx) -> j => match j { Ok(j) => j, Err(_) => return },
+                    },
+                };
+                if let Some(cmd) = job.renew {
+                    runner.run_one("renew_command", Command::new("/bin/sh").arg("-c").arg(cmd), &job.vars);
+                }
+                if let Some(p) = &runner.hook {
+                    runner.run_one(&p.display().to_string(), &mut Command::new(p), &job.vars);
                 }
             });
             match spawned {
-                Ok(_) => h.queue = Some(tx),
+                Ok(_) => {
+                    h.queue = Some(tx);
+                    h.lifecycle = Some(ltx);
+                }
                 Err(e) => log::error!("cannot start the hook thread: {e}; hooks are disabled"),
             }
         }
@@ -82,12 +99,13 @@ impl Hooks {
     /// Queues the hook for `reason` (and, for FORCERENEW, `renew_command` first). Returns
     /// immediately.
     pub fn fire(&self, reason: HookReason, env: &HookEnv) {
-        let Some(queue) = &self.queue else { return };
+        let alarm = matches!(reason, HookReason::Conflict | HookReason::ServerUnreachable);
+        let Some(queue) = (if alarm { &self.queue } else { &self.lifecycle }) else { return };
         let renew = if reason == HookReason::ForceRenew { self.renew_command.clone() } else { None };
         if self.hook.is_none() && renew.is_none() {
             return;
         }
-        if !self.admit() {
+        if alarm && !self.admit() {
             log::warn!("hook {} skipped: more than {MAX_PER_SECOND} hooks in a second", reason.as_str());
             return;
         }
@@ -105,7 +123,7 @@ impl Hooks {
         match queue.try_send(Job { renew, vars }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                log::warn!("hook {} skipped: {MAX_QUEUED} hooks already waiting", reason.as_str())
+                log::warn!("hook {} skipped: {} hooks already waiting", reason.as_str(), queue.len())
             }
             Err(TrySendError::Disconnected(_)) => {
                 log::error!("hook {} skipped: the hook thread is gone", reason.as_str())
