@@ -56,7 +56,7 @@ pub fn announce_once(
     previous: Option<Ipv4Addr>,
     now_unix_us: u64,
 ) -> std::io::Result<u64> {
-    let sequence = super::take_persisted_sequence(state_dir, SEQ_FILE, now_unix_us)?;
+    let sequence = super::sequence::take_persisted(state_dir, SEQ_FILE, now_unix_us)?;
     let a = Announce {
         key_id,
         key,

@@ -42,7 +42,7 @@ pub fn parse_xid_db(text: &str) -> (HashMap<Mac, u32>, Vec<usize>) {
 
 /// The next RFC 3118 replay counter, persisted in `state_dir` before use.
 pub fn next_replay(state_dir: &Path, now_unix_us: u64) -> std::io::Result<u64> {
-    super::take_persisted_sequence(state_dir, REPLAY_FILE, now_unix_us)
+    super::sequence::take_persisted(state_dir, REPLAY_FILE, now_unix_us)
 }
 
 #[cfg(test)]

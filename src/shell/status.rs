@@ -1,7 +1,7 @@
 //! The daemon's runtime status for `ipsyncd status` (DESIGN §6): written by the worker after
 //! anything changes, read by the CLI.
 //!
-//! Contract: `state_dir/status.json` is replaced atomically (temp file + rename) so a reader never
+//! Contract: `state_dir/status.json` is replaced through [`super::atomic_file`], so a reader never
 //! sees half a file. It is a snapshot, not the source of truth: the state file is.
 
 use crate::engine::{Engine, Mode};
@@ -72,9 +72,8 @@ pub fn snapshot(e: &Engine, interface: &str, now: crate::engine::Instant) -> Val
 }
 
 pub fn write(dir: &Path, v: &Value) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?)?;
-    std::fs::rename(tmp, dir.join(FILE_NAME))
+    let bytes = serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?;
+    super::atomic_file::write_atomic(dir, FILE_NAME, &bytes)
 }
 
 pub fn read(dir: &Path) -> std::io::Result<Value> {
