@@ -6,12 +6,6 @@
 
 use clap::{Parser, Subcommand};
 use ipsyncd::config::{self, Config};
-use ipsyncd::engine::input::DecodeContext;
-use ipsyncd::engine::{Engine, State};
-use ipsyncd::shell::applier::Recorder;
-use ipsyncd::shell::source::PcapSource;
-use ipsyncd::shell::worker::Timing;
-use ipsyncd::shell::{decision_log, pipeline, state_file};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,59 +106,12 @@ fn load_config(p: Option<PathBuf>) -> Result<(PathBuf, Config), Fail> {
 }
 
 fn replay(pcap: PathBuf, config: Option<PathBuf>, state_dir: Option<PathBuf>) -> Result<(), Fail> {
+    use ipsyncd::shell::replay::{self, ReplayError};
     let (cpath, cfg) = load_config(config)?;
-    let in_file = |m: String| Fail::Usage(format!("{}: {m}", cpath.display()));
-    let mac = cfg
-        .terminal_mac()
-        .map_err(in_file)?
-        .ok_or_else(|| in_file("terminal.mac: required for replay (the terminal's MAC)".into()))?;
-    let ecfg = cfg.engine_config(mac).map_err(in_file)?;
-    if ecfg.allow_unauthenticated {
-        log::warn!("allow_unauthenticated = true: unauthenticated FORCERENEW will be ACCEPTED (lab use only)");
-    }
-    let state = match &state_dir {
-        None => State::default(),
-        Some(d) => {
-            std::fs::create_dir_all(d)
-                .map_err(|e| Fail::Runtime(format!("{}: cannot create state directory: {e}", d.display())))?;
-            match state_file::load(d, unix_now()).map_err(|e| Fail::Runtime(format!("{}: {e}", d.display())))? {
-                state_file::Loaded::Restored(s) => s,
-                _ => State::default(),
-            }
-        }
-    };
-    let source = PcapSource::open(&pcap).map_err(|e| Fail::Runtime(format!("{}: {e}", pcap.display())))?;
-    let ctx = DecodeContext { mac, port: ecfg.port, server_option: ecfg.server_option };
-    // Replay seeds its generator with a constant: the same capture gives the same log.
-    let engine = Engine::new(ecfg, state, 0);
-    let mut out = std::io::BufWriter::new(std::io::stdout());
-    let sink = Box::new(move |d: &ipsyncd::engine::Decision| {
-        let _ = writeln!(out, "{}", decision_log::to_json(d));
-    });
-    let summary = pipeline::run(
-        Box::new(source),
-        ctx,
-        engine,
-        Box::new(Recorder::new(state_dir)),
-        sink,
-        Timing::Replay,
-        pipeline::Extras::default(),
-    );
-    log::info!(
-        "replayed {} frames: {} filtered, drops {:?}, verdicts {:?}",
-        summary.frames,
-        summary.filtered,
-        summary.capture_drops,
-        summary.counters.verdicts
-    );
-    match summary.source_error {
-        Some(e) => Err(Fail::Runtime(format!("{}: {e} (after {} frames)", pcap.display(), summary.frames))),
-        None => Ok(()),
-    }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    replay::run(&pcap, &cfg, &cpath, state_dir.as_deref()).map_err(|e| match e {
+        ReplayError::Config(m) => Fail::Usage(m),
+        ReplayError::Runtime(m) => Fail::Runtime(m),
+    })
 }
 
 fn keygen(id: u32) -> Result<(), Fail> {
