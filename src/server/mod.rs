@@ -1,11 +1,15 @@
-//! Cloud-server side: building what `ipsyncd announce` and `ipsyncd forcerenew` send.
+//! Cloud-server side: the tools `announce`, `forcerenew`, `serve` and `keygen` (one module
+//! each), and here the builders of what `announce` and `forcerenew` send.
 //!
-//! Contract: pure builders over `wire`, used by the CLI tools (later issues), the fixture
-//! generator and the tests. Sequence numbers follow DESIGN §4.3: max(last + 1, µs since epoch),
-//! with both inputs passed in ([`sequence`] persists them).
+//! Contract: the builders are pure over `wire`, used by the tools, the fixture generator and
+//! the tests. Sequence numbers follow DESIGN §4.3: max(last + 1, µs since epoch), with both
+//! inputs passed in ([`sequence`] persists them). The server side may use the shell; the shell
+//! never uses the server side.
 
 pub mod announce;
+pub mod error;
 pub mod forcerenew;
+pub mod keygen;
 pub mod sequence;
 pub mod serve;
 
