@@ -27,14 +27,18 @@ struct Cli {
 enum Cmd {
     /// Terminal daemon (foreground).
     Run {
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Interface to follow on (overrides `interface` in the config).
         #[arg(long)]
         interface: Option<String>,
     },
     /// Replay a pcap or pcapng capture through the pipeline; decision log as JSON lines on stdout.
     Replay {
+        /// The capture to replay.
         pcap: PathBuf,
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
         /// Load and persist state here (default: start fresh and persist nothing).
@@ -43,54 +47,73 @@ enum Cmd {
     },
     /// Current server, pin, lease and counters.
     Status {
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Print one JSON object.
         #[arg(long)]
         json: bool,
     },
     /// Announce the server's address (cloud-server side).
     Announce {
+        /// Interface to broadcast on.
         #[arg(long)]
         interface: String,
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Address to announce [default: the interface's first IPv4 address].
         #[arg(long)]
         address: Option<String>,
+        /// The server's previous address (PREVIOUS_IPV4).
         #[arg(long)]
         previous: Option<String>,
+        /// Keep running; announce again whenever the interface gains a new address.
         #[arg(long)]
         watch: bool,
+        /// Seconds between announcements (with --count), or between refreshes (with --watch).
         #[arg(long)]
         interval: Option<u64>,
+        /// How many announcements to send [default: 1].
         #[arg(long)]
         count: Option<u64>,
     },
     /// Send authenticated FORCERENEW to terminals (cloud-server side).
     Forcerenew {
+        /// Interface to send on.
         #[arg(long)]
         interface: String,
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The client's IPv4 address.
         #[arg(long)]
         client: Option<String>,
+        /// The client's MAC (aa:bb:cc:dd:ee:ff).
         #[arg(long)]
         client_mac: Option<String>,
+        /// Lease file of the clients to reach (not available in this build yet).
         #[arg(long)]
         leases: Option<PathBuf>,
+        /// Resends after the first, one second apart [default: 0].
         #[arg(long)]
         retries: Option<u32>,
+        /// Fail unless every client renews (not available in this build yet).
         #[arg(long)]
         require_confirm: bool,
     },
     /// Answer HELLO with WELCOME (cloud-server side).
     Serve {
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// ADDR:PORT to listen on [default: 0.0.0.0 and the config's port].
         #[arg(long)]
         listen: Option<String>,
     },
     /// Print a fresh [[key]] section.
     Keygen {
+        /// The key's id.
         #[arg(long, default_value_t = 1)]
         id: u32,
     },
