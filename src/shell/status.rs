@@ -321,13 +321,12 @@ mod tests {
     }
 
     fn state_with_server() -> State {
-        let mut st = State::default();
-        st.server = Some(ServerState {
+        let server = ServerState {
             ip: Ipv4Addr::new(10, 77, 0, 20),
             mac: Some("02:00:00:00:00:02".parse().unwrap()),
             since: 1_764_138_625,
-        });
-        st
+        };
+        State { server: Some(server), ..State::default() }
     }
 
     #[test]
