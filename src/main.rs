@@ -1,17 +1,17 @@
-//! `ipsyncd`: the command line (DESIGN §6). Picks the source, clock and applier, then runs the
-//! pipeline or a server-side tool.
+//! `ipsyncd`: the command line (DESIGN §6), and only that: the clap definitions, loading the
+//! config, and dispatch to the module that does each subcommand's work.
 //!
 //! Contract: exit 0 on success, 1 on a runtime failure, 2 on a usage or config error; every
-//! error message names the file, the key and what was expected.
+//! error message names the file, the key and what was expected. The modules return typed
+//! errors; this file alone maps them to exit codes.
 
 use clap::{Parser, Subcommand};
 use ipsyncd::config::{self, Config};
-use ipsyncd::engine::input::DecodeContext;
-use ipsyncd::engine::{Engine, State};
-use ipsyncd::shell::applier::Recorder;
-use ipsyncd::shell::source::PcapSource;
-use ipsyncd::shell::worker::Timing;
-use ipsyncd::shell::{decision_log, pipeline, state_file};
+use ipsyncd::server::error::ToolError;
+use ipsyncd::server::{announce, forcerenew, keygen, serve};
+use ipsyncd::shell::daemon::{self, DaemonError};
+use ipsyncd::shell::replay::{self, ReplayError};
+use ipsyncd::shell::status::{self, StatusError};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,14 +27,18 @@ struct Cli {
 enum Cmd {
     /// Terminal daemon (foreground).
     Run {
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Interface to follow on (overrides `interface` in the config).
         #[arg(long)]
         interface: Option<String>,
     },
     /// Replay a pcap or pcapng capture through the pipeline; decision log as JSON lines on stdout.
     Replay {
+        /// The capture to replay.
         pcap: PathBuf,
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
         /// Load and persist state here (default: start fresh and persist nothing).
@@ -43,450 +47,161 @@ enum Cmd {
     },
     /// Current server, pin, lease and counters.
     Status {
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Print one JSON object.
         #[arg(long)]
         json: bool,
     },
     /// Announce the server's address (cloud-server side).
     Announce {
+        /// Interface to broadcast on.
         #[arg(long)]
         interface: String,
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Address to announce [default: the interface's first IPv4 address].
         #[arg(long)]
         address: Option<String>,
+        /// The server's previous address (PREVIOUS_IPV4).
         #[arg(long)]
         previous: Option<String>,
+        /// Keep running; announce again whenever the interface gains a new address.
         #[arg(long)]
         watch: bool,
+        /// Seconds between announcements (with --count), or between refreshes (with --watch).
         #[arg(long)]
         interval: Option<u64>,
+        /// How many announcements to send [default: 1].
         #[arg(long)]
         count: Option<u64>,
     },
     /// Send authenticated FORCERENEW to terminals (cloud-server side).
     Forcerenew {
+        /// Interface to send on.
         #[arg(long)]
         interface: String,
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The client's IPv4 address.
         #[arg(long)]
         client: Option<String>,
+        /// The client's MAC (aa:bb:cc:dd:ee:ff).
         #[arg(long)]
         client_mac: Option<String>,
+        /// Lease file of the clients to reach (not available in this build yet).
         #[arg(long)]
         leases: Option<PathBuf>,
+        /// Resends after the first, one second apart [default: 0].
         #[arg(long)]
         retries: Option<u32>,
+        /// Fail unless every client renews (not available in this build yet).
         #[arg(long)]
         require_confirm: bool,
     },
     /// Answer HELLO with WELCOME (cloud-server side).
     Serve {
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// ADDR:PORT to listen on [default: 0.0.0.0 and the config's port].
         #[arg(long)]
         listen: Option<String>,
     },
     /// Print a fresh [[key]] section.
     Keygen {
+        /// The key's id.
         #[arg(long, default_value_t = 1)]
         id: u32,
     },
 }
 
+/// How a subcommand failed, as far as the exit code cares.
 enum Fail {
+    /// A flag or the config is wrong: exit 2.
     Usage(String),
+    /// The system refused: exit 1.
     Runtime(String),
 }
 
-fn config_path(p: Option<PathBuf>) -> PathBuf {
-    p.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+impl From<ReplayError> for Fail {
+    fn from(e: ReplayError) -> Fail {
+        match e {
+            ReplayError::Config(m) => Fail::Usage(m),
+            ReplayError::Runtime(m) => Fail::Runtime(m),
+        }
+    }
 }
 
+impl From<DaemonError> for Fail {
+    fn from(e: DaemonError) -> Fail {
+        match e {
+            DaemonError::Config(m) => Fail::Usage(m),
+            DaemonError::Runtime(m) => Fail::Runtime(m),
+        }
+    }
+}
+
+impl From<StatusError> for Fail {
+    fn from(e: StatusError) -> Fail {
+        match e {
+            StatusError::NothingKnown(_) => Fail::Runtime(e.to_string()),
+        }
+    }
+}
+
+impl From<ToolError> for Fail {
+    fn from(e: ToolError) -> Fail {
+        match e {
+            ToolError::Usage(m) => Fail::Usage(m),
+            ToolError::Runtime(m) => Fail::Runtime(m),
+        }
+    }
+}
+
+/// The config named by `--config` (or the default path), and that path for error messages.
 fn load_config(p: Option<PathBuf>) -> Result<(PathBuf, Config), Fail> {
-    let path = config_path(p);
+    let path = p.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
     let c = Config::load(&path).map_err(|e| Fail::Usage(e.to_string()))?;
     Ok((path, c))
 }
 
-fn replay(pcap: PathBuf, config: Option<PathBuf>, state_dir: Option<PathBuf>) -> Result<(), Fail> {
-    let (cpath, cfg) = load_config(config)?;
-    let in_file = |m: String| Fail::Usage(format!("{}: {m}", cpath.display()));
-    let mac = cfg
-        .terminal_mac()
-        .map_err(in_file)?
-        .ok_or_else(|| in_file("terminal.mac: required for replay (the terminal's MAC)".into()))?;
-    let ecfg = cfg.engine_config(mac).map_err(in_file)?;
-    if ecfg.allow_unauthenticated {
-        log::warn!("allow_unauthenticated = true: unauthenticated FORCERENEW will be ACCEPTED (lab use only)");
-    }
-    let state = match &state_dir {
-        None => State::default(),
-        Some(d) => {
-            std::fs::create_dir_all(d)
-                .map_err(|e| Fail::Runtime(format!("{}: cannot create state directory: {e}", d.display())))?;
-            match state_file::load(d, unix_now()).map_err(|e| Fail::Runtime(format!("{}: {e}", d.display())))? {
-                state_file::Loaded::Restored(s) => s,
-                _ => State::default(),
-            }
+fn dispatch(cmd: Cmd) -> Result<(), Fail> {
+    match cmd {
+        Cmd::Replay { pcap, config, state_dir } => {
+            let (cpath, cfg) = load_config(config)?;
+            Ok(replay::run(&pcap, &cfg, &cpath, state_dir.as_deref())?)
         }
-    };
-    let source = PcapSource::open(&pcap).map_err(|e| Fail::Runtime(format!("{}: {e}", pcap.display())))?;
-    let ctx = DecodeContext { mac, port: ecfg.port, server_option: ecfg.server_option };
-    // Replay seeds its generator with a constant: the same capture gives the same log.
-    let engine = Engine::new(ecfg, state, 0);
-    let mut out = std::io::BufWriter::new(std::io::stdout());
-    let sink = Box::new(move |d: &ipsyncd::engine::Decision, wall: ipsyncd::engine::Instant| {
-        let _ = writeln!(out, "{}", decision_log::to_json_at(d, wall));
-    });
-    let summary = pipeline::run(
-        Box::new(source),
-        ctx,
-        engine,
-        Box::new(Recorder::new(state_dir)),
-        sink,
-        Timing::Replay,
-        pipeline::Extras::default(),
-    );
-    log::info!(
-        "replayed {} frames: {} filtered, drops {:?}, verdicts {:?}",
-        summary.frames,
-        summary.filtered,
-        summary.capture_drops,
-        summary.counters.verdicts
-    );
-    match summary.source_error {
-        Some(e) => Err(Fail::Runtime(format!("{}: {e} (after {} frames)", pcap.display(), summary.frames))),
-        None => Ok(()),
-    }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-fn keygen(id: u32) -> Result<(), Fail> {
-    let mut key = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key))
-        .map_err(|e| Fail::Runtime(format!("/dev/urandom: {e}")))?;
-    println!("[[key]]\nid = {id}\nsecret = \"0x{}\"", config::to_hex(&key));
-    Ok(())
-}
-
-fn serve(config: Option<PathBuf>, listen: Option<String>) -> Result<(), Fail> {
-    let (cpath, cfg) = load_config(config)?;
-    let keys = cfg.keys();
-    if keys.is_empty() {
-        return Err(Fail::Usage(format!("{}: [[key]]: serve needs at least one key to sign WELCOME", cpath.display())));
-    }
-    let addr: std::net::SocketAddr = match listen {
-        Some(l) => l.parse().map_err(|_| Fail::Usage(format!("--listen: expected ADDR:PORT, got {l:?}")))?,
-        None => std::net::SocketAddr::from(([0, 0, 0, 0], cfg.server.port)),
-    };
-    let listener = ipsyncd::server::serve::bind(addr).map_err(|e| Fail::Runtime(format!("listen {addr}: {e}")))?;
-    log::info!("serving HELLO on {addr}");
-    let server = ipsyncd::server::serve::Server::new(keys, None);
-    server.run(listener).map_err(|e| Fail::Runtime(format!("serve {addr}: {e}")))
-}
-
-fn run(config: Option<PathBuf>, interface: Option<String>) -> Result<(), Fail> {
-    let (cpath, cfg) = load_config(config)?;
-    ipsyncd::shell::daemon::run(&cpath, cfg, interface).map_err(|e| match e {
-        ipsyncd::shell::daemon::DaemonError::Config(m) => Fail::Usage(m),
-        ipsyncd::shell::daemon::DaemonError::Runtime(m) => Fail::Runtime(m),
-    })
-}
-
-fn status(config: Option<PathBuf>, json: bool) -> Result<(), Fail> {
-    use ipsyncd::shell::status as st;
-    let (cpath, cfg) = load_config(config)?;
-    let mut v = match st::read(&cfg.state_dir) {
-        Ok(mut v) => {
-            // The status file outlives a crashed daemon: say whether its writer is alive.
-            let alive = v["pid"].as_u64().is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
-            v["running"] = serde_json::json!(alive);
-            v
+        Cmd::Keygen { id } => {
+            keygen::run(id);
+            Ok(())
         }
-        Err(_) => {
-            // Not running (or never ran): report what the state file says.
-            let s = match state_file::load(&cfg.state_dir, unix_now()) {
-                Ok(state_file::Loaded::Restored(s)) => s,
-                _ => {
-                    return Err(Fail::Runtime(format!(
-                        "{}: no status or state (is ipsyncd running?)",
-                        cfg.state_dir.display()
-                    )))
-                }
-            };
-            serde_json::json!({
-                "interface": cfg.interface, "mode": if cfg.mode == ipsyncd::engine::Mode::Dhcp { "dhcp" } else { "follow" },
-                "server": s.server.map(|x| serde_json::json!({"ip": x.ip.to_string(), "mac": x.mac.map(|m| m.to_string()), "since": x.since, "connected": false, "last_welcome": null})),
-                "pin": s.server.and_then(|x| x.mac.map(|m| serde_json::json!({"ip": x.ip.to_string(), "mac": m.to_string(), "in_kernel": null}))),
-                "lease": null, "last_decision": null, "counters": {}, "running": false,
-            })
+        Cmd::Run { config, interface } => {
+            let (cpath, cfg) = load_config(config)?;
+            Ok(daemon::run(&cpath, cfg, interface)?)
         }
-    };
-    // Ask the kernel whether the pin is still there, as a PERMANENT entry with the right MAC.
-    let iface = v["interface"].as_str().map(str::to_string).or(cfg.interface.clone());
-    if let (Some(ip), Some(mac), Some(ifname)) = (v["pin"]["ip"].as_str(), v["pin"]["mac"].as_str(), iface) {
-        let in_kernel = (|| {
-            let mut nl = ipsyncd::shell::netlink::Netlink::open().ok()?;
-            let link = nl.link(&ifname).ok()?;
-            let entry = nl.neighbour(link.index, ip.parse().ok()?).ok()?;
-            Some(matches!(entry, Some((Some(m), s)) if m.to_string() == mac
-                && s == netlink_packet_route::neighbour::NeighbourState::Permanent))
-        })();
-        v["pin"]["in_kernel"] = serde_json::json!(in_kernel);
-    }
-    if json {
-        println!("{}", serde_json::to_string(&v).unwrap_or_default());
-        return Ok(());
-    }
-    let s = &v["server"];
-    println!(
-        "ipsyncd on {} ({} mode), config {}",
-        v["interface"].as_str().unwrap_or("?"),
-        v["mode"].as_str().unwrap_or("?"),
-        cpath.display()
-    );
-    match s["ip"].as_str() {
-        Some(ip) => println!(
-            "server:   {ip} mac {} — {}{}",
-            s["mac"].as_str().unwrap_or("unknown"),
-            if s["connected"] == true { "connected" } else { "not connected" },
-            v["seconds_since_contact"].as_u64().map(|n| format!(", last WELCOME {n} s ago")).unwrap_or_default()
-        ),
-        None => println!("server:   none known"),
-    }
-    match v["pin"]["ip"].as_str() {
-        Some(ip) => println!(
-            "pin:      {ip} → {} ({})",
-            v["pin"]["mac"].as_str().unwrap_or("?"),
-            match v["pin"]["in_kernel"].as_bool() {
-                Some(true) => "PERMANENT in the kernel",
-                Some(false) => "MISSING from the kernel",
-                None => "kernel not checked",
-            }
-        ),
-        None => println!("pin:      none"),
-    }
-    if let Some(l) = v["last_decision"].as_object() {
-        println!(
-            "last:     {} → {} at {}",
-            l["input"].as_str().unwrap_or("?"),
-            l["verdict"].as_str().unwrap_or("?"),
-            l["time"]
-        );
-    }
-    println!("counters: {}", v["counters"]);
-    if v["running"] == false {
-        println!("note:     the daemon is not running; this is its last known state");
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn announce(
-    interface: String,
-    config: Option<PathBuf>,
-    address: Option<String>,
-    previous: Option<String>,
-    watch: bool,
-    interval: Option<u64>,
-    count: Option<u64>,
-) -> Result<(), Fail> {
-    let (cpath, cfg) = load_config(config)?;
-    let (key_id, key) = cfg
-        .key
-        .first()
-        .and_then(|k| cfg.keys().get(&k.id).map(|v| (k.id, v.clone())))
-        .ok_or_else(|| Fail::Usage(format!("{}: [[key]]: announce needs a key to sign with", cpath.display())))?;
-    let parse_ip = |flag: &str, s: &str| {
-        s.parse::<std::net::Ipv4Addr>().map_err(|_| Fail::Usage(format!("{flag}: expected an IPv4 address, got {s:?}")))
-    };
-    let previous = previous.as_deref().map(|p| parse_ip("--previous", p)).transpose()?;
-    let mut nl = ipsyncd::shell::netlink::Netlink::open().map_err(|e| Fail::Runtime(format!("netlink: {e}")))?;
-    let link = nl.link(&interface).map_err(|e| Fail::Runtime(e.to_string()))?;
-    let mac = link.mac.ok_or_else(|| Fail::Runtime(format!("{interface}: has no MAC address")))?;
-    let ip = match address {
-        Some(a) => parse_ip("--address", &a)?,
-        None => nl
-            .addresses(link.index)
-            .map_err(|e| Fail::Runtime(e.to_string()))?
-            .first()
-            .map(|c| c.addr)
-            .ok_or_else(|| Fail::Usage(format!("--address: {interface} has no IPv4 address to announce")))?,
-    };
-    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Fail::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
-    let sender = ipsyncd::server::announce::Sender::open(&interface, ip, cfg.server.port)
-        .map_err(|e| Fail::Runtime(format!("{interface}: cannot send from {ip}: {e}")))?;
-    if watch {
-        return announce_watch(&interface, &cfg, key_id, &key, link.index, mac, ip, previous, interval);
-    }
-    let count = count.unwrap_or(1).max(1);
-    for i in 0..count {
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        let seq =
-            ipsyncd::server::announce::announce_once(&sender, &cfg.state_dir, key_id, &key, ip, mac, previous, now_us)
-                .map_err(|e| Fail::Runtime(format!("announce {ip}: {e}")))?;
-        log::info!("announced {ip} ({mac}) on {interface}, sequence {seq}");
-        if i + 1 < count {
-            std::thread::sleep(std::time::Duration::from_secs(interval.unwrap_or(1)));
+        Cmd::Status { config, json } => {
+            let (cpath, cfg) = load_config(config)?;
+            Ok(status::show(&cfg, &cpath, json)?)
+        }
+        Cmd::Announce { interface, config, address, previous, watch, interval, count } => {
+            let (cpath, cfg) = load_config(config)?;
+            let req = announce::Request { interface, address, previous, watch, interval, count };
+            Ok(announce::run(&cfg, &cpath, req)?)
+        }
+        Cmd::Forcerenew { interface, config, client, client_mac, leases, retries, require_confirm } => {
+            let (cpath, cfg) = load_config(config)?;
+            let req = forcerenew::Request { interface, client, client_mac, leases, retries, require_confirm };
+            Ok(forcerenew::run(&cfg, &cpath, req)?)
+        }
+        Cmd::Serve { config, listen } => {
+            let (cpath, cfg) = load_config(config)?;
+            Ok(serve::run(&cfg, &cpath, listen.as_deref())?)
         }
     }
-    Ok(())
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-}
-
-/// `announce --watch`: announce now, then again whenever the interface gains a new IPv4 address
-/// (with the old one as PREVIOUS_IPV4), and every `--interval` seconds if given.
-#[allow(clippy::too_many_arguments)]
-fn announce_watch(
-    interface: &str,
-    cfg: &Config,
-    key_id: u32,
-    key: &[u8],
-    ifindex: u32,
-    mac: ipsyncd::wire::Mac,
-    mut ip: std::net::Ipv4Addr,
-    mut previous: Option<std::net::Ipv4Addr>,
-    interval: Option<u64>,
-) -> Result<(), Fail> {
-    use ipsyncd::server::announce as an;
-    use std::os::fd::AsRawFd;
-    let mon = ipsyncd::shell::netlink::address_monitor().map_err(|e| Fail::Runtime(format!("netlink: {e}")))?;
-    let mut buf = Vec::new();
-    loop {
-        let sender = an::Sender::open(interface, ip, cfg.server.port)
-            .map_err(|e| Fail::Runtime(format!("{interface}: cannot send from {ip}: {e}")))?;
-        let seq = an::announce_once(&sender, &cfg.state_dir, key_id, key, ip, mac, previous, now_us())
-            .map_err(|e| Fail::Runtime(format!("announce {ip}: {e}")))?;
-        log::info!("announced {ip} ({mac}) on {interface}, sequence {seq}");
-        // Wait for a new address, or for the refresh interval.
-        loop {
-            let timeout = interval.map_or(-1, |s| (s.saturating_mul(1000)).min(i32::MAX as u64) as i32);
-            let mut pfd = libc::pollfd { fd: mon.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one live pollfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, timeout) };
-            if r == 0 {
-                break; // refresh
-            }
-            if r < 0 {
-                continue; // EINTR
-            }
-            let events = ipsyncd::shell::netlink::next_address_events(&mon, ifindex, &mut buf)
-                .map_err(|e| Fail::Runtime(format!("netlink: {e}")))?;
-            if let Some((_, c)) = events.iter().rev().find(|(added, c)| *added && c.addr != ip) {
-                previous = Some(ip);
-                ip = c.addr;
-                break;
-            }
-        }
-    }
-}
-
-fn forcerenew(
-    interface: String,
-    config: Option<PathBuf>,
-    client: Option<String>,
-    client_mac: Option<String>,
-    leases: Option<PathBuf>,
-    retries: Option<u32>,
-    require_confirm: bool,
-) -> Result<(), Fail> {
-    use ipsyncd::config::ForceRenewAuth as Auth;
-    use ipsyncd::server::forcerenew as fr;
-    let (cpath, cfg) = load_config(config)?;
-    if leases.is_some() || require_confirm {
-        return not_yet("forcerenew --leases / --require-confirm");
-    }
-    let in_file = |m: String| Fail::Usage(format!("{}: {m}", cpath.display()));
-    let client = client.ok_or_else(|| Fail::Usage("--client IP (or --leases FILE) is required".into()))?;
-    let client_ip: std::net::Ipv4Addr =
-        client.parse().map_err(|_| Fail::Usage(format!("--client: expected an IPv4 address, got {client:?}")))?;
-    let client_mac: ipsyncd::wire::Mac = client_mac
-        .ok_or_else(|| Fail::Usage("--client-mac MAC is required with --client".into()))?
-        .parse()
-        .map_err(|_| Fail::Usage("--client-mac: expected aa:bb:cc:dd:ee:ff".into()))?;
-    let section = cfg.forcerenew.clone().ok_or_else(|| in_file("[forcerenew]: required to sign FORCERENEW".into()))?;
-    let dhcp_keys = cfg.dhcp_keys();
-    let rk;
-    let auth = match section.auth {
-        Auth::Delayed => {
-            let key = dhcp_keys.get(&section.key_id).ok_or_else(|| {
-                in_file(format!("forcerenew.key_id = {}: no [[dhcp_key]] with that id", section.key_id))
-            })?;
-            ipsyncd::server::ForceRenewAuth::Delayed { secret_id: section.key_id, key }
-        }
-        Auth::ReconfigureKey => {
-            let v = section
-                .reconfigure_key
-                .as_deref()
-                .ok_or_else(|| in_file("forcerenew.reconfigure_key: required for auth = \"reconfigure-key\"".into()))?;
-            let bytes = config::parse_secret(v).map_err(|e| in_file(format!("forcerenew.reconfigure_key: {e}")))?;
-            rk = <[u8; 16]>::try_from(bytes.as_slice())
-                .map_err(|_| in_file("forcerenew.reconfigure_key: expected 16 bytes".into()))?;
-            ipsyncd::server::ForceRenewAuth::ReconfigureKey { key: &rk }
-        }
-    };
-    let xid = match &section.xid_db {
-        Some(p) => match std::fs::read_to_string(p) {
-            Ok(text) => {
-                let (map, bad) = fr::parse_xid_db(&text);
-                if !bad.is_empty() {
-                    log::warn!("{}: lines {bad:?} are not `<mac> 0x<8 hex digits>`; ignored", p.display());
-                }
-                map.get(&client_mac).copied().unwrap_or(0)
-            }
-            Err(e) => {
-                log::warn!("{}: {e}; using xid 0", p.display());
-                0
-            }
-        },
-        None => 0,
-    };
-    let mut nl = ipsyncd::shell::netlink::Netlink::open().map_err(|e| Fail::Runtime(format!("netlink: {e}")))?;
-    let link = nl.link(&interface).map_err(|e| Fail::Runtime(e.to_string()))?;
-    let server_mac = link.mac.ok_or_else(|| Fail::Runtime(format!("{interface}: has no MAC address")))?;
-    let server_ip = nl
-        .addresses(link.index)
-        .map_err(|e| Fail::Runtime(e.to_string()))?
-        .into_iter()
-        .find(|c| c.contains(client_ip))
-        .or_else(|| nl.addresses(link.index).ok().and_then(|a| a.first().copied()))
-        .map(|c| c.addr)
-        .ok_or_else(|| Fail::Runtime(format!("{interface}: has no IPv4 address to send from")))?;
-    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| Fail::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
-    let tx = ipsyncd::shell::capture::Transmitter::open(link.index)
-        .map_err(|e| Fail::Runtime(format!("{interface}: {e} (needs CAP_NET_RAW)")))?;
-    for attempt in 0..=retries.unwrap_or(0) {
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        let replay = fr::next_replay(&cfg.state_dir, now_us)
-            .map_err(|e| Fail::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
-        let m = ipsyncd::server::ForceRenew { server_ip, server_mac, client_ip, client_mac, xid, replay, auth };
-        tx.send(&m.frame()).map_err(|e| Fail::Runtime(format!("send FORCERENEW to {client_ip}: {e}")))?;
-        println!("sent FORCERENEW to {client_ip} ({client_mac}) xid {xid:#010x} replay {replay}");
-        if attempt < retries.unwrap_or(0) {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        }
-    }
-    Ok(())
-}
-
-fn not_yet(what: &str) -> Result<(), Fail> {
-    Err(Fail::Runtime(format!("`ipsyncd {what}` is not available in this build yet")))
 }
 
 /// stderr, or journald when systemd connected our stderr to it (JOURNAL_STREAM): then each line
@@ -513,20 +228,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon reports what it does at info; one-shot tools only warn.
     init_logging(if matches!(cli.cmd, Cmd::Run { .. } | Cmd::Serve { .. }) { "info" } else { "warn" });
-    let r = match cli.cmd {
-        Cmd::Replay { pcap, config, state_dir } => replay(pcap, config, state_dir),
-        Cmd::Keygen { id } => keygen(id),
-        Cmd::Run { config, interface } => run(config, interface),
-        Cmd::Status { config, json } => status(config, json),
-        Cmd::Announce { interface, config, address, previous, watch, interval, count } => {
-            announce(interface, config, address, previous, watch, interval, count)
-        }
-        Cmd::Forcerenew { interface, config, client, client_mac, leases, retries, require_confirm } => {
-            forcerenew(interface, config, client, client_mac, leases, retries, require_confirm)
-        }
-        Cmd::Serve { config, listen } => serve(config, listen),
-    };
-    match r {
+    match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail::Usage(m)) => {
             eprintln!("ipsyncd: {m}");

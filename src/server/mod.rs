@@ -1,11 +1,16 @@
-//! Cloud-server side: building what `ipsyncd announce` and `ipsyncd forcerenew` send.
+//! Cloud-server side: the tools `announce`, `forcerenew`, `serve` and `keygen` (one module
+//! each), and here the builders of what `announce` and `forcerenew` send.
 //!
-//! Contract: pure builders over `wire`, used by the CLI tools (later issues), the fixture
-//! generator and the tests. Sequence numbers follow DESIGN §4.3: max(last + 1, µs since epoch),
-//! with both inputs passed in.
+//! Contract: the builders are pure over `wire`, used by the tools, the fixture generator and
+//! the tests. Sequence numbers follow DESIGN §4.3: max(last + 1, µs since epoch), with both
+//! inputs passed in ([`sequence`] persists them). The server side may use the shell; the shell
+//! never uses the server side.
 
 pub mod announce;
+pub mod error;
 pub mod forcerenew;
+pub mod keygen;
+pub mod sequence;
 pub mod serve;
 
 use crate::wire::auth::{
@@ -17,19 +22,6 @@ use crate::wire::{ipsync, Mac};
 use std::net::Ipv4Addr;
 
 pub use crate::wire::ipsync::next_sequence;
-
-/// Takes the next sequence from the counter file `dir/name` and persists it (temp file, fsync,
-/// rename) before returning, so a sender that crashes right after sending never reuses it.
-pub fn take_persisted_sequence(dir: &std::path::Path, name: &str, now_unix_us: u64) -> std::io::Result<u64> {
-    let path = dir.join(name);
-    let last = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
-    let next = next_sequence(last, now_unix_us);
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, format!("{next}\n"))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(tmp, path)?;
-    Ok(next)
-}
 
 #[derive(Debug, Clone)]
 pub struct Announce<'a> {

@@ -6,12 +6,16 @@
 //! answer). Memory is bounded: at most [`MAX_CONNECTIONS`] at once, and the replay table forgets
 //! the stalest terminal beyond [`MAX_TERMINALS`].
 
+use super::error::ToolError;
+use crate::config::Config;
 use crate::shell::channel::read_record;
+use crate::shell::clock;
 use crate::wire::{ipsync, Mac};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,10 +48,6 @@ enum Refusal {
     UnknownKey,
     BadMac,
     Replayed,
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 impl Server {
@@ -89,7 +89,7 @@ impl Server {
         }
         let sequence = {
             let mut last = self.last_sent.lock();
-            let s = super::next_sequence(*last, now_us());
+            let s = super::next_sequence(*last, clock::unix_us());
             *last = Some(s);
             s
         };
@@ -156,4 +156,23 @@ impl Server {
 
 pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(listen)
+}
+
+/// `ipsyncd serve`: WELCOME signed with the config's `[[key]]`s, on `listen` or on all addresses
+/// at the config's port. Runs until killed. `config_path` names the config in errors.
+pub fn run(cfg: &Config, config_path: &Path, listen: Option<&str>) -> Result<(), ToolError> {
+    let keys = cfg.keys();
+    if keys.is_empty() {
+        return Err(ToolError::Usage(format!(
+            "{}: [[key]]: serve needs at least one key to sign WELCOME",
+            config_path.display()
+        )));
+    }
+    let addr: SocketAddr = match listen {
+        Some(l) => l.parse().map_err(|_| ToolError::Usage(format!("--listen: expected ADDR:PORT, got {l:?}")))?,
+        None => SocketAddr::from(([0, 0, 0, 0], cfg.server.port)),
+    };
+    let listener = bind(addr).map_err(|e| ToolError::Runtime(format!("listen {addr}: {e}")))?;
+    log::info!("serving HELLO on {addr}");
+    Server::new(keys, None).run(listener).map_err(|e| ToolError::Runtime(format!("serve {addr}: {e}")))
 }

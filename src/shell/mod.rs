@@ -6,6 +6,7 @@
 //! [`applier::Applier`] differ. The clock is read once per wakeup, here, never in the engine.
 
 pub mod applier;
+pub mod atomic_file;
 pub mod capture;
 pub mod channel;
 pub mod clock;
@@ -15,6 +16,7 @@ pub mod hooks;
 pub mod netlink;
 pub mod pcap;
 pub mod pipeline;
+pub mod replay;
 pub mod source;
 pub mod state_file;
 pub mod status;

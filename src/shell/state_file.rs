@@ -1,17 +1,23 @@
 //! The state file (DESIGN §10): `state_dir/state.json`.
 //!
-//! Contract: [`save`] writes a temp file, fsyncs it, renames it over the old one and fsyncs the
-//! directory, so a crash at any point leaves the old or the new state, never a torn one.
-//! [`load`] moves a corrupt file aside (never silently empties it) and says so loudly.
+//! Contract: [`save`] goes through [`atomic_file::write_atomic`], so a crash at any point leaves
+//! the old or the new state, never a torn one, and a symlink planted in `state_dir` is never
+//! followed. [`load`] moves a corrupt file aside (never silently empties it) under a name that
+//! never replaces an earlier moved-aside file, and says so loudly. [`read`] only looks: it is
+//! for `status`, which must not change the daemon's files.
 
+use super::atomic_file;
 use crate::engine::State;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "state.json";
 /// A state file larger than this is not ours.
 const MAX_STATE_BYTES: u64 = 1 << 20;
+/// Moved-aside names tried per second before giving up; a thousand corrupt states within one
+/// second means something else is writing here.
+const MAX_ASIDE_PER_SECOND: u32 = 1000;
 
 pub fn path(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)
@@ -28,24 +34,28 @@ pub enum Loaded {
     },
 }
 
-pub fn load(dir: &Path, now_unix: u64) -> std::io::Result<Loaded> {
-    let p = path(dir);
-    let meta = match fs::metadata(&p) {
+/// `None` when there is no state file; `Some(Err(why))` when there is one but it is not state.
+fn parse(p: &Path) -> io::Result<Option<Result<State, String>>> {
+    let meta = match fs::metadata(p) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Fresh),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let parsed = if meta.len() > MAX_STATE_BYTES {
-        Err(format!("{} bytes is too large for a state file", meta.len()))
-    } else {
-        let text = fs::read(&p)?;
-        serde_json::from_slice::<State>(&text).map_err(|e| e.to_string())
-    };
-    match parsed {
-        Ok(s) => Ok(Loaded::Restored(s)),
-        Err(error) => {
-            let to = dir.join(format!("{FILE_NAME}.corrupt-{now_unix}"));
-            fs::rename(&p, &to)?;
+    if meta.len() > MAX_STATE_BYTES {
+        return Ok(Some(Err(format!("{} bytes is too large for a state file", meta.len()))));
+    }
+    let text = fs::read(p)?;
+    Ok(Some(serde_json::from_slice::<State>(&text).map_err(|e| e.to_string())))
+}
+
+/// Loads the state for a run; `now_unix` (seconds) names a moved-aside corrupt file.
+pub fn load(dir: &Path, now_unix: u64) -> io::Result<Loaded> {
+    let p = path(dir);
+    match parse(&p)? {
+        None => Ok(Loaded::Fresh),
+        Some(Ok(s)) => Ok(Loaded::Restored(s)),
+        Some(Err(error)) => {
+            let to = move_aside(dir, &p, now_unix)?;
             log::error!(
                 "state file {} is corrupt ({error}); moved it to {} and starting fresh",
                 p.display(),
@@ -56,17 +66,42 @@ pub fn load(dir: &Path, now_unix: u64) -> std::io::Result<Loaded> {
     }
 }
 
-pub fn save(dir: &Path, state: &State) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
-    {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        f.write_all(&json)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
+/// The state as it is on disk, changing nothing: `Ok(None)` when there is none or it is corrupt
+/// (the daemon moves a corrupt one aside when it next starts).
+pub fn read(dir: &Path) -> io::Result<Option<State>> {
+    Ok(parse(&path(dir))?.and_then(Result::ok))
+}
+
+/// Moves `p` to `state.json.corrupt-<now>` or, if that is taken, `…-<now>-<n>`. A hard link is
+/// made first because, unlike rename, it refuses to replace an existing name, so an earlier
+/// moved-aside file is never lost; then the corrupt name is removed.
+fn move_aside(dir: &Path, p: &Path, now_unix: u64) -> io::Result<PathBuf> {
+    for n in 0..MAX_ASIDE_PER_SECOND {
+        let name = match n {
+            0 => format!("{FILE_NAME}.corrupt-{now_unix}"),
+            n => format!("{FILE_NAME}.corrupt-{now_unix}-{n}"),
+        };
+        let to = dir.join(name);
+        match fs::hard_link(p, &to) {
+            Ok(()) => {
+                fs::remove_file(p)?;
+                fs::File::open(dir)?.sync_all()?;
+                return Ok(to);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
     }
-    fs::rename(&tmp, path(dir))?;
-    File::open(dir)?.sync_all()
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("{}: {MAX_ASIDE_PER_SECOND} moved-aside state files for second {now_unix} already", p.display()),
+    ))
+}
+
+pub fn save(dir: &Path, state: &State) -> io::Result<()> {
+    let mut json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+    json.push(b'\n');
+    atomic_file::write_atomic(dir, FILE_NAME, &json)
 }
 
 #[cfg(test)]
@@ -90,6 +125,7 @@ mod tests {
             Loaded::Restored(back) => assert_eq!(back, s),
             other => panic!("{other:?}"),
         }
+        assert_eq!(read(&d).unwrap(), Some(s));
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -97,6 +133,9 @@ mod tests {
     fn corrupt_file_is_moved_aside_not_emptied() {
         let d = tmpdir("corrupt");
         fs::write(path(&d), b"{\"version\":1,").unwrap();
+        // `read` only looks.
+        assert_eq!(read(&d).unwrap(), None);
+        assert!(path(&d).exists());
         match load(&d, 42).unwrap() {
             Loaded::MovedAside { to, .. } => {
                 assert_eq!(fs::read(&to).unwrap(), b"{\"version\":1,");
@@ -104,6 +143,28 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Two corrupt states within the same second used to share one moved-aside name, and the
+    /// second rename destroyed the first.
+    #[test]
+    fn two_corrupt_states_in_one_second_leave_two_files() {
+        let d = tmpdir("corrupt-twice");
+        let mut moved = Vec::new();
+        for body in [&b"first corrupt"[..], b"second corrupt", b"third corrupt"] {
+            fs::write(path(&d), body).unwrap();
+            match load(&d, 1_764_138_625).unwrap() {
+                Loaded::MovedAside { to, .. } => moved.push((to, body)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_ne!(moved[0].0, moved[1].0);
+        assert_ne!(moved[1].0, moved[2].0);
+        for (to, body) in &moved {
+            assert_eq!(&fs::read(to).unwrap()[..], *body);
+        }
+        assert!(matches!(load(&d, 1_764_138_625).unwrap(), Loaded::Fresh));
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -1,86 +1,400 @@
-//! The daemon's runtime status for `ipsyncd status` (DESIGN §6): written by the worker after
-//! anything changes, read by the CLI.
+//! `ipsyncd status` (DESIGN §6): the one status schema, [`Status`], how the running daemon
+//! publishes it and how the CLI reads and shows it.
 //!
-//! Contract: `state_dir/status.json` is replaced atomically (temp file + rename) so a reader never
-//! sees half a file. It is a snapshot, not the source of truth: the state file is.
+//! Contract: one function ([`build`]) makes every [`Status`]: the snapshot the running daemon
+//! writes to `state_dir/status.json` (through [`atomic_file::write_atomic`], so a reader never
+//! sees half a file) and the fallback made from the state file when the daemon is not running.
+//! The snapshot is not the source of truth: the state file is. Reading never changes a file;
+//! only the reader asks the kernel whether the pin is in place (`pin.in_kernel`).
 
-use crate::engine::{Engine, Mode};
-use serde_json::{json, Map, Value};
-use std::path::Path;
+use super::atomic_file;
+use super::netlink::Netlink;
+use super::state_file;
+use crate::config::Config;
+use crate::engine::{Engine, Instant, Mode, State};
+use netlink_packet_route::neighbour::NeighbourState;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "status.json";
 
-/// Wall-clock seconds at the engine's monotonic `t`.
-fn secs(e: &Engine, t: crate::engine::Instant) -> f64 {
+/// What `status --json` prints. The tests read these fields (DESIGN §6); others may be added.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub interface: Option<String>,
+    pub mode: Mode,
+    pub server: Option<ServerStatus>,
+    pub pin: Option<PinStatus>,
+    /// Only in dhcp mode and only while the client runs: its state is the client's.
+    pub lease: Option<LeaseStatus>,
+    pub last_decision: Option<LastDecision>,
+    /// Per verdict: a count, or counts per reason for verdicts that carry one.
+    pub counters: BTreeMap<String, Count>,
+    #[serde(default)]
+    pub dropped: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub seconds_since_contact: Option<u64>,
+    /// The writer's process id: a status file outlives a crashed daemon.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The engine's clock at the snapshot, in seconds.
+    #[serde(default)]
+    pub updated: Option<f64>,
+    #[serde(default)]
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub ip: Ipv4Addr,
+    pub mac: Option<String>,
+    /// Unix seconds when it became our server; unknown for a configured server never switched to.
+    pub since: Option<u64>,
+    pub connected: bool,
+    pub last_welcome: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PinStatus {
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    /// Whether the kernel holds it as a PERMANENT entry with this MAC; `None` when not asked.
+    pub in_kernel: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    pub address: String,
+    pub server_id: Ipv4Addr,
+    /// Unix seconds.
+    pub expires: u64,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastDecision {
+    pub input: String,
+    pub verdict: String,
+    pub time: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Count {
+    Total(u64),
+    ByReason(BTreeMap<String, u64>),
+}
+
+#[derive(Debug)]
+pub enum StatusError {
+    /// Neither a status file nor a readable state file in this directory.
+    NothingKnown(PathBuf),
+}
+
+impl fmt::Display for StatusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatusError::NothingKnown(dir) => write!(f, "{}: no status or state (is ipsyncd running?)", dir.display()),
+        }
+    }
+}
+
+impl std::error::Error for StatusError {}
+
+/// What a running engine knows beyond the persisted state.
+struct Live<'a> {
+    engine: &'a Engine,
+    now: Instant,
+}
+
+/// Wall-clock seconds at the engine's monotonic `t`: every time in the status goes through here.
+fn secs(e: &Engine, t: Instant) -> f64 {
     e.wall_us(t) as f64 / 1e6
 }
 
-/// The status object; `pin.in_kernel` is filled in by the reader, who can ask the kernel.
-pub fn snapshot(e: &Engine, interface: &str, now: crate::engine::Instant) -> Value {
-    let st = e.state();
-    let server = st.server.map(|s| {
-        json!({
-            "ip": s.ip.to_string(),
-            "mac": s.mac.map(|m| m.to_string()),
-            "since": s.since,
-            "connected": e.connected_since().is_some(),
-            "last_welcome": e.connected_since().map(|t| e.wall_us(t) / 1_000_000),
+/// The one constructor of [`Status`]: from the persisted state, plus the engine when it runs.
+fn build(
+    interface: Option<&str>,
+    mode: Mode,
+    state: &State,
+    initial_server: Option<Ipv4Addr>,
+    live: Option<Live>,
+) -> Status {
+    // The engine counts a WELCOME only from the current server, persisted or configured.
+    let connected_since = live.as_ref().and_then(|l| l.engine.connected_since());
+    let connected = connected_since.is_some();
+    let last_welcome = live.as_ref().and_then(|l| connected_since.map(|t| secs(l.engine, t) as u64));
+    let server = state
+        .server
+        .map(|s| ServerStatus {
+            ip: s.ip,
+            mac: s.mac.map(|m| m.to_string()),
+            since: Some(s.since),
+            connected,
+            last_welcome,
         })
-    });
-    let server = server.or_else(|| {
-        e.current_server().map(
-            |ip| json!({"ip": ip.to_string(), "mac": null, "since": null,
-                "connected": e.connected_since().is_some(),
-                "last_welcome": e.connected_since().map(|t| e.wall_us(t) / 1_000_000)}),
-        )
-    });
-    let pin =
-        st.server.and_then(|s| s.mac.map(|m| json!({"ip": s.ip.to_string(), "mac": m.to_string(), "in_kernel": null})));
-    let lease = match (e.config().mode, st.lease) {
-        (Mode::Dhcp, Some(l)) => json!({
-            "address": l.address.to_string(),
-            "server_id": l.server_id.to_string(),
-            "expires": l.expires / 1_000_000,
-            "state": e.client_state(),
+        .or_else(|| initial_server.map(|ip| ServerStatus { ip, mac: None, since: None, connected, last_welcome }));
+    let pin = state.server.and_then(|s| s.mac.map(|m| PinStatus { ip: s.ip, mac: m.to_string(), in_kernel: None }));
+    let lease = match (mode, state.lease, &live) {
+        (Mode::Dhcp, Some(l), Some(live)) => Some(LeaseStatus {
+            address: l.address.to_string(),
+            server_id: l.server_id,
+            expires: l.expires / 1_000_000,
+            state: live.engine.client_state().to_string(),
         }),
-        _ => Value::Null,
+        _ => None,
     };
-    let c = e.counters();
-    let mut counters = Map::new();
-    for (verdict, n) in &c.verdicts {
-        match c.reasons.get(verdict) {
-            Some(reasons) => {
-                counters.insert(verdict.clone(), json!(reasons));
-            }
-            None => {
-                counters.insert(verdict.clone(), json!(n));
-            }
-        }
+    let mut status = Status {
+        interface: interface.map(str::to_string),
+        mode,
+        server,
+        pin,
+        lease,
+        last_decision: None,
+        counters: BTreeMap::new(),
+        dropped: BTreeMap::new(),
+        seconds_since_contact: None,
+        pid: None,
+        updated: None,
+        running: false,
+    };
+    if let Some(Live { engine, now }) = live {
+        let c = engine.counters();
+        status.counters = c
+            .verdicts
+            .iter()
+            .map(|(verdict, n)| {
+                let count = match c.reasons.get(verdict) {
+                    Some(reasons) => Count::ByReason(reasons.clone()),
+                    None => Count::Total(*n),
+                };
+                (verdict.clone(), count)
+            })
+            .collect();
+        status.dropped = c.drops.clone();
+        status.last_decision = engine.last_decision().map(|(i, v, t)| LastDecision {
+            input: i.as_str().to_string(),
+            verdict: v.as_str().to_string(),
+            time: secs(engine, t),
+        });
+        status.seconds_since_contact = connected_since.map(|t| now.saturating_sub(t) / 1_000_000);
+        status.pid = Some(std::process::id());
+        status.updated = Some(secs(engine, now));
+        status.running = true;
     }
-    let last = e.last_decision().map(|(i, v, t)| json!({"input": i.as_str(), "verdict": v.as_str(), "time": secs(e, t)}));
-    let since_contact = e.connected_since().map(|t| now.saturating_sub(t) / 1_000_000);
-    json!({
-        "interface": interface,
-        "mode": match e.config().mode { Mode::Dhcp => "dhcp", Mode::Follow => "follow" },
-        "server": server,
-        "pin": pin,
-        "lease": lease,
-        "last_decision": last,
-        "counters": Value::Object(counters),
-        "dropped": json!(c.drops),
-        "seconds_since_contact": since_contact,
-        "pid": std::process::id(),
-        "updated": secs(e, now),
-    })
+    status
+}
+
+/// The running daemon's status, as written to the status file.
+pub fn snapshot(e: &Engine, interface: &str, now: Instant) -> Value {
+    let s =
+        build(Some(interface), e.config().mode, e.state(), e.config().initial_server, Some(Live { engine: e, now }));
+    serde_json::to_value(s).unwrap_or(Value::Null)
+}
+
+/// The last known status of a daemon that is not running, from its state file.
+pub fn from_state(cfg: &Config, state: &State) -> Status {
+    build(cfg.interface.as_deref(), cfg.mode, state, cfg.server.address, None)
 }
 
 pub fn write(dir: &Path, v: &Value) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?)?;
-    std::fs::rename(tmp, dir.join(FILE_NAME))
+    let bytes = serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?;
+    atomic_file::write_atomic(dir, FILE_NAME, &bytes)
 }
 
-pub fn read(dir: &Path) -> std::io::Result<Value> {
+pub fn read(dir: &Path) -> std::io::Result<Status> {
     let b = std::fs::read(dir.join(FILE_NAME))?;
     serde_json::from_slice(&b).map_err(std::io::Error::other)
+}
+
+/// The status file if there is one (with `running` from whether its writer is alive), else the
+/// state file; then asks the kernel about the pin.
+pub fn query(cfg: &Config) -> Result<Status, StatusError> {
+    let mut s = match read(&cfg.state_dir) {
+        Ok(mut s) => {
+            s.running = s.pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            s
+        }
+        Err(_) => match state_file::read(&cfg.state_dir) {
+            Ok(Some(state)) => from_state(cfg, &state),
+            _ => return Err(StatusError::NothingKnown(cfg.state_dir.clone())),
+        },
+    };
+    let iface = s.interface.clone().or(cfg.interface.clone());
+    if let (Some(pin), Some(ifname)) = (s.pin.as_mut(), iface) {
+        pin.in_kernel = pin_in_kernel(&ifname, pin);
+    }
+    Ok(s)
+}
+
+/// Whether the pin is in the kernel as a PERMANENT entry with the right MAC; `None` when the
+/// kernel cannot be asked.
+fn pin_in_kernel(ifname: &str, pin: &PinStatus) -> Option<bool> {
+    let mut nl = Netlink::open().ok()?;
+    let link = nl.link(ifname).ok()?;
+    let entry = nl.neighbour(link.index, pin.ip).ok()?;
+    Some(matches!(entry, Some((Some(m), NeighbourState::Permanent)) if m.to_string() == pin.mac))
+}
+
+/// The text form of `status`.
+pub fn render_text(s: &Status, config_path: &Path) -> String {
+    let mut out = format!(
+        "ipsyncd on {} ({} mode), config {}\n",
+        s.interface.as_deref().unwrap_or("?"),
+        match s.mode {
+            Mode::Dhcp => "dhcp",
+            Mode::Follow => "follow",
+        },
+        config_path.display()
+    );
+    match &s.server {
+        Some(srv) => {
+            out += &format!(
+                "server:   {} mac {} — {}{}\n",
+                srv.ip,
+                srv.mac.as_deref().unwrap_or("unknown"),
+                if srv.connected { "connected" } else { "not connected" },
+                s.seconds_since_contact.map(|n| format!(", last WELCOME {n} s ago")).unwrap_or_default()
+            )
+        }
+        None => out += "server:   none known\n",
+    }
+    match &s.pin {
+        Some(p) => {
+            out += &format!(
+                "pin:      {} → {} ({})\n",
+                p.ip,
+                p.mac,
+                match p.in_kernel {
+                    Some(true) => "PERMANENT in the kernel",
+                    Some(false) => "MISSING from the kernel",
+                    None => "kernel not checked",
+                }
+            )
+        }
+        None => out += "pin:      none\n",
+    }
+    if let Some(l) = &s.last_decision {
+        // As JSON prints it, so the text and --json show the same number.
+        out += &format!("last:     {} → {} at {}\n", l.input, l.verdict, Value::from(l.time));
+    }
+    out += &format!("counters: {}\n", serde_json::to_string(&s.counters).unwrap_or_default());
+    if !s.running {
+        out += "note:     the daemon is not running; this is its last known state\n";
+    }
+    out
+}
+
+/// `ipsyncd status [--json]`: prints the status on stdout.
+pub fn show(cfg: &Config, config_path: &Path, json: bool) -> Result<(), StatusError> {
+    let s = query(cfg)?;
+    if json {
+        // Through a Value, whose keys are sorted: the same order the file has.
+        println!("{}", serde_json::to_value(&s).map(|v| v.to_string()).unwrap_or_default());
+    } else {
+        print!("{}", render_text(&s, config_path));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::state::ServerState;
+
+    fn cfg(dir: &Path) -> Config {
+        let mut c = Config::parse("interface = \"eth9\"\nmode = \"follow\"\n").unwrap();
+        c.state_dir = dir.to_path_buf();
+        c
+    }
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ipsyncd-status-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn state_with_server() -> State {
+        let server = ServerState {
+            ip: Ipv4Addr::new(10, 77, 0, 20),
+            mac: Some("02:00:00:00:00:02".parse().unwrap()),
+            since: 1_764_138_625,
+        };
+        State { server: Some(server), ..State::default() }
+    }
+
+    #[test]
+    fn fallback_from_state_has_the_snapshot_fields() {
+        let d = tmpdir("fallback");
+        let c = cfg(&d);
+        let v = serde_json::to_value(from_state(&c, &state_with_server())).unwrap();
+        for k in ["interface", "mode", "server", "pin", "lease", "last_decision", "counters", "running"] {
+            assert!(v.get(k).is_some(), "{k} missing in {v}");
+        }
+        assert_eq!(v["interface"], "eth9");
+        assert_eq!(v["mode"], "follow");
+        assert_eq!(v["server"]["ip"], "10.77.0.20");
+        assert_eq!(v["server"]["since"], 1_764_138_625);
+        assert_eq!(v["server"]["connected"], false);
+        assert_eq!(v["pin"]["mac"], "02:00:00:00:00:02");
+        assert_eq!(v["running"], false);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// One schema: the running daemon's snapshot and the fallback have the same fields, and the
+    /// same values where both know them.
+    #[test]
+    fn snapshot_and_fallback_share_one_schema() {
+        let d = tmpdir("schema");
+        let c = cfg(&d);
+        let state = state_with_server();
+        let ecfg = c.engine_config("02:00:00:00:00:10".parse().unwrap()).unwrap();
+        let e = Engine::new(ecfg, state.clone(), 0);
+        let live = snapshot(&e, "eth9", Instant::from_micros(5_000_000));
+        let down = serde_json::to_value(from_state(&c, &state)).unwrap();
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&live), keys(&down));
+        for k in ["interface", "mode", "server", "pin", "lease"] {
+            assert_eq!(live[k], down[k], "{k}");
+        }
+        assert_eq!(live["running"], true);
+        assert_eq!(live["pid"], std::process::id());
+        // What the daemon writes, the reader reads back whole.
+        write(&d, &live).unwrap();
+        assert_eq!(serde_json::to_value(read(&d).unwrap()).unwrap(), live);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn status_file_round_trips_and_reading_changes_nothing() {
+        let d = tmpdir("rt");
+        let c = cfg(&d);
+        let s = from_state(&c, &state_with_server());
+        write(&d, &serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(read(&d).unwrap(), s);
+        // A corrupt state file is left where it is by `status`.
+        std::fs::remove_file(d.join(FILE_NAME)).unwrap();
+        std::fs::write(state_file::path(&d), b"{").unwrap();
+        assert!(matches!(query(&c), Err(StatusError::NothingKnown(_))));
+        assert_eq!(std::fs::read(state_file::path(&d)).unwrap(), b"{");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn text_names_server_pin_and_that_the_daemon_is_down() {
+        let d = tmpdir("text");
+        let s = from_state(&cfg(&d), &state_with_server());
+        let t = render_text(&s, Path::new("/etc/ipsyncd/ipsyncd.toml"));
+        assert!(t.starts_with("ipsyncd on eth9 (follow mode), config /etc/ipsyncd/ipsyncd.toml\n"), "{t}");
+        assert!(t.contains("server:   10.77.0.20 mac 02:00:00:00:00:02 — not connected\n"), "{t}");
+        assert!(t.contains("pin:      10.77.0.20 → 02:00:00:00:00:02 (kernel not checked)\n"), "{t}");
+        assert!(t.contains("counters: {}\n"), "{t}");
+        assert!(t.ends_with("note:     the daemon is not running; this is its last known state\n"), "{t}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -1,0 +1,36 @@
+//! The persisted sequence counters of the senders: `announce.seq` (ipsync sequence) and
+//! `forcerenew.replay` (RFC 3118 replay counter), both in `state_dir`.
+//!
+//! Contract: the next value follows DESIGN §4.3, max(last + 1, µs since the epoch), and is on
+//! disk (through the shell's one atomic writer) before it is returned, so a sender that crashes
+//! right after sending never reuses it. An unreadable counter file counts as none: the clock
+//! term still keeps the sequence above anything sent before.
+
+use crate::shell::atomic_file::write_atomic;
+use crate::wire::ipsync::next_sequence;
+use std::path::Path;
+
+/// Takes the next sequence from the counter file `dir/name` and persists it before returning.
+pub fn take_persisted(dir: &Path, name: &str, now_unix_us: u64) -> std::io::Result<u64> {
+    let last = std::fs::read_to_string(dir.join(name)).ok().and_then(|s| s.trim().parse().ok());
+    let next = next_sequence(last, now_unix_us);
+    write_atomic(dir, name, format!("{next}\n").as_bytes())?;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strictly_increases_even_when_the_clock_goes_back() {
+        let d = std::env::temp_dir().join(format!("ipsyncd-seq-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        assert_eq!(take_persisted(&d, "announce.seq", 1000).unwrap(), 1000);
+        assert_eq!(take_persisted(&d, "announce.seq", 10).unwrap(), 1001);
+        assert_eq!(std::fs::read_to_string(d.join("announce.seq")).unwrap(), "1001\n");
+        assert_eq!(take_persisted(&d, "announce.seq", 5000).unwrap(), 5000);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
