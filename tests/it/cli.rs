@@ -93,3 +93,38 @@ fn keygen_prints_a_key_section_the_config_accepts() {
     let again = String::from_utf8(bin().arg("keygen").output().unwrap().stdout).unwrap();
     assert_ne!(text, again, "keys must be fresh");
 }
+
+#[test]
+fn r6_replay_exits_1_when_the_state_cannot_be_persisted() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tmpdir("ro-state");
+    let state = d.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // Readable (so loading works: there is no state yet) but not writable by whoever replays.
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let cap = root().join("pcap-fixtures/server-move.pcap");
+    let cfg = root().join("pcap-fixtures/server-move.toml");
+    let root_user = unsafe { libc::geteuid() } == 0;
+    let out = if root_user {
+        // Root writes anywhere: replay as nobody instead (setpriv is util-linux, always there).
+        std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_ipsyncd"))
+            .arg("replay")
+            .arg(&cap)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .expect("setpriv")
+    } else {
+        replay(&cap, &cfg, &["--state-dir", state.to_str().unwrap()])
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("could not be persisted"), "{err}");
+    // Every decision was still printed.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
+}
