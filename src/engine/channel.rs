@@ -9,6 +9,7 @@
 //! target becoming unreachable first abandons it and the terminal stays with the old server.
 
 use super::core::Engine;
+use super::pending::Dial;
 use super::decision::{Decision, Input, Verdict};
 use super::vocab::{Action, HookReason, Instant};
 use crate::wire::{ipsync, Mac};
@@ -18,22 +19,6 @@ pub const BACKOFF_FIRST_MS: u64 = 500;
 pub const BACKOFF_MAX_MS: u64 = 5000;
 /// Jitter in percent either side of the nominal backoff.
 pub const JITTER_PCT: u64 = 25;
-
-/// The server being dialled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dial {
-    pub ip: Ipv4Addr,
-    /// A `connect` was handed to the shell and its outcome has not come back.
-    pub in_flight: bool,
-    /// Failures in a row.
-    pub failures: u32,
-    /// When the next attempt is due (set after a failure).
-    pub next_at: Option<Instant>,
-    /// `unreachable` was decided for this outage.
-    pub outage: bool,
-    /// Why the last attempt failed: the reason of the `timer` `retry` line that re-dials.
-    pub last_failure: &'static str,
-}
 
 /// Nominal backoff after `failures` failures in a row: 500 ms, 1 s, 2 s, 4 s, then 5 s.
 pub fn backoff_ms(failures: u32) -> u64 {

@@ -7,62 +7,16 @@
 //! randomness come in as arguments; wall time only through [`Engine::set_wall_clock`]. Actions
 //! are queued only through [`Engine::decide`], so the decision log is the complete record.
 
-use super::channel::Dial;
 use super::decision::{Counters, Decision, Input, Verdict};
-use super::dhcp_client::Client;
-use super::input::{Inbound, InboundKind};
+use super::input::{input_of, Inbound, InboundKind};
+use super::lease::Client;
 use super::limits::{Alarms, ArpCache, RateLimiter};
+use super::pending::{Dial, PendingMove, Resolving, RESOLVE_REQUESTS};
 use super::state::{ServerState, State};
-use super::vocab::{Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng};
+use super::vocab::{Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Wall};
 use crate::wire::Mac;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
-
-/// How wall time relates to the engine's monotonic time. Replay: the pcap time is both, and it
-/// counts as synchronised, so a capture decides the same on any day (DESIGN §4.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Wall {
-    /// Wall microseconds minus monotonic microseconds.
-    pub offset_us: i128,
-    /// adjtimex(2) does not report STA_UNSYNC.
-    pub synced: bool,
-}
-
-impl Wall {
-    pub const REPLAY: Wall = Wall { offset_us: 0, synced: true };
-
-    pub fn at(now: Instant, unix_us: u64, synced: bool) -> Wall {
-        Wall { offset_us: i128::from(unix_us) - i128::from(now.micros()), synced }
-    }
-    /// Wall microseconds at monotonic `t`.
-    pub fn unix_us(self, t: Instant) -> u64 {
-        (i128::from(t.micros()) + self.offset_us).clamp(0, i128::from(u64::MAX)) as u64
-    }
-    /// Monotonic time at wall microseconds `us` (for restoring persisted deadlines).
-    pub fn instant(self, us: u64) -> Instant {
-        Instant((i128::from(us) - self.offset_us).clamp(0, i128::from(u64::MAX)) as u64)
-    }
-}
-
-/// An address being resolved by ARP so that it can be pinned (DESIGN §5: 1 s, 3 requests).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Resolving {
-    pub ip: Ipv4Addr,
-    /// The first MAC that answered; a different second one is a conflict.
-    pub answered: Option<Mac>,
-    pub requests: u8,
-    pub next_at: Instant,
-    pub until: Instant,
-}
-
-/// A make-before-break move to `to`, waiting for its WELCOME (DESIGN §5 "Planned moves").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct PendingMove {
-    pub to: Ipv4Addr,
-    pub mac: Mac,
-    pub from: Ipv4Addr,
-    pub service_port: Option<u16>,
-}
 
 pub struct Engine {
     pub(super) cfg: EngineConfig,
@@ -203,7 +157,7 @@ impl Engine {
                 }
             }
             InboundKind::Dhcp(msg) => {
-                if self.rate.allow(inbound.src, super::dhcp_client::input_of(msg), now, exempt) {
+                if self.rate.allow(inbound.src, input_of(msg), now, exempt) {
                     self.handle_dhcp(now, inbound.frame, msg, &inbound.raw, inbound.src);
                 } else {
                     self.counters.drop("rate_limited");
@@ -247,7 +201,7 @@ impl Engine {
     /// The earliest deadline the engine owns; `None` when nothing is scheduled, so an idle
     /// daemon never wakes up.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let resolve = self.resolving.map(|r| if r.requests < super::sync::RESOLVE_REQUESTS { r.next_at } else { r.until });
+        let resolve = self.resolving.map(|r| if r.requests < RESOLVE_REQUESTS { r.next_at } else { r.until });
         [self.client.deadline(), resolve, self.dial.and_then(|d| d.next_at)].into_iter().flatten().min()
     }
 
@@ -382,15 +336,6 @@ fn pin_ip(a: &Action) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wall_maps_both_ways_and_saturates() {
-        let w = Wall::at(Instant(5_000_000), 1_700_000_000_000_000, true);
-        assert_eq!(w.unix_us(Instant(6_000_000)), 1_700_000_001_000_000);
-        assert_eq!(w.instant(1_700_000_001_000_000), Instant(6_000_000));
-        assert_eq!(w.instant(0), Instant(0));
-        assert_eq!(Wall::REPLAY.unix_us(Instant(42)), 42);
-    }
 
     #[test]
     fn usable_addresses_follow_design() {

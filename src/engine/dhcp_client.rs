@@ -7,10 +7,11 @@
 //! wrong_state. Any xid is accepted: FORCERENEW is unsolicited.
 
 use super::acd::{self, Acd, Step};
-use super::core::{Engine, Wall};
+use super::core::Engine;
+use super::input::input_of;
+use super::lease::{Client, Lease};
 use super::decision::{reason, Decision, Input, Verdict};
 use super::input::DhcpMsg;
-use super::state::LeaseState;
 use super::vocab::{AcdMode, Action, Cidr, HookEnv, HookReason, Instant, Mode, TxKind};
 use crate::wire::auth::Scheme;
 use crate::wire::dhcpv4::{self, MessageType};
@@ -27,172 +28,6 @@ const REQUEST_ATTEMPTS: u32 = 4;
 const RENEW_MIN_RETRANSMIT_MS: u64 = 60_000;
 const DEFAULT_LEASE_SECS: u32 = 3600;
 const DEFAULT_PREFIX: u8 = 24;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
-    pub cidr: Cidr,
-    pub server_id: Ipv4Addr,
-    pub server_mac: Mac,
-    pub router: Option<Ipv4Addr>,
-    pub acquired: Instant,
-    pub t1_at: Instant,
-    pub t2_at: Instant,
-    pub expires_at: Instant,
-}
-
-impl Lease {
-    /// Persisted deadlines are wall-clock microseconds: monotonic time restarts at boot.
-    fn to_state(self, wall: Wall) -> LeaseState {
-        LeaseState {
-            address: self.cidr,
-            server_id: self.server_id,
-            router: self.router,
-            acquired: wall.unix_us(self.acquired),
-            t1: wall.unix_us(self.t1_at),
-            t2: wall.unix_us(self.t2_at),
-            expires: wall.unix_us(self.expires_at),
-        }
-    }
-}
-
-/// The decision log's `input` for a DHCP message.
-pub fn input_of(msg: &DhcpMsg) -> Input {
-    match msg.msg_type {
-        MessageType::ForceRenew => Input::ForceRenew,
-        MessageType::Offer => Input::Offer,
-        MessageType::Ack => Input::Ack,
-        MessageType::Nak => Input::Nak,
-        _ => Input::Dhcp,
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Client {
-    /// No lease and nothing scheduled (replay before the capture's client speaks).
-    Init,
-    Selecting {
-        xid: u32,
-        attempt: u32,
-        retransmit_at: Instant,
-    },
-    Requesting {
-        xid: u32,
-        requested: Ipv4Addr,
-        server_id: Ipv4Addr,
-        attempt: u32,
-        retransmit_at: Instant,
-    },
-    Rebooting {
-        xid: u32,
-        requested: Ipv4Addr,
-        attempt: u32,
-        retransmit_at: Instant,
-    },
-    /// RFC 5227 probing of an ACKed address before it is configured (acd = "strict").
-    Probing {
-        lease: Lease,
-        acd: Acd,
-    },
-    Bound {
-        lease: Lease,
-        probation_until: Instant,
-        /// RFC 5227 §2.3: the second ARP announcement, ANNOUNCE_INTERVAL after the first.
-        announce_at: Option<Instant>,
-    },
-    Renewing {
-        xid: u32,
-        lease: Lease,
-        retransmit_at: Instant,
-    },
-    Rebinding {
-        xid: u32,
-        lease: Lease,
-        retransmit_at: Instant,
-    },
-}
-
-impl Client {
-    pub fn restore(state: &super::state::State, wall: Wall) -> Client {
-        match state.lease {
-            Some(l) => {
-                let lease = Lease {
-                    cidr: l.address,
-                    server_id: l.server_id,
-                    server_mac: Mac::BROADCAST,
-                    router: l.router,
-                    acquired: wall.instant(l.acquired),
-                    t1_at: wall.instant(l.t1),
-                    t2_at: wall.instant(l.t2),
-                    expires_at: wall.instant(l.expires),
-                };
-                Client::Bound { lease, probation_until: Instant(0), announce_at: None }
-            }
-            None => Client::Init,
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Client::Init => "INIT",
-            Client::Selecting { .. } => "SELECTING",
-            Client::Requesting { .. } => "REQUESTING",
-            Client::Rebooting { .. } => "REBOOTING",
-            Client::Probing { .. } => "PROBING",
-            Client::Bound { .. } => "BOUND",
-            Client::Renewing { .. } => "RENEWING",
-            Client::Rebinding { .. } => "REBINDING",
-        }
-    }
-
-    pub fn is_bound(&self) -> bool {
-        matches!(self, Client::Bound { .. })
-    }
-
-    pub fn lease(&self) -> Option<&Lease> {
-        match self {
-            Client::Bound { lease, .. } | Client::Renewing { lease, .. } | Client::Rebinding { lease, .. } => {
-                Some(lease)
-            }
-            _ => None,
-        }
-    }
-
-    /// The configured address (a probing candidate is not configured yet).
-    pub fn address(&self) -> Option<Cidr> {
-        self.lease().map(|l| l.cidr)
-    }
-
-    pub fn router(&self) -> Option<Ipv4Addr> {
-        match self {
-            Client::Probing { lease, .. } => lease.router,
-            _ => self.lease().and_then(|l| l.router),
-        }
-    }
-
-    fn xid(&self) -> Option<u32> {
-        match self {
-            Client::Selecting { xid, .. }
-            | Client::Requesting { xid, .. }
-            | Client::Rebooting { xid, .. }
-            | Client::Renewing { xid, .. }
-            | Client::Rebinding { xid, .. } => Some(*xid),
-            _ => None,
-        }
-    }
-
-    pub fn deadline(&self) -> Option<Instant> {
-        match self {
-            Client::Init => None,
-            Client::Selecting { retransmit_at, .. }
-            | Client::Requesting { retransmit_at, .. }
-            | Client::Rebooting { retransmit_at, .. } => Some(*retransmit_at),
-            Client::Probing { acd, .. } => Some(acd.next_at),
-            Client::Bound { lease, announce_at, .. } => Some(announce_at.map_or(lease.t1_at, |a| a.min(lease.t1_at))),
-            Client::Renewing { lease, retransmit_at, .. } => Some((*retransmit_at).min(lease.t2_at)),
-            Client::Rebinding { lease, retransmit_at, .. } => Some((*retransmit_at).min(lease.expires_at)),
-        }
-    }
-}
 
 fn backoff_ms(attempt: u32) -> u64 {
     RETRANSMIT_FIRST_MS.saturating_mul(1 << attempt.min(4)).min(RETRANSMIT_MAX_MS)

@@ -210,3 +210,14 @@ pub fn decode_frame(index: Option<u64>, bytes: &[u8], csum: Checksum, ctx: &Deco
         _ => Decoded::Filtered,
     }
 }
+
+/// The decision log's `input` for a DHCP message.
+pub fn input_of(msg: &DhcpMsg) -> Input {
+    match msg.msg_type {
+        dhcpv4::MessageType::ForceRenew => Input::ForceRenew,
+        dhcpv4::MessageType::Offer => Input::Offer,
+        dhcpv4::MessageType::Ack => Input::Ack,
+        dhcpv4::MessageType::Nak => Input::Nak,
+        _ => Input::Dhcp,
+    }
+}

@@ -12,7 +12,8 @@
 //! - [`decision`]: inputs, verdicts, reasons, the decision record and its counters;
 //! - [`limits`]: rate limits, ARP evidence and alarm coalescing, all bounded;
 //! - [`core`]: the [`Engine`] and its API; [`sync`], [`channel`], [`dhcp_client`] and [`acd`]
-//!   hold its rules; [`input`] turns a frame into an [`Inbound`]; [`state`] is what persists.
+//!   hold its rules; [`lease`] and [`pending`] what it waits on; [`input`] turns a frame into an
+//!   [`Inbound`]; [`state`] is what persists.
 
 pub mod acd;
 pub mod channel;
@@ -20,15 +21,18 @@ pub mod core;
 pub mod decision;
 pub mod dhcp_client;
 pub mod input;
+pub mod lease;
 pub mod limits;
+pub mod pending;
 pub mod state;
 pub mod sync;
 pub mod vocab;
 
-pub use self::core::{Engine, Wall};
+pub use self::core::Engine;
 pub use decision::{reason, Counters, Decision, Input, Verdict};
 pub use input::{DhcpMsg, Inbound, InboundKind, IpsyncMsg};
 pub use state::State;
 pub use vocab::{
     AcdMode, Action, ActionResult, ChannelFailure, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, TxKind,
+    Wall,
 };

@@ -8,16 +8,13 @@
 //! connect, persist (`set_server`), hook. ARP evidence never holds a signed move back; it only
 //! adds an alarm. A pin's MAC learnt by ARP comes only from a unicast reply to us.
 
-use super::core::{Engine, PendingMove, Resolving};
+use super::core::Engine;
+use super::pending::{PendingMove, Resolving, RESOLVE_REQUESTS, RESOLVE_WINDOW_MS};
 use super::decision::{reason, Decision, Input, Verdict};
 use super::input::IpsyncMsg;
 use super::vocab::{Action, HookReason, Instant, Mode, TxKind};
 use crate::wire::{arp, frame, ipsync, Mac};
 use std::net::Ipv4Addr;
-
-/// DESIGN §5: the ARP resolution window is 1 s, with 3 requests spread over it.
-pub const RESOLVE_WINDOW_MS: u64 = 1000;
-pub const RESOLVE_REQUESTS: u8 = 3;
 
 impl Engine {
     pub(super) fn handle_ipsync(&mut self, now: Instant, frame: Option<u64>, msg: &IpsyncMsg, raw: &[u8]) {

@@ -361,3 +361,42 @@ impl EngineConfig {
     }
 }
 
+/// How wall time relates to the engine's monotonic time. Replay: the pcap time is both, and it
+/// counts as synchronised, so a capture decides the same on any day (DESIGN §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wall {
+    /// Wall microseconds minus monotonic microseconds.
+    pub offset_us: i128,
+    /// adjtimex(2) does not report STA_UNSYNC.
+    pub synced: bool,
+}
+
+impl Wall {
+    pub const REPLAY: Wall = Wall { offset_us: 0, synced: true };
+
+    pub fn at(now: Instant, unix_us: u64, synced: bool) -> Wall {
+        Wall { offset_us: i128::from(unix_us) - i128::from(now.micros()), synced }
+    }
+    /// Wall microseconds at monotonic `t`.
+    pub fn unix_us(self, t: Instant) -> u64 {
+        (i128::from(t.micros()) + self.offset_us).clamp(0, i128::from(u64::MAX)) as u64
+    }
+    /// Monotonic time at wall microseconds `us` (for restoring persisted deadlines).
+    pub fn instant(self, us: u64) -> Instant {
+        Instant((i128::from(us) - self.offset_us).clamp(0, i128::from(u64::MAX)) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_maps_both_ways_and_saturates() {
+        let w = Wall::at(Instant(5_000_000), 1_700_000_000_000_000, true);
+        assert_eq!(w.unix_us(Instant(6_000_000)), 1_700_000_001_000_000);
+        assert_eq!(w.instant(1_700_000_001_000_000), Instant(6_000_000));
+        assert_eq!(w.instant(0), Instant(0));
+        assert_eq!(Wall::REPLAY.unix_us(Instant(42)), 42);
+    }
+}

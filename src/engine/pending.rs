@@ -1,0 +1,50 @@
+//! What the engine is waiting on between inputs, besides the persisted state: an ARP resolution,
+//! a make-before-break move, and the server being dialled.
+//!
+//! Contract: plain data with absolute `*_at` deadlines; the rules that create and end each live
+//! in [`super::sync`] and [`super::channel`].
+
+use super::vocab::Instant;
+use crate::wire::Mac;
+use std::net::Ipv4Addr;
+
+/// DESIGN §5: the ARP resolution window is 1 s, with 3 requests spread over it.
+pub const RESOLVE_WINDOW_MS: u64 = 1000;
+pub const RESOLVE_REQUESTS: u8 = 3;
+
+/// An address being resolved by ARP so that it can be pinned (DESIGN §5: 1 s, 3 requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolving {
+    pub ip: Ipv4Addr,
+    /// The first MAC that answered; a different second one is a conflict.
+    pub answered: Option<Mac>,
+    pub requests: u8,
+    pub next_at: Instant,
+    pub until: Instant,
+}
+
+/// A make-before-break move to `to`, waiting for its WELCOME (DESIGN §5 "Planned moves").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingMove {
+    pub to: Ipv4Addr,
+    pub mac: Mac,
+    pub from: Ipv4Addr,
+    pub service_port: Option<u16>,
+}
+
+/// The server being dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dial {
+    pub ip: Ipv4Addr,
+    /// A `connect` was handed to the shell and its outcome has not come back.
+    pub in_flight: bool,
+    /// Failures in a row.
+    pub failures: u32,
+    /// When the next attempt is due (set after a failure).
+    pub next_at: Option<Instant>,
+    /// `unreachable` was decided for this outage.
+    pub outage: bool,
+    /// Why the last attempt failed: the reason of the `timer` `retry` line that re-dials.
+    pub last_failure: &'static str,
+}
+
