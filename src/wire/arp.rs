@@ -3,11 +3,11 @@
 //! Contract: [`Packet::new_checked`] accepts only htype 1, ptype 0x0800, hlen 6, plen 4 and at
 //! least 28 bytes; other hardware or protocol types are errors, not guesses.
 
-use super::{be16, byte, ipv4_at, put, BufferTooSmall, Field, Mac};
+use super::bytes::{be16, byte, ipv4_at, put, BufferTooSmall, Mac};
 use std::net::Ipv4Addr;
 
 mod field {
-    use super::Field;
+    use crate::wire::bytes::Field;
     pub const HTYPE: Field = 0..2;
     pub const PTYPE: Field = 2..4;
     pub const HLEN: usize = 4;

@@ -9,7 +9,6 @@
 use hmac::{Hmac, Mac as _};
 use md5::Md5;
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 type HmacMd5 = Hmac<Md5>;
 type HmacSha256 = Hmac<Sha256>;
@@ -29,11 +28,7 @@ const HEADER: usize = 11; // protocol, algorithm, rdm, replay(8)
 pub const DELAYED_LEN: usize = HEADER + 4 + 16;
 pub const RKAP_LEN: usize = HEADER + 1 + 16;
 
-/// Constant-time equality of two byte strings of equal length (unequal lengths are unequal, and
-/// length is not secret).
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && bool::from(a.ct_eq(b))
-}
+pub use super::bytes::ct_eq;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -79,7 +74,7 @@ impl AuthRepr {
             return Err(Error::Length(value.len()));
         }
         let (protocol, algorithm, rdm) = (value[0], value[1], value[2]);
-        let replay = super::be64(value, 3..11);
+        let replay = super::bytes::be64(value, 3..11);
         let unsupported = Err(Error::Unsupported { protocol, algorithm, rdm });
         if algorithm != ALGORITHM_HMAC_MD5 || rdm != RDM_MONOTONIC {
             return unsupported;
@@ -92,7 +87,7 @@ impl AuthRepr {
                 }
                 let mut mac = [0; 16];
                 mac.copy_from_slice(&info[4..20]);
-                Scheme::Delayed { secret_id: super::be32(info, 0..4), mac }
+                Scheme::Delayed { secret_id: super::bytes::be32(info, 0..4), mac }
             }
             PROTOCOL_RECONFIGURE_KEY => {
                 if value.len() != RKAP_LEN {

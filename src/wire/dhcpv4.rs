@@ -8,11 +8,11 @@
 //! buffers shorter than its fixed header.
 
 use super::auth::{self, AuthRepr};
-use super::{be16, be32, byte, ipv4_at, put, BufferTooSmall, Field, Mac};
+use super::bytes::{be16, be32, byte, ipv4_at, put, BufferTooSmall, Mac};
 use std::net::Ipv4Addr;
 
 mod field {
-    use super::Field;
+    use crate::wire::bytes::Field;
     pub const OP: usize = 0;
     pub const HTYPE: usize = 1;
     pub const HLEN: usize = 2;

@@ -6,7 +6,9 @@
 //! BPF filter: it answers which input a frame would be (ARP, or UDP to some port) using only the
 //! bytes the filter reads, so replay drops exactly what live capture never sees.
 
-use super::{be16, byte, checksum_accumulate, checksum_fold, Field, Mac, Malformed};
+use super::bytes::{be16, byte, checksum_accumulate, checksum_fold, Mac};
+use super::{arp, dhcpv4, ipsync};
+use core::fmt;
 use pnet_packet::ethernet::EthernetPacket;
 use pnet_packet::ipv4::Ipv4Packet;
 use pnet_packet::udp::UdpPacket;
@@ -18,7 +20,7 @@ pub const ETHERTYPE_VLAN: u16 = 0x8100;
 pub const IPPROTO_UDP: u8 = 17;
 
 mod field {
-    use super::Field;
+    use crate::wire::bytes::Field;
     pub const ETH_DST: Field = 0..6;
     pub const ETH_SRC: Field = 6..12;
     pub const ETH_TYPE: Field = 12..14;
@@ -367,6 +369,41 @@ pub fn emit_arp_frame(src: Mac, dst: Mac, arp: &[u8]) -> Vec<u8> {
     f.resize(f.len().max(60), 0);
     f
 }
+
+/// A decode failure: which layer and which field. One variant per layer keeps the reason names
+/// stable (`dhcp_option_overrun`, `ipsync_tlv_duplicate`, …) for the decision log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Malformed {
+    Ethernet(EthError),
+    Ipv4(Ipv4Error),
+    Udp(UdpError),
+    Arp(arp::Error),
+    Dhcp(dhcpv4::Error),
+    Ipsync(ipsync::Error),
+}
+
+impl Malformed {
+    /// The decision-log reason: `<layer>_<field>`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Malformed::Ethernet(e) => e.reason(),
+            Malformed::Ipv4(e) => e.reason(),
+            Malformed::Udp(e) => e.reason(),
+            Malformed::Arp(e) => e.reason(),
+            Malformed::Dhcp(e) => e.reason(),
+            Malformed::Ipsync(e) => e.reason(),
+        }
+    }
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for Malformed {}
 
 #[cfg(test)]
 mod tests {

@@ -7,11 +7,11 @@
 //! structure, key id, HMAC, sequence.
 
 use super::auth;
-use super::{be16, be32, be64, byte, ipv4_at, put, BufferTooSmall, Field, Mac};
+use super::bytes::{be16, be32, be64, byte, ipv4_at, put, BufferTooSmall, Mac};
 use std::net::Ipv4Addr;
 
 mod field {
-    use super::Field;
+    use crate::wire::bytes::Field;
     pub const MAGIC: Field = 0..4;
     pub const VERSION: usize = 4;
     pub const TYPE: usize = 5;

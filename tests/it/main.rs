@@ -7,6 +7,7 @@ mod complete_log;
 mod crosscheck;
 mod e2e;
 mod golden;
+mod house;
 mod lab;
 mod netns;
 mod props;
