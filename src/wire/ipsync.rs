@@ -2,12 +2,15 @@
 //!
 //! Contract: [`Packet::new_checked`] proves magic, version, type and that the length field
 //! equals the buffer and lies in 52..=1024. [`Repr::parse`] walks the TLVs once and rejects
-//! overruns, duplicates, unknown types below 128 and missing required TLVs. Authentication is
-//! separate ([`Packet::verify`]) so the engine can order its checks as DESIGN §5 requires:
-//! structure, key id, HMAC, sequence.
+//! overruns, duplicates, unknown types below 128 and missing required TLVs. [`Repr::emit`] never
+//! writes what parse would reject: it refuses a Repr that [`Repr::check_required`] refuses, and
+//! otherwise writes [`Repr::normalised`] (SERVER_NAME cut to 64 bytes at a character boundary),
+//! so `parse(emit(r)) == r.normalised()` for every Repr. Authentication is separate
+//! ([`Packet::verify`]) so the engine can order its checks as DESIGN §5 requires: structure, key
+//! id, HMAC, sequence.
 
 use super::auth;
-use super::bytes::{be16, be32, be64, byte, ipv4_at, put, BufferTooSmall, Mac};
+use super::bytes::{be16, be32, be64, byte, put, BufferTooSmall, Mac};
 use std::net::Ipv4Addr;
 
 mod field {
@@ -142,16 +145,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn check_len(&self) -> Result<(), Error> {
         let b = self.buffer.as_ref();
         // Magic first: a stray datagram on our port is "not ipsync", whatever its length.
-        if b.len() < 4 || b[field::MAGIC] != MAGIC {
-            return if b.len() < 4 { Err(Error::Truncated(b.len())) } else { Err(Error::Magic) };
+        match b.get(field::MAGIC) {
+            None => return Err(Error::Truncated(b.len())),
+            Some(m) if m != MAGIC => return Err(Error::Magic),
+            Some(_) => {}
         }
         if b.len() < MIN_LEN {
             return Err(Error::Truncated(b.len()));
         }
-        if b[field::VERSION] != VERSION {
-            return Err(Error::Version(b[field::VERSION]));
+        let version = byte(b, field::VERSION);
+        if version != VERSION {
+            return Err(Error::Version(version));
         }
-        if let MessageType::Unknown(t) = MessageType::from(b[field::TYPE]) {
+        if let MessageType::Unknown(t) = MessageType::from(byte(b, field::TYPE)) {
             return Err(Error::Type(t));
         }
         let len = be16(b, field::LENGTH);
@@ -207,6 +213,62 @@ pub struct Repr<'a> {
     pub status: Option<u8>,
 }
 
+/// The longest SERVER_NAME value (DESIGN §4.3: 1–64 bytes of UTF-8).
+pub const MAX_SERVER_NAME: usize = 64;
+
+/// Every TLV we emit, each at its largest: 3 addresses, 2 MACs, the name, port, nonce, status.
+const MAX_TLVS_LEN: usize = 3 * (2 + 4) + 2 * (2 + 6) + (2 + MAX_SERVER_NAME) + (2 + 2) + (2 + 16) + (2 + 1);
+// Emit cannot outgrow the length field's range, whatever the Repr holds: checked at compile time.
+const _: () = assert!(HEADER_LEN + MAX_TLVS_LEN + field::HMAC_LEN <= MAX_LEN);
+const _: () = assert!(HEADER_LEN + field::HMAC_LEN == MIN_LEN);
+
+/// Why [`Repr::emit`] wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmitError {
+    /// The message would not parse: the error [`Repr::parse`] would report for it (an unknown
+    /// type, or a required TLV left out). Emit never produces bytes its own parser rejects.
+    Invalid(Error),
+    Buffer(BufferTooSmall),
+}
+
+impl From<BufferTooSmall> for EmitError {
+    fn from(e: BufferTooSmall) -> EmitError {
+        EmitError::Buffer(e)
+    }
+}
+
+impl core::fmt::Display for EmitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            EmitError::Invalid(e) => write!(f, "message would not parse: {}", e.reason()),
+            EmitError::Buffer(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for EmitError {}
+
+/// The TLVs a message of type `t` must carry (DESIGN §4.3's "required" column).
+fn required(t: MessageType) -> Result<&'static [u8], Error> {
+    match t {
+        MessageType::Announce => Ok(&[tlv::SERVER_IPV4, tlv::SERVER_MAC]),
+        MessageType::Hello => Ok(&[tlv::NONCE, tlv::TERMINAL_MAC, tlv::TERMINAL_IPV4]),
+        MessageType::Welcome => Ok(&[tlv::SERVER_IPV4, tlv::STATUS]),
+        MessageType::Unknown(t) => Err(Error::Type(t)),
+    }
+}
+
+/// `s` cut to at most [`MAX_SERVER_NAME`] bytes at a character boundary; `None` when nothing is
+/// left, since the wire has no empty SERVER_NAME.
+fn wire_server_name(s: &str) -> Option<&str> {
+    let mut end = s.len().min(MAX_SERVER_NAME);
+    // A UTF-8 character is at most 4 bytes, so this steps back at most 3 times.
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).filter(|n| !n.is_empty())
+}
+
 impl<'a> Repr<'a> {
     pub fn new(msg_type: MessageType, key_id: u32, sequence: u64) -> Repr<'a> {
         Repr {
@@ -225,53 +287,47 @@ impl<'a> Repr<'a> {
         }
     }
 
+    /// Walks the TLVs once. Unknown types from [`tlv::FIRST_SKIPPABLE`] up are skipped; the
+    /// first of any other problem is the error.
     pub fn parse(packet: &Packet<&'a [u8]>) -> Result<Repr<'a>, Error> {
         let b: &'a [u8] = packet.buffer;
-        Packet::new_checked(b)?;
-        let mut r = Repr::new(packet.msg_type(), packet.key_id(), packet.sequence());
-        let tlvs: &'a [u8] = b.get(field::TLVS..b.len() - field::HMAC_LEN).unwrap_or(&[]);
-        let mut seen = [false; 128];
-        let mut i = 0;
-        while i < tlvs.len() {
-            let t = tlvs[i];
-            let Some(&len) = tlvs.get(i + 1) else {
+        let p = Packet::new_checked(b)?;
+        let mut r = Repr::new(p.msg_type(), p.key_id(), p.sequence());
+        let mut tlvs: &'a [u8] = b.get(field::TLVS..p.hmac_start()).unwrap_or(&[]);
+        // One bit per type below 128: "each type at most once".
+        let mut seen = 0u128;
+        while let [t, rest @ ..] = tlvs {
+            let t = *t;
+            let [len, rest @ ..] = rest else {
                 return Err(Error::TlvOverrun { tlv: t });
             };
-            let Some(v) = tlvs.get(i + 2..i + 2 + usize::from(len)) else {
+            let len = *len;
+            let (Some(v), Some(next)) = (rest.get(..usize::from(len)), rest.get(usize::from(len)..)) else {
                 return Err(Error::TlvOverrun { tlv: t });
             };
-            i += 2 + usize::from(len);
+            tlvs = next;
             if t >= tlv::FIRST_SKIPPABLE {
                 continue;
             }
-            if seen[usize::from(t)] {
+            let bit = 1u128 << t;
+            if seen & bit != 0 {
                 return Err(Error::TlvDuplicate { tlv: t });
             }
-            seen[usize::from(t)] = true;
+            seen |= bit;
             let bad_len = Error::TlvLength { tlv: t, len };
+            let ip = |v: &[u8]| match v {
+                [a, b, c, d] => Ok(Ipv4Addr::new(*a, *b, *c, *d)),
+                _ => Err(bad_len),
+            };
+            let mac = |v: &[u8]| if v.len() == 6 { Mac::from_slice(v).ok_or(bad_len) } else { Err(bad_len) };
             match t {
-                tlv::SERVER_IPV4 | tlv::PREVIOUS_IPV4 | tlv::TERMINAL_IPV4 => {
-                    if v.len() != 4 {
-                        return Err(bad_len);
-                    }
-                    let a = Some(ipv4_at(v, 0..4));
-                    match t {
-                        tlv::SERVER_IPV4 => r.server_ipv4 = a,
-                        tlv::PREVIOUS_IPV4 => r.previous_ipv4 = a,
-                        _ => r.terminal_ipv4 = a,
-                    }
-                }
-                tlv::SERVER_MAC | tlv::TERMINAL_MAC => {
-                    let m = if v.len() == 6 { Mac::from_slice(v) } else { None };
-                    let m = Some(m.ok_or(bad_len)?);
-                    if t == tlv::SERVER_MAC {
-                        r.server_mac = m;
-                    } else {
-                        r.terminal_mac = m;
-                    }
-                }
+                tlv::SERVER_IPV4 => r.server_ipv4 = Some(ip(v)?),
+                tlv::PREVIOUS_IPV4 => r.previous_ipv4 = Some(ip(v)?),
+                tlv::TERMINAL_IPV4 => r.terminal_ipv4 = Some(ip(v)?),
+                tlv::SERVER_MAC => r.server_mac = Some(mac(v)?),
+                tlv::TERMINAL_MAC => r.terminal_mac = Some(mac(v)?),
                 tlv::SERVER_NAME => {
-                    if v.is_empty() || v.len() > 64 {
+                    if v.is_empty() || v.len() > MAX_SERVER_NAME {
                         return Err(bad_len);
                     }
                     r.server_name = Some(core::str::from_utf8(v).map_err(|_| Error::ServerName)?);
@@ -288,93 +344,123 @@ impl<'a> Repr<'a> {
                 _ => return Err(Error::TlvUnknown { tlv: t }),
             }
         }
-        let need: &[u8] = match r.msg_type {
-            MessageType::Announce => &[tlv::SERVER_IPV4, tlv::SERVER_MAC],
-            MessageType::Hello => &[tlv::NONCE, tlv::TERMINAL_MAC, tlv::TERMINAL_IPV4],
-            MessageType::Welcome => &[tlv::SERVER_IPV4, tlv::STATUS],
-            MessageType::Unknown(t) => return Err(Error::Type(t)),
-        };
-        if let Some(&missing) = need.iter().find(|&&t| !seen[usize::from(t)]) {
-            return Err(Error::TlvMissing { tlv: missing });
-        }
+        // Every known TLV that was seen is now a `Some`, so the fields answer "was it there".
+        r.check_required()?;
         Ok(r)
     }
 
+    fn has(&self, t: u8) -> bool {
+        match t {
+            tlv::SERVER_IPV4 => self.server_ipv4.is_some(),
+            tlv::SERVER_MAC => self.server_mac.is_some(),
+            tlv::PREVIOUS_IPV4 => self.previous_ipv4.is_some(),
+            tlv::SERVER_NAME => self.server_name.and_then(wire_server_name).is_some(),
+            tlv::SERVICE_PORT => self.service_port.is_some(),
+            tlv::NONCE => self.nonce.is_some(),
+            tlv::TERMINAL_MAC => self.terminal_mac.is_some(),
+            tlv::TERMINAL_IPV4 => self.terminal_ipv4.is_some(),
+            tlv::STATUS => self.status.is_some(),
+            _ => false,
+        }
+    }
+
+    /// The type is known and every TLV it requires is present: the check that ends
+    /// [`Repr::parse`], and that [`Repr::emit`] makes first so it never writes a message that
+    /// parse would refuse.
+    pub fn check_required(&self) -> Result<(), Error> {
+        match required(self.msg_type)?.iter().find(|&&t| !self.has(t)) {
+            Some(&missing) => Err(Error::TlvMissing { tlv: missing }),
+            None => Ok(()),
+        }
+    }
+
+    /// What `parse(emit(self))` returns: SERVER_NAME cut to at most 64 bytes at a character
+    /// boundary, and an empty one dropped. Every other field goes on the wire as it is.
+    pub fn normalised(&self) -> Repr<'a> {
+        Repr { server_name: self.server_name.and_then(wire_server_name), ..*self }
+    }
+
     fn tlvs_len(&self) -> usize {
+        let r = self.normalised();
         let mut n = 0;
-        n += [self.server_ipv4, self.previous_ipv4, self.terminal_ipv4].iter().flatten().count() * 6;
-        n += [self.server_mac, self.terminal_mac].iter().flatten().count() * 8;
-        n += self.server_name.map_or(0, |s| 2 + s.len().min(64));
-        n += self.service_port.map_or(0, |_| 4);
-        n += self.nonce.map_or(0, |_| 18);
-        n += self.status.map_or(0, |_| 3);
+        n += [r.server_ipv4, r.previous_ipv4, r.terminal_ipv4].iter().flatten().count() * 6;
+        n += [r.server_mac, r.terminal_mac].iter().flatten().count() * 8;
+        n += r.server_name.map_or(0, |s| 2 + s.len());
+        n += r.service_port.map_or(0, |_| 4);
+        n += r.nonce.map_or(0, |_| 18);
+        n += r.status.map_or(0, |_| 3);
         n
     }
 
+    /// Header, TLVs and tag. Header plus tag is exactly the 52-byte minimum, so no padding is
+    /// ever needed, and every TLV at its largest still fits in 1024 (checked at compile time).
     pub fn buffer_len(&self) -> usize {
-        (field::TLVS + self.tlvs_len() + field::HMAC_LEN).max(MIN_LEN)
+        HEADER_LEN + self.tlvs_len() + field::HMAC_LEN
     }
 
-    /// Writes the message and signs it with `key`. TLVs go in type order. (Header plus tag is
-    /// exactly the 52-byte minimum, so no padding is ever needed.)
-    pub fn emit(&self, buf: &mut [u8], key: &[u8]) -> Result<usize, BufferTooSmall> {
-        let len = self.buffer_len();
-        if len > MAX_LEN {
-            return Err(BufferTooSmall);
-        }
+    /// Writes [`Repr::normalised`] and signs it with `key`. TLVs go in type order. Refuses (and
+    /// writes nothing) what [`Repr::check_required`] refuses.
+    pub fn emit(&self, buf: &mut [u8], key: &[u8]) -> Result<usize, EmitError> {
+        self.check_required().map_err(EmitError::Invalid)?;
+        let r = self.normalised();
+        let len = r.buffer_len();
+        let len16 = u16::try_from(len).ok().filter(|_| len <= MAX_LEN).ok_or(BufferTooSmall)?;
         let buf = buf.get_mut(..len).ok_or(BufferTooSmall)?;
         buf.fill(0);
         put(buf, field::MAGIC, &MAGIC)?;
-        buf[field::VERSION] = VERSION;
-        buf[field::TYPE] = u8::from(self.msg_type);
-        put(buf, field::LENGTH, &(len as u16).to_be_bytes())?;
-        put(buf, field::KEY_ID, &self.key_id.to_be_bytes())?;
-        put(buf, field::SEQUENCE, &self.sequence.to_be_bytes())?;
+        put(buf, field::VERSION..field::VERSION + 1, &[VERSION])?;
+        put(buf, field::TYPE..field::TYPE + 1, &[u8::from(r.msg_type)])?;
+        put(buf, field::LENGTH, &len16.to_be_bytes())?;
+        put(buf, field::KEY_ID, &r.key_id.to_be_bytes())?;
+        put(buf, field::SEQUENCE, &r.sequence.to_be_bytes())?;
+        let hmac_at = len - field::HMAC_LEN;
+        let (signed, tag_out) = buf.split_at_mut(hmac_at);
         let mut pos = field::TLVS;
         let mut w = |t: u8, v: &[u8]| -> Result<(), BufferTooSmall> {
-            put(buf, pos..pos + 2, &[t, v.len() as u8])?;
-            put(buf, pos + 2..pos + 2 + v.len(), v)?;
+            let l = u8::try_from(v.len()).map_err(|_| BufferTooSmall)?;
+            put(signed, pos..pos + 2, &[t, l])?;
+            put(signed, pos + 2..pos + 2 + v.len(), v)?;
             pos += 2 + v.len();
             Ok(())
         };
-        if let Some(a) = self.server_ipv4 {
+        if let Some(a) = r.server_ipv4 {
             w(tlv::SERVER_IPV4, &a.octets())?;
         }
-        if let Some(m) = self.server_mac {
+        if let Some(m) = r.server_mac {
             w(tlv::SERVER_MAC, &m.0)?;
         }
-        if let Some(a) = self.previous_ipv4 {
+        if let Some(a) = r.previous_ipv4 {
             w(tlv::PREVIOUS_IPV4, &a.octets())?;
         }
-        if let Some(s) = self.server_name {
-            let mut end = s.len().min(64);
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            w(tlv::SERVER_NAME, &s.as_bytes()[..end])?;
+        if let Some(s) = r.server_name {
+            w(tlv::SERVER_NAME, s.as_bytes())?;
         }
-        if let Some(p) = self.service_port {
+        if let Some(p) = r.service_port {
             w(tlv::SERVICE_PORT, &p.to_be_bytes())?;
         }
-        if let Some(n) = self.nonce {
+        if let Some(n) = r.nonce {
             w(tlv::NONCE, &n)?;
         }
-        if let Some(m) = self.terminal_mac {
+        if let Some(m) = r.terminal_mac {
             w(tlv::TERMINAL_MAC, &m.0)?;
         }
-        if let Some(a) = self.terminal_ipv4 {
+        if let Some(a) = r.terminal_ipv4 {
             w(tlv::TERMINAL_IPV4, &a.octets())?;
         }
-        if let Some(s) = self.status {
+        if let Some(s) = r.status {
             w(tlv::STATUS, &[s])?;
         }
-        let hmac_at = len - field::HMAC_LEN;
-        debug_assert_eq!(pos, hmac_at);
-        let tag = auth::hmac_sha256(key, &buf[..hmac_at]);
-        put(buf, hmac_at..len, &tag)?;
+        // buffer_len and the writes above must agree to the byte: a gap would be read back as
+        // a TLV of type 0. Reported rather than signed.
+        if pos != hmac_at {
+            return Err(EmitError::Buffer(BufferTooSmall));
+        }
+        let tag = auth::hmac_sha256(key, signed);
+        put(tag_out, 0..field::HMAC_LEN, &tag)?;
         Ok(len)
     }
 
+    /// The signed message, or an empty vector when [`Repr::emit`] refuses the Repr.
     pub fn to_bytes(&self, key: &[u8]) -> Vec<u8> {
         let mut v = vec![0; self.buffer_len()];
         let n = self.emit(&mut v, key).unwrap_or(0);
@@ -448,10 +534,82 @@ mod tests {
 
     #[test]
     fn missing_required_tlv() {
-        let mut r = announce();
-        r.server_mac = None;
-        let raw = r.to_bytes(KEY);
+        // announce_bytes() with SERVER_MAC (bytes 26..34) cut out and the length fixed up: emit
+        // refuses to write such a message, so it is made by hand.
+        let mut raw = announce_bytes();
+        raw.truncate(raw.len() - 32);
+        raw.drain(26..34);
+        raw[7] = 64;
+        let tag = auth::hmac_sha256(KEY, &raw);
+        raw.extend_from_slice(&tag);
         let p = Packet::new_checked(&raw[..]).unwrap();
         assert_eq!(Repr::parse(&p).unwrap_err(), Error::TlvMissing { tlv: tlv::SERVER_MAC });
+    }
+
+    fn round_trip(r: &Repr<'_>) -> Vec<u8> {
+        let raw = r.to_bytes(KEY);
+        assert_eq!(raw.len(), r.buffer_len());
+        let p = Packet::new_checked(&raw[..]).unwrap();
+        assert!(p.verify(KEY));
+        assert_eq!(Repr::parse(&p).unwrap(), r.normalised());
+        raw
+    }
+
+    #[test]
+    fn server_name_is_cut_at_a_character_boundary_within_64_bytes() {
+        // 63 ASCII bytes and a 2-byte 'é' make 65: emit used to size 64 and write 63 (a stray
+        // zero byte before the tag, read back as a TLV overrun), or cut 'é' in half.
+        let long = format!("{}é", "a".repeat(63));
+        let mut r = announce();
+        r.server_name = Some(&long);
+        round_trip(&r);
+        assert_eq!(r.normalised().server_name, Some(&long[..63]));
+        // Three-byte characters: 64 is not a boundary, 63 is.
+        let euros = "€".repeat(30);
+        r.server_name = Some(&euros);
+        round_trip(&r);
+        assert_eq!(r.normalised().server_name.map(str::len), Some(63));
+        // Exactly 64 bytes goes out whole.
+        let full = "b".repeat(64);
+        r.server_name = Some(&full);
+        round_trip(&r);
+        assert_eq!(r.normalised().server_name, Some(&full[..]));
+        // The wire has no empty name (parse rejects length 0), so emit leaves it out.
+        r.server_name = Some("");
+        let raw = round_trip(&r);
+        assert_eq!(r.normalised().server_name, None);
+        assert_eq!(raw, announce().to_bytes(KEY));
+    }
+
+    #[test]
+    fn emit_refuses_what_parse_would_reject() {
+        let mut buf = [0xaa; MAX_LEN];
+        let mut r = announce();
+        r.server_mac = None;
+        assert_eq!(r.emit(&mut buf, KEY), Err(EmitError::Invalid(Error::TlvMissing { tlv: tlv::SERVER_MAC })));
+        assert!(r.to_bytes(KEY).is_empty());
+        assert!(buf.iter().all(|&b| b == 0xaa), "a refused emit writes nothing");
+        let mut u = announce();
+        u.msg_type = MessageType::Unknown(4);
+        assert_eq!(u.emit(&mut buf, KEY), Err(EmitError::Invalid(Error::Type(4))));
+        let w = Repr { server_ipv4: Some(Ipv4Addr::new(10, 77, 0, 20)), ..Repr::new(MessageType::Welcome, 1, 2) };
+        assert_eq!(w.emit(&mut buf, KEY), Err(EmitError::Invalid(Error::TlvMissing { tlv: tlv::STATUS })));
+        assert_eq!(announce().emit(&mut buf[..71], KEY), Err(EmitError::Buffer(BufferTooSmall)));
+    }
+
+    #[test]
+    fn every_tlv_at_its_largest_fits() {
+        let name = "n".repeat(200);
+        let r = Repr {
+            server_name: Some(&name),
+            service_port: Some(443),
+            nonce: Some([7; 16]),
+            terminal_mac: Some(Mac([2, 0, 0, 0, 0, 0x10])),
+            terminal_ipv4: Some(Ipv4Addr::new(10, 77, 0, 10)),
+            status: Some(status::BUSY),
+            ..announce()
+        };
+        let raw = round_trip(&r);
+        assert_eq!(raw.len(), HEADER_LEN + MAX_TLVS_LEN + 32);
     }
 }

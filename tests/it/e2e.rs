@@ -37,8 +37,9 @@ fn announce(lab: &Lab, address: Ipv4Addr, previous: Option<Ipv4Addr>) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn follow_mode_end_to_end() {
-    let Some(mut lab) = Lab::new("f") else { return };
+    let mut lab = Lab::require("f");
     lab.write_configs();
     let srv_cfg = lab.dir.join("srv.toml").display().to_string();
     let term_cfg = lab.dir.join("term.toml").display().to_string();
@@ -224,8 +225,9 @@ fn fix_udp(mut f: Vec<u8>) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn runs_as_nobody_with_only_two_capabilities() {
-    let Some(mut lab) = Lab::new("c") else { return };
+    let mut lab = Lab::require("c");
     lab.write_configs();
     let srv_cfg = lab.dir.join("srv.toml").display().to_string();
     let term_cfg = lab.dir.join("term.toml").display().to_string();
@@ -274,8 +276,9 @@ fn runs_as_nobody_with_only_two_capabilities() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn announce_watch_follows_an_address_change_on_the_server() {
-    let Some(mut lab) = Lab::new("w") else { return };
+    let mut lab = Lab::require("w");
     lab.write_configs();
     let srv_cfg = lab.dir.join("srv.toml").display().to_string();
     lab.start_follow();
@@ -297,8 +300,9 @@ fn announce_watch_follows_an_address_change_on_the_server() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn follow_mode_runs_renew_command_on_an_authenticated_forcerenew_only() {
-    let Some(mut lab) = Lab::new("r") else { return };
+    let mut lab = Lab::require("r");
     lab.write_configs();
     let d = lab.dir.clone();
     let term_toml = d.join("term.toml");

@@ -33,9 +33,18 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// Tests call this: root-only tests are `#[ignore = "needs root"]`, so reaching it without
+    /// root means someone asked for them, and a skip that reports ok would hide that nothing ran.
+    pub fn require(tag: &str) -> Lab {
+        match Lab::new(tag) {
+            Some(lab) => lab,
+            None => panic!("end-to-end tests need root (run them as root with --include-ignored)"),
+        }
+    }
+
+    /// `None` when not root; the live bench reports that as its own SKIP line.
     pub fn new(tag: &str) -> Option<Lab> {
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP: end-to-end tests need root");
             return None;
         }
         let prefix = format!("ipsl{}{}", tag, std::process::id());

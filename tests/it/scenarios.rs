@@ -143,7 +143,9 @@ fn strict_acd_binds_within_ten_seconds_after_three_probes() {
         assert!(!ops(&ack).contains(&"set_address".to_string()), "strict ACD must not configure before probing");
         assert_eq!(e.client_state(), "PROBING");
         let mut probes = 0;
-        loop {
+        let mut bound = false;
+        // Three probes and the bind: a few more steps than that means the engine is stuck.
+        for _ in 0..8 {
             let t = e.poll_timeout().expect("a probe deadline");
             assert!(t.saturating_sub(T0) <= 10_000_000, "seed {seed}: step at {t}");
             e.handle_timeout(t);
@@ -152,11 +154,13 @@ fn strict_acd_binds_within_ten_seconds_after_three_probes() {
             let o = ops(&d[0]);
             if o.contains(&"set_address".to_string()) {
                 assert!(o.contains(&"hook:LEASE_BOUND".to_string()));
+                bound = true;
                 break;
             }
             assert_eq!(o, ["transmit:arp_probe"]);
             probes += 1;
         }
+        assert!(bound, "seed {seed}: not bound after {probes} probes");
         assert_eq!(probes, 3);
         assert_eq!(e.client_state(), "BOUND");
     }
