@@ -6,6 +6,7 @@ mod common;
 mod complete_log;
 mod crosscheck;
 mod e2e;
+mod e2e_channel;
 mod golden;
 mod house;
 mod lab;
