@@ -128,3 +128,19 @@ fn r6_replay_exits_1_when_the_state_cannot_be_persisted() {
     // Every decision was still printed.
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
 }
+
+#[test]
+fn r6_deadlines_saturated_at_the_end_of_time_do_not_spin() {
+    // A lease exchange whose every frame is stamped u64::MAX µs: every deadline saturates there.
+    let recs: Vec<(u64, Vec<u8>)> = crate::common::records(&root().join("pcap-fixtures/forcerenew-rfc3118.pcap"))
+        .into_iter()
+        .map(|(_, b)| (u64::MAX, b))
+        .collect();
+    let d = tmpdir("saturate");
+    let cap = d.join("end-of-time.pcapng");
+    std::fs::write(&cap, ipsyncd::shell::pcap::write_pcapng(&recs)).unwrap();
+    let out = replay(&cap, &root().join("pcap-fixtures/forcerenew-rfc3118.toml"), &[]);
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(out.status.code().is_some(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(lines < 40, "{lines} lines: saturated deadlines must not run again and again");
+}

@@ -17,25 +17,6 @@ const A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 20);
 const TERM_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 
-fn announce(lab: &Lab, address: Ipv4Addr, previous: Option<Ipv4Addr>) {
-    let cfg = lab.dir.join("srv.toml");
-    let mut args = vec![
-        "announce".to_string(),
-        "--interface".into(),
-        "srv0".into(),
-        "--address".into(),
-        address.to_string(),
-        "--config".into(),
-        cfg.display().to_string(),
-    ];
-    if let Some(p) = previous {
-        args.push("--previous".into());
-        args.push(p.to_string());
-    }
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert!(lab.ipsyncd("srv", &a), "announce {address}");
-}
-
 #[test]
 #[ignore = "needs root"]
 fn follow_mode_end_to_end() {
@@ -47,7 +28,7 @@ fn follow_mode_end_to_end() {
     lab.start_follow();
 
     // 1. The server announces itself: same address, and now we know its MAC: pinned.
-    announce(&lab, A, None);
+    lab.announce(A, None);
     assert!(
         within(Duration::from_secs(2), || lab.pinned(A, SRV_MAC)).is_some(),
         "A not pinned\n{}",
@@ -59,7 +40,7 @@ fn follow_mode_end_to_end() {
     assert!(lab.sh("srv", &["sysctl", "-qw", "net.ipv4.conf.srv0.promote_secondaries=1"]));
     assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.20/24", "dev", "srv0"]));
     assert!(lab.sh("srv", &["ip", "addr", "del", "10.77.0.1/24", "dev", "srv0"]));
-    announce(&lab, B, Some(A));
+    lab.announce(B, Some(A));
     assert!(
         within(Duration::from_secs(2), || lab.pinned(B, SRV_MAC)).is_some(),
         "B not pinned\n{}",
@@ -75,14 +56,14 @@ fn follow_mode_end_to_end() {
     assert_eq!(st["pin"]["in_kernel"], true, "{st}");
 
     // 3. The same address again: nothing changes.
-    announce(&lab, B, Some(A));
+    lab.announce(B, Some(A));
     std::thread::sleep(Duration::from_millis(200));
     assert!(lab.pinned(B, SRV_MAC));
     assert_eq!(lab.log("hook.log").matches("SERVER_CHANGED").count(), 1);
 
     // 4. The server announces the terminal's own address: alarm, no change.
     assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.10/32", "dev", "srv0"]));
-    announce(&lab, TERM_IP, Some(B));
+    lab.announce(TERM_IP, Some(B));
     assert!(within(Duration::from_secs(2), || lab.log("hook.log").contains("CONFLICT")).is_some());
     assert!(lab.pinned(B, SRV_MAC));
     assert!(lab.sh("srv", &["ip", "addr", "del", "10.77.0.10/32", "dev", "srv0"]));
@@ -120,7 +101,7 @@ fn follow_mode_end_to_end() {
         }
     });
     std::thread::sleep(Duration::from_millis(1200));
-    announce(&lab, B, Some(A)); // one more event so the status file catches up
+    lab.announce(B, Some(A)); // one more event so the status file catches up
     std::thread::sleep(Duration::from_millis(300));
     assert!(lab.pinned(B, SRV_MAC), "the pin moved under attack");
     let st = lab.status();
@@ -176,7 +157,7 @@ fn follow_mode_end_to_end() {
         let cfg = lab.dir.join("srv2.toml").display().to_string();
         assert!(lab.ipsyncd("srv", &["announce", "--interface", "srv0", "--address", "10.77.0.20", "--config", &cfg]));
         std::thread::sleep(Duration::from_millis(1100)); // let the status file's once-a-second counters catch up
-        announce(lab, B, Some(A));
+        lab.announce(B, Some(A));
         std::thread::sleep(Duration::from_millis(200));
         lab.status()
     };
@@ -199,7 +180,7 @@ fn follow_mode_end_to_end() {
     let c = Ipv4Addr::new(10, 77, 0, 30);
     assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.30/24", "dev", "srv0"]));
     let run_pid = lab.children[1].id() as i32;
-    announce(&lab, c, Some(B));
+    lab.announce(c, Some(B));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(run_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     lab.kill_all();
     let state: serde_json::Value =
@@ -258,7 +239,7 @@ fn runs_as_nobody_with_only_two_capabilities() {
     lab.children.push(child);
     let status_file = lab.dir.join("term-state/status.json");
     assert!(within(Duration::from_secs(3), || status_file.exists()).is_some(), "{}", lab.log("run.log"));
-    announce(&lab, A, None);
+    lab.announce(A, None);
     assert!(
         within(Duration::from_secs(3), || lab.pinned(A, SRV_MAC)).is_some(),
         "not pinned as nobody:\n{}",

@@ -15,16 +15,6 @@ const A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 20);
 const TERM_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 
-fn announce(lab: &Lab, address: Ipv4Addr, previous: Option<Ipv4Addr>) {
-    let cfg = lab.dir.join("srv.toml").display().to_string();
-    let (a, p) = (address.to_string(), previous.map(|p| p.to_string()));
-    let mut args = vec!["announce", "--interface", "srv0", "--address", &a, "--config", &cfg];
-    if let Some(p) = &p {
-        args.extend(["--previous", p.as_str()]);
-    }
-    assert!(lab.ipsyncd("srv", &args), "announce {address}");
-}
-
 fn hooks(lab: &Lab, reason: &str) -> Vec<String> {
     lab.log("hook.log").lines().filter(|l| l.starts_with(reason)).map(str::to_string).collect()
 }
@@ -72,12 +62,12 @@ fn r6_planned_move_needs_bs_welcome() {
     let term_cfg = lab.dir.join("term.toml").display().to_string();
     lab.spawn("term", &["run", "--config", &term_cfg], "run.log");
     assert!(within(Duration::from_secs(5), || !hooks(&lab, "SERVER_CONNECTED").is_empty()).is_some());
-    announce(&lab, A, None);
+    lab.announce(A, None);
     assert!(within(Duration::from_secs(2), || lab.pinned(A, SRV_MAC)).is_some(), "A not pinned");
 
     // B exists on the server host but no serve answers there: the move is abandoned.
     assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.20/24", "dev", "srv0"]));
-    announce(&lab, B, Some(A));
+    lab.announce(B, Some(A));
     assert!(
         within(Duration::from_secs(8), || !hooks(&lab, "SERVER_UNREACHABLE").is_empty()).is_some(),
         "the failed move raised no alarm\n{}",
@@ -94,7 +84,7 @@ fn r6_planned_move_needs_bs_welcome() {
     // The same move with serve on B completes on B's WELCOME.
     serve_on(&mut lab, B, "serve-b.log");
     std::thread::sleep(Duration::from_millis(300));
-    announce(&lab, B, Some(A));
+    lab.announce(B, Some(A));
     assert!(
         within(Duration::from_secs(5), || hooks(&lab, "SERVER_CHANGED").iter().any(|l| l.contains("10.77.0.1 10.77.0.20")))
             .is_some(),
@@ -115,7 +105,7 @@ fn r6_genuine_move_during_random_mac_arp_flood_fires_server_changed() {
     let mut lab = Lab::require("a");
     lab.write_configs();
     lab.start_follow();
-    announce(&lab, A, None);
+    lab.announce(A, None);
     assert!(within(Duration::from_secs(2), || lab.pinned(A, SRV_MAC)).is_some(), "A not pinned");
     assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.20/24", "dev", "srv0"]));
     // 3,000 spoofed replies for A from random MACs over about 1.5 s, bounded in count and time.
@@ -140,7 +130,7 @@ fn r6_genuine_move_during_random_mac_arp_flood_fires_server_changed() {
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    announce(&lab, B, Some(A));
+    lab.announce(B, Some(A));
     let _ = flood.join();
     assert!(
         within(Duration::from_secs(5), || hooks(&lab, "SERVER_CHANGED").iter().any(|l| l.contains("10.77.0.1 10.77.0.20")))

@@ -197,6 +197,17 @@ impl Lab {
         .unwrap();
     }
 
+    /// `ipsyncd announce` from srv: `address`, optionally moving from `previous`.
+    pub fn announce(&self, address: Ipv4Addr, previous: Option<Ipv4Addr>) {
+        let cfg = self.dir.join("srv.toml").display().to_string();
+        let (a, p) = (address.to_string(), previous.map(|p| p.to_string()));
+        let mut args = vec!["announce", "--interface", "srv0", "--address", &a, "--config", &cfg];
+        if let Some(p) = &p {
+            args.extend(["--previous", p.as_str()]);
+        }
+        assert!(self.ipsyncd("srv", &args), "announce {address}");
+    }
+
     pub fn pinned(&self, ip: Ipv4Addr, mac: Mac) -> bool {
         let lab = self;
         lab.term_neigh(ip) == Some((Some(mac), NeighbourState::Permanent))

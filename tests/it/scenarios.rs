@@ -278,3 +278,28 @@ fn forcerenew_in_renewing_is_wrong_state_and_accepted_renewal_transmits() {
     let d = decisions(&mut e);
     assert_eq!((d[0].verdict, d[0].reason), (Verdict::Reject, Some("wrong_state")));
 }
+
+#[test]
+fn r6_acd_max_conflicts_rate_limits_new_addresses() {
+    let mut e = Engine::new(cfg(Mode::Dhcp, AcdMode::Strict), State::default(), 3);
+    let other = Mac([2, 0, 0, 0, 0, 0x99]);
+    let claim = arp::Repr::announcement(other, MY_IP);
+    for n in 1..=10u32 {
+        let _ = bind(&mut e, 3600, 1800, 3150);
+        e.handle_frame(T0.add_ms(300), &inbound(&frame::emit_arp_frame(other, Mac::BROADCAST, &claim.to_bytes())));
+        let d = decisions(&mut e);
+        assert_eq!((d[0].verdict, d[0].reason), (Verdict::Conflict, Some("address_in_use")), "conflict {n}");
+        let o = ops(&d[0]);
+        assert!(o.contains(&"transmit:decline".to_string()), "conflict {n}: {o:?}");
+        if n < 10 {
+            assert!(o.contains(&"transmit:discover".to_string()), "conflict {n} restarts at once: {o:?}");
+        } else {
+            // RFC 5227 §2.1.1: after MAX_CONFLICTS, one new address per RATE_LIMIT_INTERVAL.
+            assert!(!o.contains(&"transmit:discover".to_string()), "{o:?}");
+            assert_eq!(e.poll_timeout(), Some(T0.add_ms(300).add_secs(60)));
+        }
+    }
+    e.handle_timeout(T0.add_ms(300).add_secs(60));
+    let d = decisions(&mut e);
+    assert_eq!(ops(&d[0]), ["transmit:discover"], "the rate-limited DISCOVER comes due");
+}
