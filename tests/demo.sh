@@ -24,7 +24,7 @@ for line in sys.stdin:
     who = d.get("server_ip", "")
     if "server_mac" in d: who += " (" + d["server_mac"] + ")"
     acts = ", ".join(a["op"] + ("" if a["op"] in ("set_server",) else " " + " ".join(str(v) for k, v in a.items() if k not in ("op", "detail"))) for a in d["actions"])
-    print("  frame %-3s %-10s %-9s %-16s %-28s %s" % (d["frame"], d["input"], d["verdict"], d.get("reason", ""), who, acts))
+    print("  frame %-3s %-10s %-9s %-16s %-28s %s" % (d["frame"] if d["frame"] is not None else "-", d["input"], d["verdict"], d.get("reason", ""), who, acts))
 '
 }
 show server-move "The cloud server moves from 10.77.0.1 to 10.77.0.20, announces again, then announces our own address"
