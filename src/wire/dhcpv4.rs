@@ -212,8 +212,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b.len() < field::OPTIONS {
             return Err(Error::Truncated(b.len()));
         }
-        if b[field::HLEN] > 16 {
-            return Err(Error::Hlen(b[field::HLEN]));
+        let hlen = byte(b, field::HLEN);
+        if hlen > 16 {
+            return Err(Error::Hlen(hlen));
         }
         let magic = be32(b, field::MAGIC);
         if magic != MAGIC_COOKIE {
@@ -468,17 +469,16 @@ fn cloud_server_from(code: u8, d: &[u8]) -> Option<CloudServer> {
 }
 
 fn vendor_sub_option(code: u8, d: &[u8]) -> Option<CloudServer> {
-    let mut i = 0;
-    while i + 2 <= d.len() {
-        let (sub, len) = (d[i], usize::from(d[i + 1]));
-        let v = d.get(i + 2..i + 2 + len)?;
-        if sub == code {
+    let mut rest = d;
+    while let [sub, len, tail @ ..] = rest {
+        let (v, tail) = tail.split_at_checked(usize::from(*len))?;
+        if *sub == code {
             if let [a, b, c, e] = v {
                 return Some(CloudServer { code, addr: Ipv4Addr::new(*a, *b, *c, *e), form: ServerForm::Vendor });
             }
             return None;
         }
-        i += 2 + len;
+        rest = tail;
     }
     None
 }
