@@ -955,7 +955,10 @@ mod tests {
         raw
     }
 
-    fn walk(raw: &[u8]) -> Vec<Result<(u8, Vec<u8>, usize), Error>> {
+    /// One walked option as (code, value, value offset).
+    type Walked = Result<(u8, Vec<u8>, usize), Error>;
+
+    fn walk(raw: &[u8]) -> Vec<Walked> {
         Packet::new_checked(raw).unwrap().options().map(|o| o.map(|o| (o.code, o.data.to_vec(), o.offset))).collect()
     }
 

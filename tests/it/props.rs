@@ -498,7 +498,10 @@ fn udp_wrapped_payloads_reach_every_layer() {
 
 /// Captures written by our own writers from random records (so the reader gets past the magic
 /// number and into its record walk), then one byte flipped or the file cut, or left alone.
-fn capture() -> impl Strategy<Value = (Vec<(u64, Vec<u8>)>, bool, Option<(Index, u8)>, Option<Index>)> {
+/// (records, pcapng rather than pcap, a byte to flip, where to cut).
+type Capture = (Vec<(u64, Vec<u8>)>, bool, Option<(Index, u8)>, Option<Index>);
+
+fn capture() -> impl Strategy<Value = Capture> {
     (
         prop::collection::vec((0u64..=pcap::MAX_TS_US, prop::collection::vec(any::<u8>(), 0..200)), 0..6),
         any::<bool>(),
