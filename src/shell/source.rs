@@ -48,6 +48,8 @@ pub struct PcapSource {
 }
 
 impl PcapSource {
+    /// A capture file, read whole through [`Reader::open`], which refuses anything but a
+    /// regular file of bounded size (so `/dev/zero` or a FIFO fails at once, typed).
     pub fn open(path: &Path) -> Result<PcapSource, SourceError> {
         let reader = Reader::open(path).map_err(SourceError::Io)?.map_err(SourceError::Pcap)?;
         Ok(PcapSource { reader, index: 0 })

@@ -96,13 +96,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Operation::from(be16(self.buffer.as_ref(), field::OPER))
     }
     pub fn sha(&self) -> Mac {
-        Mac::from_slice(&self.buffer.as_ref()[field::SHA]).unwrap_or(Mac::ZERO)
+        self.buffer.as_ref().get(field::SHA).and_then(Mac::from_slice).unwrap_or(Mac::ZERO)
     }
     pub fn spa(&self) -> Ipv4Addr {
         ipv4_at(self.buffer.as_ref(), field::SPA)
     }
     pub fn tha(&self) -> Mac {
-        Mac::from_slice(&self.buffer.as_ref()[field::THA]).unwrap_or(Mac::ZERO)
+        self.buffer.as_ref().get(field::THA).and_then(Mac::from_slice).unwrap_or(Mac::ZERO)
     }
     pub fn tpa(&self) -> Ipv4Addr {
         ipv4_at(self.buffer.as_ref(), field::TPA)
@@ -188,5 +188,12 @@ mod tests {
         let mut b = REPLY;
         b[1] = 6;
         assert!(matches!(Packet::new_checked(&b[..]), Err(Error::Format(6, ..))));
+    }
+
+    #[test]
+    fn unchecked_short_view_reads_zeros_instead_of_panicking() {
+        // sha() and tha() indexed the buffer directly and panicked on a short unchecked view.
+        let p = Packet::new_unchecked(&REPLY[..10]);
+        assert_eq!((p.sha(), p.tha(), p.tpa()), (Mac::ZERO, Mac::ZERO, Ipv4Addr::UNSPECIFIED));
     }
 }

@@ -96,6 +96,41 @@ impl Error {
     }
 }
 
+/// Why [`Repr::emit`] wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The message would not parse: the error [`Repr::parse`] would report for it.
+    Invalid(Error),
+    /// An option value longer than its one-byte length can say.
+    OptionTooLong {
+        code: u8,
+        len: usize,
+    },
+    /// The cloud server's option code is one the option framing reserves (0, 52, 255).
+    CloudServerCode(u8),
+    Buffer(BufferTooSmall),
+}
+
+impl From<BufferTooSmall> for EmitError {
+    fn from(e: BufferTooSmall) -> EmitError {
+        EmitError::Buffer(e)
+    }
+}
+
+impl core::fmt::Display for EmitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            EmitError::Invalid(e) => write!(f, "message would not parse: {}", e.reason()),
+            EmitError::OptionTooLong { code, len } => write!(f, "option {code}: {len} bytes (max 255)"),
+            EmitError::CloudServerCode(c) => write!(f, "option code {c} cannot carry the cloud server"),
+            EmitError::Buffer(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for EmitError {}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MessageType {
@@ -177,8 +212,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b.len() < field::OPTIONS {
             return Err(Error::Truncated(b.len()));
         }
-        if b[field::HLEN] > 16 {
-            return Err(Error::Hlen(b[field::HLEN]));
+        let hlen = byte(b, field::HLEN);
+        if hlen > 16 {
+            return Err(Error::Hlen(hlen));
         }
         let magic = be32(b, field::MAGIC);
         if magic != MAGIC_COOKIE {
@@ -433,17 +469,16 @@ fn cloud_server_from(code: u8, d: &[u8]) -> Option<CloudServer> {
 }
 
 fn vendor_sub_option(code: u8, d: &[u8]) -> Option<CloudServer> {
-    let mut i = 0;
-    while i + 2 <= d.len() {
-        let (sub, len) = (d[i], usize::from(d[i + 1]));
-        let v = d.get(i + 2..i + 2 + len)?;
-        if sub == code {
+    let mut rest = d;
+    while let [sub, len, tail @ ..] = rest {
+        let (v, tail) = tail.split_at_checked(usize::from(*len))?;
+        if *sub == code {
             if let [a, b, c, e] = v {
                 return Some(CloudServer { code, addr: Ipv4Addr::new(*a, *b, *c, *e), form: ServerForm::Vendor });
             }
             return None;
         }
-        i += 2 + len;
+        rest = tail;
     }
     None
 }
@@ -621,16 +656,50 @@ impl<'a> Repr<'a> {
         (field::OPTIONS + self.options_len()).max(MIN_MESSAGE_LEN)
     }
 
+    /// What would make [`Repr::emit`] write a message that [`Repr::parse`] rejects or reads
+    /// differently: parse's own error where it has one.
+    pub fn check_emit(&self) -> Result<(), EmitError> {
+        if self.op != 1 && self.op != 2 {
+            return Err(EmitError::Invalid(Error::Op(self.op)));
+        }
+        if self.chaddr.len() > 16 {
+            return Err(EmitError::Invalid(Error::Hlen(u8::try_from(self.chaddr.len()).unwrap_or(u8::MAX))));
+        }
+        if let Some(d) = self.dns_servers {
+            if d.is_empty() || d.len() % 4 != 0 {
+                let len = u8::try_from(d.len()).unwrap_or(u8::MAX);
+                return Err(EmitError::Invalid(Error::OptionLength { code: opt::DNS, len }));
+            }
+        }
+        for (code, v) in [
+            (opt::CLIENT_ID, self.client_identifier),
+            (opt::DNS, self.dns_servers),
+            (opt::PARAMETER_REQUEST_LIST, self.parameter_request_list),
+        ] {
+            if let Some(v) = v.filter(|v| v.len() > usize::from(u8::MAX)) {
+                return Err(EmitError::OptionTooLong { code, len: v.len() });
+            }
+        }
+        // As an option code of its own, PAD and END would break the framing and 52 would be
+        // read as option overload. (As a vendor sub-option, any code is framed by option 43.)
+        if let Some(c) = self.cloud_server.filter(|c| c.form != ServerForm::Vendor) {
+            if matches!(c.code, opt::PAD | opt::OVERLOAD | opt::END) {
+                return Err(EmitError::CloudServerCode(c.code));
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the message in canonical option order, option 90 last so that its MAC offset is
-    /// fixed, then pads with zeros to [`MIN_MESSAGE_LEN`]. Returns the bytes written.
-    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    /// fixed, then pads with zeros to [`MIN_MESSAGE_LEN`]. Returns the bytes written; writes
+    /// nothing for a Repr that [`Repr::check_emit`] refuses.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        self.check_emit()?;
         let len = self.buffer_len();
         let buf = buf.get_mut(..len).ok_or(BufferTooSmall)?;
         buf.fill(0);
-        buf[field::OP] = self.op;
-        buf[field::HTYPE] = self.htype;
-        buf[field::HLEN] = self.chaddr.len().min(16) as u8;
-        buf[field::HOPS] = self.hops;
+        let hlen = self.chaddr.len() as u8; // ≤ 16, checked above
+        put(buf, field::OP..field::HOPS + 1, &[self.op, self.htype, hlen, self.hops])?;
         put(buf, field::XID, &self.xid.to_be_bytes())?;
         put(buf, field::SECS, &self.secs.to_be_bytes())?;
         put(buf, field::FLAGS, &(if self.broadcast { FLAG_BROADCAST } else { 0 }).to_be_bytes())?;
@@ -638,8 +707,7 @@ impl<'a> Repr<'a> {
         put(buf, field::YIADDR, &self.yiaddr.octets())?;
         put(buf, field::SIADDR, &self.siaddr.octets())?;
         put(buf, field::GIADDR, &self.giaddr.octets())?;
-        let n = self.chaddr.len().min(16);
-        put(buf, field::CHADDR.start..field::CHADDR.start + n, &self.chaddr[..n])?;
+        put(buf, field::CHADDR.start..field::CHADDR.start + self.chaddr.len(), self.chaddr)?;
         put(buf, field::MAGIC, &MAGIC_COOKIE.to_be_bytes())?;
         let mut w = Writer { buf, pos: field::OPTIONS };
         w.opt(opt::MESSAGE_TYPE, &[u8::from(self.message_type)])?;
@@ -703,6 +771,7 @@ impl<'a> Repr<'a> {
         Ok(len)
     }
 
+    /// The message, or an empty vector when [`Repr::emit`] refuses the Repr.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = vec![0; self.buffer_len()];
         // buffer_len sized the buffer, so emit cannot run short.
@@ -886,7 +955,10 @@ mod tests {
         raw
     }
 
-    fn walk(raw: &[u8]) -> Vec<Result<(u8, Vec<u8>, usize), Error>> {
+    /// One walked option as (code, value, value offset).
+    type Walked = Result<(u8, Vec<u8>, usize), Error>;
+
+    fn walk(raw: &[u8]) -> Vec<Walked> {
         Packet::new_checked(raw).unwrap().options().map(|o| o.map(|o| (o.code, o.data.to_vec(), o.offset))).collect()
     }
 
@@ -935,6 +1007,47 @@ mod tests {
         assert_eq!(Repr::parse(&p, 224).unwrap_err().reason(), "dhcp_option_overrun");
         // Short of a whole header (an unchecked view): nothing to walk.
         assert!(Packet::new_unchecked(&cut[..100]).options().next().is_none());
+    }
+
+    #[test]
+    fn emit_refuses_what_parse_would_reject_or_misread() {
+        // Each of these used to go out: parse then said dhcp_op, dhcp_option_length or
+        // dhcp_overload, read a 16-byte chaddr for a 17-byte one, or lost the framing.
+        let base = forcerenew();
+        let long = [7u8; 17];
+        let big = [1u8; 256];
+        let server = |code| Some(CloudServer { code, addr: Ipv4Addr::new(10, 77, 0, 20), form: ServerForm::Binary });
+        let cases: [(Repr<'_>, EmitError); 9] = [
+            (Repr { op: 3, ..base }, EmitError::Invalid(Error::Op(3))),
+            (Repr { chaddr: &long, ..base }, EmitError::Invalid(Error::Hlen(17))),
+            (Repr { dns_servers: Some(&[]), ..base }, EmitError::Invalid(Error::OptionLength { code: 6, len: 0 })),
+            (Repr { dns_servers: Some(&[1; 5]), ..base }, EmitError::Invalid(Error::OptionLength { code: 6, len: 5 })),
+            (Repr { client_identifier: Some(&big), ..base }, EmitError::OptionTooLong { code: 61, len: 256 }),
+            (Repr { parameter_request_list: Some(&big), ..base }, EmitError::OptionTooLong { code: 55, len: 256 }),
+            (Repr { cloud_server: server(0), ..base }, EmitError::CloudServerCode(0)),
+            (Repr { cloud_server: server(52), ..base }, EmitError::CloudServerCode(52)),
+            (Repr { cloud_server: server(255), ..base }, EmitError::CloudServerCode(255)),
+        ];
+        for (r, want) in cases {
+            let mut buf = [0xaa; 600];
+            assert_eq!(r.emit(&mut buf), Err(want));
+            assert!(buf.iter().all(|&b| b == 0xaa), "{want:?}: a refused emit writes nothing");
+            assert!(r.to_bytes().is_empty());
+        }
+        // The limits themselves are fine: 16 bytes of chaddr, 255 of an option, 8 of DNS, and
+        // any code as a vendor sub-option.
+        let vendor = Some(CloudServer { code: 0, addr: Ipv4Addr::new(10, 77, 0, 20), form: ServerForm::Vendor });
+        for r in [
+            Repr { chaddr: &long[..16], htype: 6, ..base },
+            Repr { client_identifier: Some(&big[..255]), ..base },
+            Repr { dns_servers: Some(&[8; 8]), ..base },
+            Repr { cloud_server: vendor, ..base },
+        ] {
+            let raw = r.to_bytes();
+            // Parsed with server_option 0 (no cloud-server scan): all else comes back as it was.
+            let back = Repr::parse(&Packet::new_checked(&raw[..]).unwrap(), 0).unwrap();
+            assert_eq!(Repr { auth_offset: None, ..back }, Repr { cloud_server: None, ..r });
+        }
     }
 
     #[test]

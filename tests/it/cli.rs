@@ -1,6 +1,9 @@
 //! The CLI contract (DESIGN §6): exit codes, error messages that name file and key, state.
 
 use crate::common::{bin, fixtures, replay, root, tmpdir};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
 #[test]
 fn unknown_config_key_is_exit_2_naming_file_and_line() {
@@ -41,6 +44,100 @@ fn unreadable_or_corrupt_capture_is_exit_1() {
     // Two frames before the cut: the planned move's apply, its WELCOME (replay answers every
     // connect), and the `same` of the second frame.
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+}
+
+/// `ipsyncd replay CAP --config noise.toml`, killed and failed if it runs past 10 s: the inputs
+/// below used to hang it or make it allocate without bound.
+fn replay_bounded(cap: &Path) -> (Option<i32>, String, String) {
+    let child = bin()
+        .arg("replay")
+        .arg(cap)
+        .arg("--config")
+        .arg(root().join("pcap-fixtures/noise.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ipsyncd");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(out) => {
+            let out = out.expect("wait");
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status.code(), text(&out.stdout), text(&out.stderr))
+        }
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("replay {} still running after 10 s", cap.display());
+        }
+    }
+}
+
+#[test]
+fn endless_or_blocking_inputs_fail_fast_with_exit_1() {
+    let (code, out, err) = replay_bounded(Path::new("/dev/zero"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("/dev/zero") && err.contains("not a regular file"), "{err}");
+    // A FIFO with no writer: opening it would block for ever.
+    let d = tmpdir("fifo");
+    let fifo = d.join("capture.pcap");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (code, _, err) = replay_bounded(&fifo);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("capture.pcap") && err.contains("not a regular file"), "{err}");
+    let (code, _, err) = replay_bounded(&d);
+    assert_eq!(code, Some(1), "{err}");
+}
+
+/// server-move.pcap (classic, big-endian as pcap-file writes it) with `edit` applied.
+fn edited_capture(tag: &str, edit: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut b = std::fs::read(root().join("pcap-fixtures/server-move.pcap")).unwrap();
+    assert_eq!(b[..4], [0xa1, 0xb2, 0xc3, 0xd4], "fixture is no longer big-endian µs pcap");
+    edit(&mut b);
+    let p = tmpdir(tag).join(format!("{tag}.pcap"));
+    std::fs::write(&p, b).unwrap();
+    p
+}
+
+#[test]
+fn hostile_capture_headers_are_exit_1_naming_the_problem() {
+    // Record 1's captured length (offset 32) says 4 GiB.
+    let huge = edited_capture("caplen", |b| b[32..36].copy_from_slice(&u32::MAX.to_be_bytes()));
+    let (code, _, err) = replay_bounded(&huge);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("record 1 claims 4294967295 bytes"), "{err}");
+    // Link type (offset 20) LINUX_SLL instead of Ethernet.
+    let sll = edited_capture("linktype", |b| b[20..24].copy_from_slice(&113u32.to_be_bytes()));
+    let (code, _, err) = replay_bounded(&sll);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("link type 113 is not Ethernet"), "{err}");
+    // Record 1's microseconds (offset 28) are more than a second.
+    let frac = edited_capture("frac", |b| b[28..32].copy_from_slice(&u32::MAX.to_be_bytes()));
+    let (code, out, err) = replay_bounded(&frac);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty() && err.contains("record 1 has an impossible timestamp"), "{err}");
+}
+
+#[test]
+fn a_capture_at_the_last_representable_second_replays_cleanly() {
+    // Every record moved to u32::MAX seconds (early 2106): the engine's clock is far from
+    // u64::MAX, so its deadline arithmetic has room, and the frames decide as usual.
+    let late = edited_capture("late", |b| {
+        let mut at = 24;
+        while at + 16 <= b.len() {
+            b[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+            let caplen = u32::from_be_bytes([b[at + 8], b[at + 9], b[at + 10], b[at + 11]]) as usize;
+            at += 16 + caplen;
+        }
+    });
+    let (code, out, err) = replay_bounded(&late);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines.iter().all(|d| d["time"].as_f64() == Some(4_294_967_295.0)), "{out}");
+    assert_eq!(lines[0]["verdict"], "apply", "{out}");
 }
 
 #[test]
