@@ -141,6 +141,10 @@ impl Engine {
                 let mut actions = vec![Action::UnpinNeighbour { ip }];
                 let detail = format!("move from {} to {ip} abandoned: {attempts} attempts failed ({why}); staying with {}", p.from, p.from);
                 actions.extend(self.alarm(now, ip, Some(p.mac), "move_failed", detail, Some(HookReason::ServerUnreachable)));
+                // The move took the dial from A: if A has not answered, dial it again.
+                if self.welcomed.map(|(w, _)| w) != Some(p.from) {
+                    actions.push(self.dial_now(p.from));
+                }
                 actions
             }
             None => {

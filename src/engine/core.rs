@@ -150,7 +150,12 @@ impl Engine {
                 }
             }
             InboundKind::Ipsync(msg) => {
-                if self.rate.allow(inbound.src, Input::Announce, now, exempt) {
+                // A spoofer can drain the pinned server's own bucket with frames forged from its MAC;
+                // an authentic ANNOUNCE from it is still decided (the HMAC is the cheap check).
+                let authentic = || {
+                    self.cfg.keys.get(&msg.key_id).is_some_and(|k| crate::wire::ipsync::Packet::new_unchecked(&inbound.raw[..]).verify(k))
+                };
+                if self.rate.allow(inbound.src, Input::Announce, now, exempt) || (exempt && authentic()) {
                     self.handle_ipsync(now, inbound.frame, msg, &inbound.raw);
                 } else {
                     self.counters.drop("rate_limited");
@@ -314,9 +319,14 @@ impl Engine {
     /// DESIGN §5 "Usable addresses": unicast, outside the reserved ranges, and not the network or
     /// broadcast address of our own subnet.
     pub(super) fn usable_address(&self, ip: Ipv4Addr) -> bool {
+        self.usable_address_in(ip, self.own_cidr())
+    }
+
+    /// The same against `own`, e.g. the lease an ACK is applying while ACD still probes.
+    pub(super) fn usable_address_in(&self, ip: Ipv4Addr, own: Option<Cidr>) -> bool {
         let o = ip.octets();
         let reserved = o[0] == 0 || o[0] == 127 || (o[0] == 169 && o[1] == 254) || o[0] >= 224;
-        let edge = self.own_cidr().is_some_and(|c| c.prefix < 31 && (ip == c.network() || ip == c.broadcast()));
+        let edge = own.is_some_and(|c| c.prefix < 31 && (ip == c.network() || ip == c.broadcast()));
         !reserved && !edge
     }
 

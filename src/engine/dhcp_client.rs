@@ -293,10 +293,12 @@ impl Engine {
         }
         self.mark_dirty();
         // An unusable server address in the ACK is ignored; the lease still applies.
-        if let Some(b) = server_ip.filter(|&b| self.usable_address(b)) {
+        if let Some(b) = server_ip.filter(|&b| self.usable_address_in(b, Some(cidr))) {
             if b == cidr.addr {
                 let detail = format!("DHCP hands out server address {b}, which is our own lease");
                 actions.extend(self.alarm(now, b, None, reason::OWN_ADDRESS, detail, Some(HookReason::Conflict)));
+            } else if self.pending.is_some_and(|p| p.to == b) {
+                // Already moving there with a signed MAC: B's WELCOME completes it.
             } else if self.current_server() != Some(b) {
                 if let Some(p) = self.pending.take() {
                     self.hang_up(p.to);
@@ -467,9 +469,7 @@ impl Engine {
                     ];
                     // A server learned from the ACK while probing is pinned now that we can ARP.
                     if let Some(s) = self.state.server.filter(|s| s.mac.is_none()).filter(|_| !self.resolving_active()) {
-                        if lease.cidr.contains(s.ip) {
-                            actions.push(self.start_resolving(now, s.ip));
-                        }
+                        actions.extend(self.resolve_pin_of(now, s.ip));
                     }
                     actions.push(Action::Hook {
                         reason: HookReason::LeaseBound,

@@ -86,10 +86,11 @@ impl<K: Ord + Copy, V> Lru<K, V> {
     }
 }
 
-/// The two limits of DESIGN §5.
+/// The two limits of DESIGN §5. A source's budget is per input kind, so spoofed ARP or garbage
+/// from a MAC never spends that MAC's ANNOUNCE budget.
 #[derive(Debug)]
 pub struct RateLimiter {
-    sources: Lru<Mac, Bucket>,
+    sources: Lru<(Mac, &'static str), Bucket>,
     kinds: BTreeMap<&'static str, Bucket>,
 }
 
@@ -104,12 +105,13 @@ impl RateLimiter {
     /// server's pinned MAC) skips the all-sources limit, so a flood from random sources cannot
     /// starve a genuine move; it still counts against its own per-source bucket.
     pub fn allow(&mut self, src: Mac, input: Input, now: Instant, exempt: bool) -> bool {
-        let mut b = match self.sources.get(&src) {
+        let key = (src, input.as_str());
+        let mut b = match self.sources.get(&key) {
             Some((b, _)) => *b,
             None => Bucket::full(PER_SOURCE_PER_SEC, now),
         };
         let ok = b.take(PER_SOURCE_PER_SEC, now);
-        self.sources.put(src, b, now);
+        self.sources.put(key, b, now);
         if !ok {
             return false;
         }

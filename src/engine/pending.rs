@@ -18,6 +18,8 @@ pub struct Resolving {
     pub ip: Ipv4Addr,
     /// The first MAC that answered; a different second one is a conflict.
     pub answered: Option<Mac>,
+    /// A second MAC answered: the window decided its conflict; later answers are ignored.
+    pub conflicted: bool,
     pub requests: u8,
     pub next_at: Instant,
     pub until: Instant,

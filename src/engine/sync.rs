@@ -62,6 +62,11 @@ impl Engine {
         let known = self.state.server.filter(|s| Some(s.ip) == current).and_then(|s| s.mac);
         if current == Some(ip) && known.map_or(true, |k| k.ct_eq(&mac)) {
             let mut actions = Vec::new();
+            // The server says it is still at A: a pending move is cancelled.
+            if let Some(p) = self.pending.take() {
+                self.hang_up(p.to);
+                actions.push(Action::UnpinNeighbour { ip: p.to });
+            }
             if known.is_none() {
                 // Same server, first time we learn its MAC: pin it; this is no switch.
                 actions.push(Action::PinNeighbour { ip, mac });
@@ -105,6 +110,8 @@ impl Engine {
     pub(super) fn switch_server(&mut self, now: Instant, ip: Ipv4Addr, mac: Option<Mac>, port: Option<u16>) -> Vec<Action> {
         let old = self.current_server();
         let mut actions = Vec::new();
+        // A window opened for the old server (or its gateway) does not outlive it.
+        self.resolving = None;
         match mac {
             Some(m) => actions.push(Action::PinNeighbour { ip, mac: m }),
             None => actions.extend(self.resolve_pin_of(now, ip)),
@@ -124,7 +131,10 @@ impl Engine {
     /// Starts resolving the pin for a server known only by IP: the server itself when on-link,
     /// else the gateway. Nothing when there is nothing to resolve.
     pub(super) fn resolve_pin_of(&mut self, now: Instant, server: Ipv4Addr) -> Option<Action> {
-        let on_link = self.own_cidr().is_some_and(|c| c.contains(server));
+        // Without an address of our own (strict ACD still probing) no reply can reach us: the
+        // bind resolves it then.
+        let own = self.own_cidr()?;
+        let on_link = own.contains(server);
         let target = if on_link { Some(server) } else { self.client.router() }?;
         Some(self.start_resolving(now, target))
     }
@@ -137,6 +147,7 @@ impl Engine {
         self.resolving = Some(Resolving {
             ip: target,
             answered: None,
+            conflicted: false,
             requests: 1,
             next_at: now.add_ms(RESOLVE_WINDOW_MS / u64::from(RESOLVE_REQUESTS)),
             until: now.add_ms(RESOLVE_WINDOW_MS),
@@ -199,7 +210,15 @@ impl Engine {
         if spa.is_unspecified() {
             return;
         }
-        if let Some(r) = self.resolving.filter(|r| r.ip == spa && self.is_answer(a, src, spa)) {
+        // Only for the server we still resolve (known by IP only), or its gateway.
+        let still_ours = |r: &Resolving| {
+            if self.current_server() != Some(r.ip) {
+                return true; // the gateway of an off-link server
+            }
+            let pinned = self.state.server.is_some_and(|s| s.ip == r.ip && s.mac.is_some());
+            !pinned || r.answered.is_some()
+        };
+        if let Some(r) = self.resolving.filter(|r| r.ip == spa && still_ours(r) && self.is_answer(a, src, spa)) {
             self.resolution_answer(now, frame, r, sha);
             return;
         }
@@ -224,9 +243,9 @@ impl Engine {
                 }
                 self.decide(line(Verdict::Apply).actions(actions));
             }
-            Some(first) if !first.ct_eq(&sha) => {
+            Some(first) if !first.ct_eq(&sha) && !r.conflicted => {
                 // Two MACs answer for one address: trust neither. The address stays; the pin goes.
-                self.resolving = Some(Resolving { answered: Some(sha), ..r });
+                self.resolving = Some(Resolving { answered: Some(sha), conflicted: true, ..r });
                 let mut actions = vec![Action::UnpinNeighbour { ip: r.ip }];
                 if self.state.server.is_some_and(|s| s.ip == r.ip && s.mac.is_some()) {
                     self.set_server_state(now, r.ip, None, true);

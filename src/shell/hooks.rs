@@ -1,10 +1,10 @@
 //! Running the integrator's hook (DESIGN §9) and, in follow mode, `renew_command`.
 //!
-//! Contract: a hook never blocks the pipeline: hooks run one at a time on one hook thread, each
+//! Contract: a hook never blocks the pipeline: each hook is
 //! killed after `hook_timeout_ms`. Life-cycle hooks (SERVER_CHANGED, SERVER_CONNECTED,
 //! FORCERENEW, LEASE_*) are never dropped or delayed by alarms (DESIGN §5): they have their own
-//! queue, run in the order fired (SERVER_CHANGED before the SERVER_CONNECTED that follows it) and
-//! ahead of any waiting alarm hook. Alarm hooks (CONFLICT, SERVER_UNREACHABLE), which the engine
+//! queue and thread and run in the order fired (SERVER_CHANGED before the SERVER_CONNECTED that
+//! follows it). Alarm hooks (CONFLICT, SERVER_UNREACHABLE), which the engine
 //! already coalesces, are further bounded: at most [`MAX_QUEUED`] wait and [`MAX_PER_SECOND`]
 //! start per second, beyond that one is skipped with a warning, so no flood can fork-bomb the
 //! terminal. The environment mirrors dhcpcd-run-hooks.
@@ -56,23 +56,22 @@ impl Hooks {
         if h.hook.is_some() || h.renew_command.is_some() {
             let (tx, rx) = bounded::<Job>(MAX_QUEUED);
             let (ltx, lrx) = bounded::<Job>(MAX_LIFECYCLE_QUEUED);
-            let runner = h.clone();
-            let spawned = std::thread::Builder::new().name("hooks".into()).spawn(move || loop {
-                // Life-cycle first: an alarm waiting never delays a move's hook.
-                let job = match lrx.try_recv() {
-                    Ok(j) => j,
-                    Err(_) => crossbeam_channel::select! {
-                        recv(lrx) -> j => match j { Ok(j) => j, Err(_) => return },
-                        recv(rx) -> j => match j { Ok(j) => j, Err(_) => return },
-                    },
-                };
-                if let Some(cmd) = job.renew {
-                    runner.run_one("renew_command", Command::new("/bin/sh").arg("-c").arg(cmd), &job.vars);
-                }
-                if let Some(p) = &runner.hook {
-                    runner.run_one(&p.display().to_string(), &mut Command::new(p), &job.vars);
-                }
-            });
+            // Two threads: a running alarm hook never delays a life-cycle hook (DESIGN §5); each
+            // queue keeps its own order (SERVER_CHANGED before its SERVER_CONNECTED).
+            let run = |name: &str, rx: crossbeam_channel::Receiver<Job>| {
+                let runner = h.clone();
+                std::thread::Builder::new().name(name.into()).spawn(move || {
+                    for job in rx.iter() {
+                        if let Some(cmd) = job.renew {
+                            runner.run_one("renew_command", Command::new("/bin/sh").arg("-c").arg(cmd), &job.vars);
+                        }
+                        if let Some(p) = &runner.hook {
+                            runner.run_one(&p.display().to_string(), &mut Command::new(p), &job.vars);
+                        }
+                    }
+                })
+            };
+            let spawned = run("hooks", lrx).and_then(|_| run("alarm-hooks", rx));
             match spawned {
                 Ok(_) => {
                     h.queue = Some(tx);

@@ -58,6 +58,8 @@ pub struct Worker {
     pub sink: DecisionSink,
     pub status: Option<StatusSink>,
     pub control: Receiver<Control>,
+    /// Set while running live (the timing is moved out of `self` for the loop).
+    pub live: bool,
 }
 
 impl Worker {
@@ -78,14 +80,18 @@ impl Worker {
 
     /// Runs every deadline up to `upto`. A deadline that does not move forward after it ran
     /// (one saturated at the end of time, or an engine bug) stops the loop instead of spinning.
+    /// Replay steps through each deadline at its own time; live, what is overdue (after a
+    /// suspend, say) runs at `now`, so the engine catches up in one step instead of replaying
+    /// every missed retransmission.
     fn run_timers(&mut self, upto: Instant) {
+        let live = self.live;
         let mut steps = 0;
         let mut last = None;
         while let Some(d) = self.engine.poll_timeout() {
             if d > upto || last == Some(d) || steps >= MAX_TIMER_STEPS {
                 break;
             }
-            self.engine.handle_timeout(d);
+            self.engine.handle_timeout(if live { upto } else { d });
             self.flush();
             last = Some(d);
             steps += 1;
@@ -106,7 +112,10 @@ impl Worker {
     pub fn run(mut self, rx: Receiver<CaptureMsg>) -> Engine {
         match std::mem::replace(&mut self.timing, Timing::Replay) {
             Timing::Replay => self.run_replay(&rx),
-            Timing::Live(clock) => self.run_live(&rx, clock.as_ref()),
+            Timing::Live(clock) => {
+                self.live = true;
+                self.run_live(&rx, clock.as_ref())
+            }
         }
         self.flush();
         self.engine

@@ -219,3 +219,36 @@ fn r6_a_fleet_under_loss_follows_a_repeated_announcement() {
     assert!(behind.is_empty(), "terminals still on A: {behind:?}");
     assert!(sim.terminals.iter().all(|t| t.pins.get(&B) == Some(&B_MAC) && t.pins.get(&A).is_none()));
 }
+
+#[test]
+fn r6_an_announce_of_the_current_server_cancels_a_pending_move() {
+    let mut sim = one_terminal(true);
+    sim.serve(B, B_MAC, false);
+    sim.run_until(secs(1));
+    sim.broadcast(&announce(1, B, B_MAC, Some(A)));
+    sim.run_until(Instant(secs(1).micros() + 500));
+    assert_eq!(sim.terminals[0].engine.pending_move(), Some(B));
+    sim.broadcast(&announce(2, A, A_MAC, None));
+    sim.run_until(secs(20));
+    let t = &sim.terminals[0];
+    assert_eq!((t.server(), t.engine.pending_move()), (Some(A), None));
+    assert_eq!(t.pins.keys().copied().collect::<Vec<_>>(), [A]);
+    assert_eq!(t.hook_count(HookReason::ServerUnreachable), 0, "a cancelled move is no failed move");
+}
+
+#[test]
+fn r6_after_a_failed_move_the_terminal_dials_a_again() {
+    // A is down when the move starts and B never answers: once B is given up, A is dialled again
+    // and connects when it comes back.
+    let mut sim = one_terminal(false);
+    sim.serve(B, B_MAC, false);
+    sim.run_until(secs(1));
+    sim.broadcast(&announce(1, B, B_MAC, Some(A)));
+    sim.run_until(secs(20));
+    assert!(sim.terminals[0].hooks.iter().any(|(h, e)| *h == HookReason::ServerUnreachable && e.new_server_ip == Some(B)));
+    sim.set_up(A, true);
+    sim.run_until(secs(40));
+    let t = &sim.terminals[0];
+    assert_eq!(t.server(), Some(A));
+    assert_eq!(t.hook_count(HookReason::ServerConnected), 1, "{:?}", t.lines());
+}
