@@ -100,13 +100,17 @@ impl Engine {
         }
     }
 
+    pub(super) fn handle_channel_failed(&mut self, now: Instant, ip: Ipv4Addr, why: &'static str) {
+        if self.awaited(ip) {
+            self.attempt_failed(now, ip, why, None);
+        }
+    }
+
     /// One attempt failed: schedule the next and decide `retry`, or `unreachable` once per
     /// outage. `rejected` makes the line a `welcome` `reject` (a WELCOME that failed
-    /// authentication), which still counts as a failed attempt.
-    pub(super) fn attempt_failed(&mut self, now: Instant, ip: Ipv4Addr, why: &'static str, rejected: Option<&'static str>) {
-        if rejected.is_none() && !self.awaited(ip) {
-            return;
-        }
+    /// authentication), which still counts as a failed attempt. Callers checked that the outcome
+    /// answers the attempt in flight.
+    fn attempt_failed(&mut self, now: Instant, ip: Ipv4Addr, why: &'static str, rejected: Option<&'static str>) {
         let Some(mut d) = self.dial else { return };
         d.in_flight = false;
         d.failures = d.failures.saturating_add(1);

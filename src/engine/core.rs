@@ -13,7 +13,7 @@ use super::lease::Client;
 use super::limits::{Alarms, ArpCache, RateLimiter};
 use super::pending::{Dial, PendingMove, Resolving, RESOLVE_REQUESTS};
 use super::state::{ServerState, State};
-use super::vocab::{Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Wall};
+use super::vocab::{reserved_address, Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Wall};
 use crate::wire::Mac;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -191,7 +191,7 @@ impl Engine {
             }
             ActionResult::Welcome { ip, mac, status } => self.handle_welcome(now, ip, mac, status),
             ActionResult::WelcomeRejected { ip, reason } => self.handle_welcome_rejected(now, ip, reason),
-            ActionResult::ChannelFailed { ip, failure } => self.attempt_failed(now, ip, failure.as_str(), None),
+            ActionResult::ChannelFailed { ip, failure } => self.handle_channel_failed(now, ip, failure.as_str()),
             ActionResult::PinLost { ip } => {
                 let pins: Vec<Action> = self.pins().into_iter().filter(|a| pin_ip(a) == Some(ip)).collect();
                 self.repin(now, pins);
@@ -324,10 +324,8 @@ impl Engine {
 
     /// The same against `own`, e.g. the lease an ACK is applying while ACD still probes.
     pub(super) fn usable_address_in(&self, ip: Ipv4Addr, own: Option<Cidr>) -> bool {
-        let o = ip.octets();
-        let reserved = o[0] == 0 || o[0] == 127 || (o[0] == 169 && o[1] == 254) || o[0] >= 224;
         let edge = own.is_some_and(|c| c.prefix < 31 && (ip == c.network() || ip == c.broadcast()));
-        !reserved && !edge
+        !reserved_address(ip) && !edge
     }
 
     /// A server MAC must be unicast, non-zero and not our own.

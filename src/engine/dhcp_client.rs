@@ -12,7 +12,7 @@ use super::input::input_of;
 use super::lease::{Client, Lease};
 use super::decision::{reason, Decision, Input, Verdict};
 use super::input::DhcpMsg;
-use super::vocab::{AcdMode, Action, Cidr, HookEnv, HookReason, Instant, Mode, TxKind};
+use super::vocab::{reserved_address, AcdMode, Action, Cidr, HookEnv, HookReason, Instant, Mode, TxKind};
 use crate::wire::auth::Scheme;
 use crate::wire::dhcpv4::{self, MessageType};
 use crate::wire::frame::{self, UdpFrameRepr};
@@ -173,7 +173,7 @@ impl Engine {
             return ignore(self, reason::UNEXPECTED);
         }
         // DESIGN §5: an OFFER or ACK whose yiaddr is unusable is never bound.
-        if matches!(input, Input::Offer | Input::Ack) && !usable_yiaddr(msg.yiaddr) {
+        if matches!(input, Input::Offer | Input::Ack) && reserved_address(msg.yiaddr) {
             return ignore(self, reason::BAD_ADDRESS);
         }
         match (input, self.client.clone()) {
@@ -607,10 +607,4 @@ impl Engine {
             Decision::new(frame, now, Input::Arp, Verdict::Conflict).reason(reason::ADDRESS_IN_USE).actions(actions),
         );
     }
-}
-
-/// DESIGN §5 "Usable addresses" for our own address: unicast outside the reserved ranges.
-fn usable_yiaddr(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    !(o[0] == 0 || o[0] == 127 || (o[0] == 169 && o[1] == 254) || o[0] >= 224)
 }

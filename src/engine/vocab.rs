@@ -78,6 +78,13 @@ impl Cidr {
     }
 }
 
+/// DESIGN §5 "Usable addresses": outside 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4
+/// and 240.0.0.0/4 (broadcast included).
+pub fn reserved_address(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    o[0] == 0 || o[0] == 127 || (o[0] == 169 && o[1] == 254) || o[0] >= 224
+}
+
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)

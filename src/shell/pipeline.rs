@@ -81,7 +81,7 @@ pub fn run(
     let applier_thread =
         thread::Builder::new().name("applier".into()).spawn(move || run_applier(applier, app_rx, res_tx));
     let control = extras.control.unwrap_or_else(crossbeam_channel::never);
-    let worker = Worker { engine, timing, to_applier: app_tx, results: res_rx, sink, status: extras.status, control, live: false };
+    let worker = Worker { engine, timing, to_applier: app_tx, results: res_rx, sink, status: extras.status, control };
     let worker_thread = thread::Builder::new().name("worker".into()).spawn(move || worker.run(cap_rx));
 
     let mut summary = match capture.map(|h| h.join()) {

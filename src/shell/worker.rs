@@ -58,8 +58,6 @@ pub struct Worker {
     pub sink: DecisionSink,
     pub status: Option<StatusSink>,
     pub control: Receiver<Control>,
-    /// Set while running live (the timing is moved out of `self` for the loop).
-    pub live: bool,
 }
 
 impl Worker {
@@ -83,8 +81,7 @@ impl Worker {
     /// Replay steps through each deadline at its own time; live, what is overdue (after a
     /// suspend, say) runs at `now`, so the engine catches up in one step instead of replaying
     /// every missed retransmission.
-    fn run_timers(&mut self, upto: Instant) {
-        let live = self.live;
+    fn run_timers(&mut self, upto: Instant, live: bool) {
         let mut steps = 0;
         let mut last = None;
         while let Some(d) = self.engine.poll_timeout() {
@@ -112,10 +109,7 @@ impl Worker {
     pub fn run(mut self, rx: Receiver<CaptureMsg>) -> Engine {
         match std::mem::replace(&mut self.timing, Timing::Replay) {
             Timing::Replay => self.run_replay(&rx),
-            Timing::Live(clock) => {
-                self.live = true;
-                self.run_live(&rx, clock.as_ref())
-            }
+            Timing::Live(clock) => self.run_live(&rx, clock.as_ref()),
         }
         self.flush();
         self.engine
@@ -125,14 +119,14 @@ impl Worker {
         for msg in rx.iter() {
             match msg {
                 CaptureMsg::Frame(t, inbound) => {
-                    self.run_timers(t);
+                    self.run_timers(t, false);
                     self.engine.handle_frame(t, &inbound);
                     self.flush();
                     self.wait_results(t);
                 }
                 CaptureMsg::End(last) => {
                     if let Some(t) = last {
-                        self.run_timers(t);
+                        self.run_timers(t, false);
                         self.wait_results(t);
                     }
                     return;
@@ -187,7 +181,7 @@ impl Worker {
                 recv(rx) -> msg => match msg {
                     Ok(CaptureMsg::Frame(_, inbound)) => {
                         let now = self.wake(clock);
-                        self.run_timers(now);
+                        self.run_timers(now, true);
                         self.engine.handle_frame(now, &inbound);
                         self.flush();
                         self.changed(now);
@@ -209,7 +203,7 @@ impl Worker {
                 },
                 recv(tick) -> _ => {
                     let now = self.wake(clock);
-                    self.run_timers(now);
+                    self.run_timers(now, true);
                     self.changed(now);
                 }
             }
