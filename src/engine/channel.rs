@@ -9,8 +9,8 @@
 //! target becoming unreachable first abandons it and the terminal stays with the old server.
 
 use super::core::Engine;
-use super::pending::Dial;
 use super::decision::{Decision, Input, Verdict};
+use super::pending::Dial;
 use super::vocab::{Action, HookReason, Instant};
 use crate::wire::{ipsync, Mac};
 use std::net::Ipv4Addr;
@@ -83,13 +83,17 @@ impl Engine {
                 actions.push(Action::Hook { reason: HookReason::ServerChanged, env });
                 actions.push(Action::Hook { reason: HookReason::ServerConnected, env: connected });
                 // server_mac is what the WELCOME carried (DESIGN §8); the pin is the announced MAC.
-                self.decide(Decision::new(None, now, Input::Welcome, Verdict::Apply).server(Some(ip), mac).actions(actions));
+                self.decide(
+                    Decision::new(None, now, Input::Welcome, Verdict::Apply).server(Some(ip), mac).actions(actions),
+                );
             }
             None => {
                 let pinned = self.state.server.filter(|s| s.ip == ip).and_then(|s| s.mac);
                 let env = self.hook_env(Some(ip), pinned.or(mac));
                 let actions = vec![Action::Hook { reason: HookReason::ServerConnected, env }];
-                self.decide(Decision::new(None, now, Input::Welcome, Verdict::Same).server(Some(ip), mac).actions(actions));
+                self.decide(
+                    Decision::new(None, now, Input::Welcome, Verdict::Same).server(Some(ip), mac).actions(actions),
+                );
             }
         }
     }
@@ -143,8 +147,18 @@ impl Engine {
                 self.pending = None;
                 self.hang_up(ip);
                 let mut actions = vec![Action::UnpinNeighbour { ip }];
-                let detail = format!("move from {} to {ip} abandoned: {attempts} attempts failed ({why}); staying with {}", p.from, p.from);
-                actions.extend(self.alarm(now, ip, Some(p.mac), "move_failed", detail, Some(HookReason::ServerUnreachable)));
+                let detail = format!(
+                    "move from {} to {ip} abandoned: {attempts} attempts failed ({why}); staying with {}",
+                    p.from, p.from
+                );
+                actions.extend(self.alarm(
+                    now,
+                    ip,
+                    Some(p.mac),
+                    "move_failed",
+                    detail,
+                    Some(HookReason::ServerUnreachable),
+                ));
                 // The move took the dial from A: if A has not answered, dial it again.
                 if self.welcomed.map(|(w, _)| w) != Some(p.from) {
                     actions.push(self.dial_now(p.from));
@@ -167,7 +181,10 @@ impl Engine {
         self.dial = Some(d);
         let a = Action::Connect { ip: d.ip, port: self.cfg.port };
         self.decide(
-            Decision::new(None, at, Input::Timer, Verdict::Retry).reason(d.last_failure).server(Some(d.ip), None).actions(vec![a]),
+            Decision::new(None, at, Input::Timer, Verdict::Retry)
+                .reason(d.last_failure)
+                .server(Some(d.ip), None)
+                .actions(vec![a]),
         );
     }
 }

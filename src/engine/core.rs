@@ -13,7 +13,9 @@ use super::lease::Client;
 use super::limits::{Alarms, ArpCache, RateLimiter};
 use super::pending::{Dial, PendingMove, Resolving, RESOLVE_REQUESTS};
 use super::state::{ServerState, State};
-use super::vocab::{reserved_address, Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Wall};
+use super::vocab::{
+    reserved_address, Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Wall,
+};
 use crate::wire::Mac;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -153,7 +155,10 @@ impl Engine {
                 // A spoofer can drain the pinned server's own bucket with frames forged from its MAC;
                 // an authentic ANNOUNCE from it is still decided (the HMAC is the cheap check).
                 let authentic = || {
-                    self.cfg.keys.get(&msg.key_id).is_some_and(|k| crate::wire::ipsync::Packet::new_unchecked(&inbound.raw[..]).verify(k))
+                    self.cfg
+                        .keys
+                        .get(&msg.key_id)
+                        .is_some_and(|k| crate::wire::ipsync::Packet::new_unchecked(&inbound.raw[..]).verify(k))
                 };
                 if self.rate.allow(inbound.src, Input::Announce, now, exempt) || (exempt && authentic()) {
                     self.handle_ipsync(now, inbound.frame, msg, &inbound.raw);
@@ -350,7 +355,16 @@ mod tests {
         let mut cfg = EngineConfig::new(Mode::Follow, Mac([2, 0, 0, 0, 0, 1]));
         cfg.address = Some("10.77.0.10/24".parse().unwrap_or(Cidr::new(Ipv4Addr::UNSPECIFIED, 0)));
         let e = Engine::new(cfg, State::default(), 1);
-        for bad in ["0.1.2.3", "127.0.0.1", "169.254.1.1", "224.0.0.1", "240.0.0.1", "255.255.255.255", "10.77.0.0", "10.77.0.255"] {
+        for bad in [
+            "0.1.2.3",
+            "127.0.0.1",
+            "169.254.1.1",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "10.77.0.0",
+            "10.77.0.255",
+        ] {
             assert!(!e.usable_address(bad.parse().unwrap_or(Ipv4Addr::UNSPECIFIED)), "{bad}");
         }
         assert!(e.usable_address(Ipv4Addr::new(10, 77, 0, 20)));

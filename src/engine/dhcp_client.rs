@@ -8,10 +8,10 @@
 
 use super::acd::{self, Acd, Step};
 use super::core::Engine;
-use super::input::input_of;
-use super::lease::{Client, Lease};
 use super::decision::{reason, Decision, Input, Verdict};
+use super::input::input_of;
 use super::input::DhcpMsg;
+use super::lease::{Client, Lease};
 use super::vocab::{reserved_address, AcdMode, Action, Cidr, HookEnv, HookReason, Instant, Mode, TxKind};
 use crate::wire::auth::Scheme;
 use crate::wire::dhcpv4::{self, MessageType};
@@ -267,11 +267,8 @@ impl Engine {
             if let Some(o) = old {
                 actions.push(Action::DelAddress { cidr: o });
             }
-            self.client = Client::Bound {
-                lease,
-                probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS),
-                announce_at: None,
-            };
+            self.client =
+                Client::Bound { lease, probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS), announce_at: None };
             hook = Some(HookReason::LeaseChanged);
         } else if self.cfg.acd == AcdMode::Strict {
             let acd = Acd::new(now, cidr.addr, &mut self.rng);
@@ -468,7 +465,8 @@ impl Engine {
                         self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)),
                     ];
                     // A server learned from the ACK while probing is pinned now that we can ARP.
-                    if let Some(s) = self.state.server.filter(|s| s.mac.is_none()).filter(|_| !self.resolving_active()) {
+                    if let Some(s) = self.state.server.filter(|s| s.mac.is_none()).filter(|_| !self.resolving_active())
+                    {
                         actions.extend(self.resolve_pin_of(now, s.ip));
                     }
                     actions.push(Action::Hook {

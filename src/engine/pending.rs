@@ -49,4 +49,3 @@ pub struct Dial {
     /// Why the last attempt failed: the reason of the `timer` `retry` line that re-dials.
     pub last_failure: &'static str,
 }
-

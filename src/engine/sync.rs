@@ -9,9 +9,9 @@
 //! adds an alarm. A pin's MAC learnt by ARP comes only from a unicast reply to us.
 
 use super::core::Engine;
-use super::pending::{PendingMove, Resolving, RESOLVE_REQUESTS, RESOLVE_WINDOW_MS};
 use super::decision::{reason, Decision, Input, Verdict};
 use super::input::IpsyncMsg;
+use super::pending::{PendingMove, Resolving, RESOLVE_REQUESTS, RESOLVE_WINDOW_MS};
 use super::vocab::{Action, HookReason, Instant, Mode, TxKind};
 use crate::wire::{arp, frame, ipsync, Mac};
 use std::net::Ipv4Addr;
@@ -107,7 +107,13 @@ impl Engine {
     /// The actions of a break-before-make switch to `ip`, and the state change. Without a MAC, an
     /// on-link server is resolved by ARP and pinned when it answers; an off-link one is not
     /// pinned, the gateway is (DESIGN §5, "Where a pin's MAC comes from").
-    pub(super) fn switch_server(&mut self, now: Instant, ip: Ipv4Addr, mac: Option<Mac>, port: Option<u16>) -> Vec<Action> {
+    pub(super) fn switch_server(
+        &mut self,
+        now: Instant,
+        ip: Ipv4Addr,
+        mac: Option<Mac>,
+        port: Option<u16>,
+    ) -> Vec<Action> {
         let old = self.current_server();
         let mut actions = Vec::new();
         // A window opened for the old server (or its gateway) does not outlive it.
@@ -158,7 +164,10 @@ impl Engine {
     fn arp_request(&self, target: Ipv4Addr) -> Action {
         let spa = self.own_cidr().map_or(Ipv4Addr::UNSPECIFIED, |c| c.addr);
         let req = arp::Repr { operation: arp::Operation::Request, sha: self.cfg.mac, spa, tha: Mac::ZERO, tpa: target };
-        Action::Transmit { kind: TxKind::ArpRequest, frame: frame::emit_arp_frame(self.cfg.mac, Mac::BROADCAST, &req.to_bytes()) }
+        Action::Transmit {
+            kind: TxKind::ArpRequest,
+            frame: frame::emit_arp_frame(self.cfg.mac, Mac::BROADCAST, &req.to_bytes()),
+        }
     }
 
     /// The resolution window's timer: the next request, or the window's end. Unanswered, the
@@ -177,16 +186,23 @@ impl Engine {
                 return;
             }
             let a = self.arp_request(r.ip);
-            return self.decide(Decision::new(None, at, Input::Timer, Verdict::Apply).server(Some(r.ip), None).actions(vec![a]));
+            return self.decide(
+                Decision::new(None, at, Input::Timer, Verdict::Apply).server(Some(r.ip), None).actions(vec![a]),
+            );
         }
         if now < r.until {
             return;
         }
         self.resolving = None;
         if r.answered.is_none() {
-            let detail = format!("{} did not answer {RESOLVE_REQUESTS} ARP requests in {RESOLVE_WINDOW_MS} ms; not pinned", r.ip);
+            let detail = format!(
+                "{} did not answer {RESOLVE_REQUESTS} ARP requests in {RESOLVE_WINDOW_MS} ms; not pinned",
+                r.ip
+            );
             let actions = self.alarm(now, r.ip, None, "unresolved", detail, None);
-            self.decide(Decision::new(None, r.until, Input::Timer, Verdict::Apply).server(Some(r.ip), None).actions(actions));
+            self.decide(
+                Decision::new(None, r.until, Input::Timer, Verdict::Apply).server(Some(r.ip), None).actions(actions),
+            );
         }
     }
 
@@ -252,7 +268,14 @@ impl Engine {
                     actions.push(Action::SetServer { ip: r.ip, mac: None });
                 }
                 let detail = format!("{} answered by {first} and by {sha}; not pinned", r.ip);
-                actions.extend(self.alarm(now, r.ip, Some(sha), reason::ADDRESS_IN_USE, detail, Some(HookReason::Conflict)));
+                actions.extend(self.alarm(
+                    now,
+                    r.ip,
+                    Some(sha),
+                    reason::ADDRESS_IN_USE,
+                    detail,
+                    Some(HookReason::Conflict),
+                ));
                 self.decide(line(Verdict::Conflict).reason(reason::ADDRESS_IN_USE).actions(actions));
             }
             Some(_) => {}
@@ -260,7 +283,14 @@ impl Engine {
     }
 
     /// A spoofer claiming the pinned server's address: the pin holds; the alarm is coalesced.
-    fn arp_evidence(&mut self, now: Instant, frame: Option<u64>, spa: Ipv4Addr, sha: Mac, src: Mac) -> Option<Decision> {
+    fn arp_evidence(
+        &mut self,
+        now: Instant,
+        frame: Option<u64>,
+        spa: Ipv4Addr,
+        sha: Mac,
+        src: Mac,
+    ) -> Option<Decision> {
         let pinned = self.state.server.filter(|s| s.ip == spa).and_then(|s| s.mac)?;
         if pinned.ct_eq(&sha) {
             return None;

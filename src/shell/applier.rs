@@ -99,13 +99,7 @@ mod live {
         pub fn new(cfg: LiveConfig) -> std::io::Result<LiveApplier> {
             let nl = Netlink::open()?;
             let tx = Transmitter::open(cfg.ifindex)?;
-            Ok(LiveApplier {
-                cfg,
-                nl,
-                tx,
-                results: None,
-                last_hello_seq: Arc::new(parking_lot::Mutex::new(None)),
-            })
+            Ok(LiveApplier { cfg, nl, tx, results: None, last_hello_seq: Arc::new(parking_lot::Mutex::new(None)) })
         }
 
         /// One attempt, on its own thread so the applier never blocks on a slow server; its

@@ -7,8 +7,8 @@
 //! outgoing frames are dropped twice: by `inbound` in the filter and by packet type. The thread
 //! blocks in poll(2) on the socket and a shutdown eventfd: no busy-waiting, no idle wakeups.
 
-use super::source::{Frame, FrameSource, SourceError};
 use super::clock::{Clock, SystemClock};
+use super::source::{Frame, FrameSource, SourceError};
 use crate::wire::frame::Checksum;
 use crate::wire::Mac;
 use std::io;

@@ -9,12 +9,12 @@
 use super::applier::{LiveApplier, LiveConfig};
 use super::capture::{LiveSource, Shutdown};
 use super::channel::Terminal;
+use super::clock::{Clock, SystemClock};
 use super::hooks::Hooks;
 use super::netlink::Netlink;
 use super::pipeline::{self, Extras};
 use super::state_file;
 use super::status;
-use super::clock::{Clock, SystemClock};
 use super::worker::{Control, Timing};
 use crate::config::Config;
 use crate::engine::input::DecodeContext;
@@ -180,9 +180,9 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
             last_write = Some((std::time::Instant::now(), key));
         }
     });
-    let sink = Box::new(|d: &crate::engine::Decision, wall: crate::engine::Instant| {
-        log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json_at(d, wall))
-    });
+    let sink = Box::new(
+        |d: &crate::engine::Decision, wall: crate::engine::Instant| log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json_at(d, wall)),
+    );
     log::info!("following on {ifname} ({mac}, {own_ip}), ipsync port {port}");
     sd_notify("READY=1");
     let summary = pipeline::run(

@@ -77,8 +77,7 @@ pub fn to_json_at(d: &Decision, time: Instant) -> String {
         }
         None => out.push_str("{\"frame\":null"),
     }
-    let _ =
-        write!(out, ",\"time\":{},\"input\":\"{}\",\"verdict\":\"{}\"", time, d.input.as_str(), d.verdict.as_str());
+    let _ = write!(out, ",\"time\":{},\"input\":\"{}\",\"verdict\":\"{}\"", time, d.input.as_str(), d.verdict.as_str());
     if let Some(r) = d.reason {
         out.push_str(",\"reason\":");
         esc(r, &mut out);

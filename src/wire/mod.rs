@@ -13,6 +13,5 @@ pub mod frame;
 pub mod hex;
 pub mod ipsync;
 
-
 pub use bytes::{checksum_accumulate, checksum_fold, BufferTooSmall, Field, Mac};
 pub use frame::Malformed;

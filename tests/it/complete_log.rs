@@ -6,9 +6,9 @@ use ipsyncd::config::Config;
 use ipsyncd::engine::input::DecodeContext;
 use ipsyncd::engine::{Action, Engine, State};
 use ipsyncd::shell::applier::Recorder;
+use ipsyncd::shell::pipeline;
 use ipsyncd::shell::source::PcapSource;
 use ipsyncd::shell::worker::Timing;
-use ipsyncd::shell::pipeline;
 use parking_lot::Mutex;
 use std::sync::Arc;
 

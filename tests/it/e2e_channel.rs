@@ -86,8 +86,10 @@ fn r6_planned_move_needs_bs_welcome() {
     std::thread::sleep(Duration::from_millis(300));
     lab.announce(B, Some(A));
     assert!(
-        within(Duration::from_secs(5), || hooks(&lab, "SERVER_CHANGED").iter().any(|l| l.contains("10.77.0.1 10.77.0.20")))
-            .is_some(),
+        within(Duration::from_secs(5), || hooks(&lab, "SERVER_CHANGED")
+            .iter()
+            .any(|l| l.contains("10.77.0.1 10.77.0.20")))
+        .is_some(),
         "move not completed\n{}",
         lab.log("run.log")
     );
@@ -133,8 +135,10 @@ fn r6_genuine_move_during_random_mac_arp_flood_fires_server_changed() {
     lab.announce(B, Some(A));
     let _ = flood.join();
     assert!(
-        within(Duration::from_secs(5), || hooks(&lab, "SERVER_CHANGED").iter().any(|l| l.contains("10.77.0.1 10.77.0.20")))
-            .is_some(),
+        within(Duration::from_secs(5), || hooks(&lab, "SERVER_CHANGED")
+            .iter()
+            .any(|l| l.contains("10.77.0.1 10.77.0.20")))
+        .is_some(),
         "the genuine move's SERVER_CHANGED hook did not run\n{}",
         lab.log("hook.log")
     );

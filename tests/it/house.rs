@@ -72,7 +72,11 @@ fn paths(code: &str, is_mod: bool, children: &BTreeSet<String>) -> Vec<Vec<Strin
                 j += 1;
             }
             segs.push(bytes[start..j].iter().collect::<String>());
-            if j + 2 < bytes.len() && bytes[j] == ':' && bytes[j + 1] == ':' && (word(bytes[j + 2]) || bytes[j + 2] == '{') {
+            if j + 2 < bytes.len()
+                && bytes[j] == ':'
+                && bytes[j + 1] == ':'
+                && (word(bytes[j + 2]) || bytes[j + 2] == '{')
+            {
                 j += 2;
                 if bytes[j] == '{' {
                     let end = bytes[j..].iter().position(|&c| c == '}').map_or(bytes.len(), |p| j + p);
@@ -161,7 +165,8 @@ fn r6_no_file_imports_one_that_imports_it_back() {
             match color.get(v) {
                 Some(1) => {
                     let at = stack.iter().position(|s| s == v).unwrap_or(0);
-                    let cyc: Vec<String> = stack[at..].iter().chain([v]).map(|m| format!("src/{}", m.join("/"))).collect();
+                    let cyc: Vec<String> =
+                        stack[at..].iter().chain([v]).map(|m| format!("src/{}", m.join("/"))).collect();
                     found.push(cyc.join(" → "));
                 }
                 None => dfs(v, edges, color, stack, found),
@@ -203,8 +208,21 @@ fn r6_imports_point_one_way_and_the_engine_reads_no_clock() {
     assert!(wrong.is_empty(), "imports against DESIGN §3's order:\n{}", wrong.join("\n"));
     for (m, (file, code)) in &mods {
         if matches!(m.first().map(String::as_str), Some("engine" | "wire")) {
-            for banned in ["SystemTime", "Instant::now", "getrandom", "crossbeam", "netlink", "pnet_datalink", "std::net::TcpStream", "std::fs", "libc::"] {
-                assert!(!code.contains(banned), "src/{file}.rs uses {banned}: the sans-IO core reads no clock, socket or random source");
+            for banned in [
+                "SystemTime",
+                "Instant::now",
+                "getrandom",
+                "crossbeam",
+                "netlink",
+                "pnet_datalink",
+                "std::net::TcpStream",
+                "std::fs",
+                "libc::",
+            ] {
+                assert!(
+                    !code.contains(banned),
+                    "src/{file}.rs uses {banned}: the sans-IO core reads no clock, socket or random source"
+                );
             }
         }
     }

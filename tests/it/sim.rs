@@ -283,13 +283,15 @@ impl Sim {
                 }
                 self.terminals[i].sent.push((kind, bytes));
             }
-            Action::SetServer { .. } | Action::Alarm { .. } | Action::SetAddress { .. } | Action::DelAddress { .. } => {}
+            Action::SetServer { .. } | Action::Alarm { .. } | Action::SetAddress { .. } | Action::DelAddress { .. } => {
+            }
         }
     }
 
     /// A host that owns the requested address answers with a unicast reply.
     fn answer_arp(&mut self, i: usize, bytes: &[u8]) {
-        let Some(req) = bytes.get(14..).and_then(|p| arp::Packet::new_checked(p).ok()).and_then(|p| arp::Repr::parse(&p).ok())
+        let Some(req) =
+            bytes.get(14..).and_then(|p| arp::Packet::new_checked(p).ok()).and_then(|p| arp::Repr::parse(&p).ok())
         else {
             return;
         };

@@ -245,7 +245,10 @@ fn r6_after_a_failed_move_the_terminal_dials_a_again() {
     sim.run_until(secs(1));
     sim.broadcast(&announce(1, B, B_MAC, Some(A)));
     sim.run_until(secs(20));
-    assert!(sim.terminals[0].hooks.iter().any(|(h, e)| *h == HookReason::ServerUnreachable && e.new_server_ip == Some(B)));
+    assert!(sim.terminals[0]
+        .hooks
+        .iter()
+        .any(|(h, e)| *h == HookReason::ServerUnreachable && e.new_server_ip == Some(B)));
     sim.set_up(A, true);
     sim.run_until(secs(40));
     let t = &sim.terminals[0];
