@@ -153,12 +153,16 @@ impl Engine {
             }
             InboundKind::Ipsync(msg) => {
                 // A spoofer can drain the pinned server's own bucket with frames forged from its MAC;
-                // an authentic ANNOUNCE from it is still decided (the HMAC is the cheap check).
+                // an authentic ANNOUNCE from it with a fresh sequence is still decided (the HMAC is
+                // the cheap check). Replays of genuine frames stay limited: they are not fresh.
                 let authentic = || {
-                    self.cfg
-                        .keys
-                        .get(&msg.key_id)
-                        .is_some_and(|k| crate::wire::ipsync::Packet::new_unchecked(&inbound.raw[..]).verify(k))
+                    let fresh = self.state.sequences.get(&msg.key_id).map_or(true, |&last| msg.sequence > last);
+                    fresh
+                        && self
+                            .cfg
+                            .keys
+                            .get(&msg.key_id)
+                            .is_some_and(|k| crate::wire::ipsync::Packet::new_unchecked(&inbound.raw[..]).verify(k))
                 };
                 if self.rate.allow(inbound.src, Input::Announce, now, exempt) || (exempt && authentic()) {
                     self.handle_ipsync(now, inbound.frame, msg, &inbound.raw);

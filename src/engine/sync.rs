@@ -66,6 +66,10 @@ impl Engine {
             if let Some(p) = self.pending.take() {
                 self.hang_up(p.to);
                 actions.push(Action::UnpinNeighbour { ip: p.to });
+                // The move took the dial from A: if A has not answered, dial it again.
+                if self.welcomed.map(|(w, _)| w) != Some(ip) {
+                    actions.push(self.dial_now(ip));
+                }
             }
             if known.is_none() {
                 // Same server, first time we learn its MAC: pin it; this is no switch.

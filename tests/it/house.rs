@@ -25,7 +25,8 @@ fn sources() -> BTreeMap<Vec<String>, (String, String)> {
     for f in files {
         let rel = f.strip_prefix(&src).expect("under src").with_extension("");
         let mut parts: Vec<String> = rel.iter().map(|s| s.to_string_lossy().into_owned()).collect();
-        if matches!(parts.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+        // main.rs is the binary's own crate root: it keeps the key ["main"], apart from lib.rs.
+        if matches!(parts.last().map(String::as_str), Some("mod" | "lib")) {
             parts.pop();
         }
         let text = std::fs::read_to_string(&f).expect("read");

@@ -255,3 +255,18 @@ fn r6_after_a_failed_move_the_terminal_dials_a_again() {
     assert_eq!(t.server(), Some(A));
     assert_eq!(t.hook_count(HookReason::ServerConnected), 1, "{:?}", t.lines());
 }
+
+#[test]
+fn r6_cancelling_a_move_while_a_is_down_dials_a_again() {
+    let mut sim = one_terminal(false);
+    sim.serve(B, B_MAC, false);
+    sim.run_until(secs(1));
+    sim.broadcast(&announce(1, B, B_MAC, Some(A)));
+    sim.run_until(secs(2));
+    sim.broadcast(&announce(2, A, A_MAC, None));
+    sim.set_up(A, true);
+    sim.run_until(secs(20));
+    let t = &sim.terminals[0];
+    assert_eq!((t.server(), t.engine.pending_move()), (Some(A), None));
+    assert_eq!(t.hook_count(HookReason::ServerConnected), 1, "{:?}", t.lines());
+}
