@@ -198,11 +198,16 @@ mod live {
                     Ok(()) => ActionResult::Done,
                     Err(e) => failed("unpin_neighbour", &e),
                 },
-                Action::SetAddress { cidr } => {
+                Action::SetAddress { cidr, router } => {
                     self.set_promote_secondaries();
-                    match self.nl.add_address(idx, *cidr) {
-                        Ok(()) => ActionResult::Done,
-                        Err(e) => failed("set_address", &e),
+                    if let Err(e) = self.nl.add_address(idx, *cidr) {
+                        return failed("set_address", &e);
+                    }
+                    // HELLO carries our address: it is the lease's from now on.
+                    self.cfg.terminal.write().ip = cidr.addr;
+                    match router.map(|gw| self.nl.set_default_route(idx, gw)) {
+                        Some(Err(e)) => failed("set_address", &format!("default route: {e}")),
+                        _ => ActionResult::Done,
                     }
                 }
                 Action::DelAddress { cidr } => match self.nl.del_address(idx, *cidr) {
