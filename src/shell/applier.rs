@@ -106,6 +106,11 @@ mod live {
         /// outcome goes back to the engine, which decides whether and when to try again.
         fn connect(&self, ip: Ipv4Addr, port: u16) {
             let Some(results) = self.results.clone() else { return };
+            if self.cfg.terminal.read().key.is_empty() {
+                // No [[key]] (run warned at start): a HELLO could not be signed, so none is sent.
+                let _ = results.send(ActionResult::ChannelFailed { ip, failure: crate::engine::ChannelFailure::Closed });
+                return;
+            }
             let terminal = Arc::clone(&self.cfg.terminal);
             let timeout = self.cfg.connect_timeout;
             let seq = Arc::clone(&self.last_hello_seq);

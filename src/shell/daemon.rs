@@ -83,8 +83,9 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         None if cfg.mode == Mode::Dhcp => {
             // A DHCP client still: the lease is kept, but no server can be followed or reached.
             log::warn!(
-                "{}: no [[key]]: ANNOUNCEs cannot be authenticated and HELLO cannot be signed; only the DHCP lease is kept",
-                config_path.display()
+                "{}: no [[key]]: ANNOUNCEs cannot be authenticated and HELLO cannot be signed; the lease is kept and a server from option {} is pinned, but every connection attempt fails",
+                config_path.display(),
+                cfg.server.dhcp_option
             );
             (0, Vec::new())
         }
