@@ -28,6 +28,8 @@ const REQUEST_ATTEMPTS: u32 = 4;
 /// RFC 2131 §4.4.5: in RENEWING/REBINDING wait half the remaining time, at least 60 s.
 const RENEW_MIN_RETRANSMIT_MS: u64 = 60_000;
 const DEFAULT_LEASE_SECS: u32 = 3600;
+/// At most one FORCERENEW-driven renewal per this interval.
+const FORCERENEW_INTERVAL_MS: u64 = 1000;
 const DEFAULT_PREFIX: u8 = 24;
 
 fn backoff_ms(attempt: u32) -> u64 {
@@ -210,14 +212,15 @@ impl Engine {
             (Input::Ack, _) => self.handle_ack(now, frame, msg, src),
             (Input::Nak, Client::Selecting { .. }) => ignore(self, reason::UNEXPECTED),
             (Input::Nak, _) => {
-                let mut actions = Vec::new();
+                // The DISCOVER goes out first: it needs no address, and removing one (a netlink
+                // round trip that also flushes routes) must not delay the new lease.
+                let mut actions = vec![self.begin_discover(now)];
                 let old = self.configured.take();
                 if let Some(c) = old {
                     actions.push(Action::DelAddress { cidr: c });
                 }
                 self.state.lease = None;
                 self.mark_dirty();
-                actions.push(self.begin_discover(now));
                 if old.is_some() {
                     actions.push(Action::Hook { reason: HookReason::LeaseLost, env: self.lease_env(None, old) });
                 }
@@ -467,6 +470,13 @@ impl Engine {
         if !self.forcerenew_bound() {
             return reject(self, reason::WRONG_STATE);
         }
+        // However many authentic FORCERENEWs arrive, at most one renewal per second reaches the
+        // DHCP server. Over the limit: no line, counted, and the counter is not committed.
+        if self.renewed_at.is_some_and(|t| now.saturating_sub(t) < FORCERENEW_INTERVAL_MS * 1000) {
+            self.counters.drop("rate_limited");
+            return;
+        }
+        self.renewed_at = Some(now);
         if let Some(ck) = counter_key {
             self.state.dhcp_replay.insert(ck, replay);
             self.mark_dirty();

@@ -208,9 +208,13 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
             last_write = Some((std::time::Instant::now(), key));
         }
     });
-    let sink = Box::new(
-        |d: &crate::engine::Decision, wall: crate::engine::Instant| log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json_at(d, wall)),
-    );
+    let mut warnings = super::decision_log::RejectWarnings::default();
+    let sink = Box::new(move |d: &crate::engine::Decision, wall: crate::engine::Instant| {
+        log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json_at(d, wall));
+        if let Some(w) = warnings.note(d, wall) {
+            log::warn!("{w}");
+        }
+    });
     match cfg.mode {
         Mode::Follow => log::info!("following on {ifname} ({mac}, {own_ip}), ipsync port {port}"),
         Mode::Dhcp => log::info!(
