@@ -342,7 +342,12 @@ impl Engine {
     /// A cloud-server address from a DHCP reply (DESIGN §5): judged like an ANNOUNCE's address
     /// known only by IP. `own` is the lease it came with. Returns the verdict it amounts to
     /// (with its reason) and the actions.
-    fn dhcp_server_address(&mut self, now: Instant, b: Ipv4Addr, own: Cidr) -> (Verdict, Option<&'static str>, Vec<Action>) {
+    fn dhcp_server_address(
+        &mut self,
+        now: Instant,
+        b: Ipv4Addr,
+        own: Cidr,
+    ) -> (Verdict, Option<&'static str>, Vec<Action>) {
         let mut actions = Vec::new();
         if b == own.addr {
             let detail = format!("DHCP hands out server address {b}, which is our own address");
@@ -398,9 +403,7 @@ impl Engine {
     /// server that REQUEST named, when it named one.
     fn answers_follow_request(&self, now: Instant, msg: &DhcpMsg) -> bool {
         self.follow_request.is_some_and(|r| {
-            r.xid == msg.xid
-                && now <= r.until
-                && r.server.map_or(true, |s| msg.src_ip == s || msg.server_id == Some(s))
+            r.xid == msg.xid && now <= r.until && r.server.map_or(true, |s| msg.src_ip == s || msg.server_id == Some(s))
         })
     }
 
@@ -582,9 +585,8 @@ impl Engine {
                         probing: None,
                     };
                     let (mut actions, hook, old) = self.bind(lease);
-                    actions.push(
-                        self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)),
-                    );
+                    actions
+                        .push(self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)));
                     // A server learned from the ACK while probing is pinned now that we can ARP.
                     if let Some(s) = self.state.server.filter(|s| s.mac.is_none()).filter(|_| !self.resolving_active())
                     {
@@ -676,7 +678,8 @@ impl Engine {
                 let mut actions = Vec::new();
                 if self.defended_at.map_or(true, |t| now.saturating_sub(t) >= acd::DEFEND_INTERVAL_MS * 1000) {
                     self.defended_at = Some(now);
-                    actions.push(self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)));
+                    actions
+                        .push(self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)));
                 }
                 actions.extend(self.alarm(
                     now,
@@ -697,13 +700,7 @@ impl Engine {
         }
     }
 
-    fn conflict_decline(
-        &mut self,
-        now: Instant,
-        frame: Option<u64>,
-        lease: Lease,
-        other: Mac,
-    ) {
+    fn conflict_decline(&mut self, now: Instant, frame: Option<u64>, lease: Lease, other: Mac) {
         let detail = format!("{} is in use by {other}; declining it", lease.cidr.addr);
         let mut actions = Vec::new();
         // Optimistic ACD had it in use already; a strict probe for a changed address leaves the

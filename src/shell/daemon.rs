@@ -126,11 +126,15 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
             // Without CAP_NET_BIND_SERVICE (the unit grants only NET_RAW and NET_ADMIN) the
             // kernel answers a unicast reply with ICMP port unreachable; servers ignore that.
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-                log::info!("{ifname}: UDP port 68 not held (no CAP_NET_BIND_SERVICE); replies are read on the packet socket");
+                log::info!(
+                    "{ifname}: UDP port 68 not held (no CAP_NET_BIND_SERVICE); replies are read on the packet socket"
+                );
                 None
             }
             Err(e) => {
-                log::warn!("{ifname}: cannot hold UDP port 68 ({e}): is another DHCP client running on this interface?");
+                log::warn!(
+                    "{ifname}: cannot hold UDP port 68 ({e}): is another DHCP client running on this interface?"
+                );
                 None
             }
         }

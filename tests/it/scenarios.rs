@@ -315,16 +315,8 @@ fn ack_for(xid: u32, yiaddr: Ipv4Addr) -> Vec<u8> {
         router: Some(SRV_IP),
         ..dhcpv4::Repr::new(MessageType::Ack, xid, &ME.0)
     };
-    UdpFrameRepr {
-        src_mac: SRV,
-        dst_mac: ME,
-        src_ip: SRV_IP,
-        dst_ip: yiaddr,
-        src_port: 67,
-        dst_port: 68,
-        ttl: 64,
-    }
-    .emit(&r.to_bytes())
+    UdpFrameRepr { src_mac: SRV, dst_mac: ME, src_ip: SRV_IP, dst_ip: yiaddr, src_port: 67, dst_port: 68, ttl: 64 }
+        .emit(&r.to_bytes())
 }
 
 /// Runs every deadline up to `until`; returns the decisions they made.
