@@ -38,6 +38,11 @@ pub struct Engine {
     pub(super) configured: Option<Cidr>,
     /// RFC 5227 §2.4: when we last defended our address with an announcement.
     pub(super) defended_at: Option<Instant>,
+    /// dhcp mode: the cloud server an ACK named while we had no address yet (strict ACD still
+    /// probing); judged at the bind, so that it is dialled from an address and OLD/OWN_IP are set.
+    pub(super) deferred_server: Option<Ipv4Addr>,
+    /// dhcp mode: the address a NAK took away; the next bind of another one is LEASE_CHANGED.
+    pub(super) lost: Option<Cidr>,
     /// When an authenticated FORCERENEW last started a renewal (at most one per second).
     pub(super) renewed_at: Option<Instant>,
     pub(super) wall: Wall,
@@ -76,6 +81,8 @@ impl Engine {
             follow_request: None,
             configured,
             defended_at: None,
+            deferred_server: None,
+            lost: None,
             renewed_at: None,
             wall,
             acd_conflicts: 0,

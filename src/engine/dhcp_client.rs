@@ -28,6 +28,9 @@ const REQUEST_ATTEMPTS: u32 = 4;
 /// RFC 2131 §4.4.5: in RENEWING/REBINDING wait half the remaining time, at least 60 s.
 const RENEW_MIN_RETRANSMIT_MS: u64 = 60_000;
 const DEFAULT_LEASE_SECS: u32 = 3600;
+const MIN_LEASE_SECS: u32 = 20;
+/// RFC 2131 §3.1 (5): the least wait after a DHCPDECLINE.
+const DECLINE_WAIT_MS: u64 = 10_000;
 /// At most one FORCERENEW-driven renewal per this interval.
 const FORCERENEW_INTERVAL_MS: u64 = 1000;
 const DEFAULT_PREFIX: u8 = 24;
@@ -47,10 +50,14 @@ impl Engine {
         now.add_ms(half_ms.max(RENEW_MIN_RETRANSMIT_MS))
     }
 
-    /// RENEWING: (re)send the unicast REQUEST to the server that leased to us.
-    fn enter_renewing(&mut self, now: Instant, xid: u32, lease: Lease) -> Action {
-        let retransmit_at = self.renew_retransmit(now, lease.t2_at);
-        self.client = Client::Renewing { xid, lease, retransmit_at };
+    /// RENEWING: (re)send the unicast REQUEST to the server that leased to us. `forced`: the
+    /// attempt of a renewal a FORCERENEW started.
+    fn enter_renewing(&mut self, now: Instant, xid: u32, lease: Lease, forced: Option<u32>) -> Action {
+        let retransmit_at = match forced {
+            Some(attempt) => self.jittered(now, attempt).min(lease.t2_at),
+            None => self.renew_retransmit(now, lease.t2_at),
+        };
+        self.client = Client::Renewing { xid, lease, retransmit_at, forced };
         self.tx_request(xid, Some(lease.cidr.addr), None, None, Some((lease.server_id, lease.server_mac)))
     }
 
@@ -132,11 +139,8 @@ impl Engine {
         };
         let (src_ip, dst_ip, dst_mac) = match unicast {
             Some((ip, m)) => (ciaddr, ip, m),
-            None => (
-                if t == MessageType::Release { ciaddr } else { Ipv4Addr::UNSPECIFIED },
-                Ipv4Addr::BROADCAST,
-                Mac::BROADCAST,
-            ),
+            // A broadcast with ciaddr set (REBINDING) comes from that address; the rest from 0.
+            None => (ciaddr, Ipv4Addr::BROADCAST, Mac::BROADCAST),
         };
         let udp = UdpFrameRepr {
             src_mac: mac,
@@ -185,8 +189,12 @@ impl Engine {
             return ignore(self, reason::NOT_FOR_US);
         }
         if self.cfg.mode == Mode::Follow {
-            if input == Input::Ack && self.answers_follow_request(now, msg) {
-                return self.handle_follow_ack(now, frame, msg);
+            if matches!(input, Input::Ack | Input::Nak) && self.answers_follow_request(now, msg) {
+                // One answer per REQUEST: the system client takes the first, and so do we.
+                self.follow_request = None;
+                if input == Input::Ack {
+                    return self.handle_follow_ack(now, frame, msg);
+                }
             }
             return ignore(self, reason::UNEXPECTED);
         }
@@ -209,6 +217,11 @@ impl Engine {
                 self.decide(Decision::new(frame, now, input, Verdict::Select).server(server_ip, None).actions(vec![a]));
             }
             (Input::Offer, _) => ignore(self, reason::UNEXPECTED),
+            // RFC 2131: SELECTING takes only OFFERs; REQUESTING only the selected server's ACK.
+            (Input::Ack, Client::Selecting { .. }) => ignore(self, reason::UNEXPECTED),
+            (Input::Ack, Client::Requesting { server_id, .. }) if msg.server_id.is_some_and(|s| s != server_id) => {
+                ignore(self, reason::UNEXPECTED)
+            }
             (Input::Ack, _) => self.handle_ack(now, frame, msg, src),
             (Input::Nak, Client::Selecting { .. }) => ignore(self, reason::UNEXPECTED),
             (Input::Nak, _) => {
@@ -219,6 +232,7 @@ impl Engine {
                 if let Some(c) = old {
                     actions.push(Action::DelAddress { cidr: c });
                 }
+                self.lost = old;
                 self.state.lease = None;
                 self.mark_dirty();
                 if old.is_some() {
@@ -250,7 +264,9 @@ impl Engine {
                 Decision::new(frame, now, input, Verdict::Ignore).reason(reason::UNEXPECTED).server(server_ip, None),
             );
         };
-        let lease_secs = msg.lease_time.unwrap_or(DEFAULT_LEASE_SECS);
+        // A lease of a few seconds would make every ACK a bind-and-lose with hooks; dhcpcd too
+        // treats anything under MIN_LEASE_SECS as that.
+        let lease_secs = msg.lease_time.unwrap_or(DEFAULT_LEASE_SECS).max(MIN_LEASE_SECS);
         let l = u64::from(lease_secs);
         let t1 = msg.renewal_time.map_or(l / 2, u64::from).min(l);
         let t2 = msg.rebinding_time.map_or(l * 7 / 8, u64::from).clamp(t1, l);
@@ -258,6 +274,12 @@ impl Engine {
             Some(m) => Cidr::from_mask(msg.yiaddr, m),
             None => Cidr::new(msg.yiaddr, DEFAULT_PREFIX),
         };
+        // DESIGN §5: not the network or broadcast address of its own subnet either.
+        if !self.usable_address_in(msg.yiaddr, Some(cidr)) {
+            return self.decide(
+                Decision::new(frame, now, input, Verdict::Ignore).reason(reason::BAD_ADDRESS).server(server_ip, None),
+            );
+        }
         let lease = Lease {
             cidr,
             server_id,
@@ -310,9 +332,16 @@ impl Engine {
             }
         }
         self.mark_dirty();
-        // An unusable server address in the ACK is ignored; the lease still applies.
+        // An unusable server address in the ACK is ignored; the lease still applies. Without
+        // any address yet (strict ACD probing the first one) it waits for the bind: nothing
+        // could be dialled or resolved before, and the hooks would see no OWN_IP.
+        self.deferred_server = None;
         if let Some(b) = server_ip.filter(|&b| self.usable_address_in(b, Some(cidr))) {
-            actions.extend(self.dhcp_server_address(now, b, cidr).2);
+            if self.own_cidr().is_some() {
+                actions.extend(self.dhcp_server_address(now, b, cidr).2);
+            } else {
+                self.deferred_server = Some(b);
+            }
         }
         if let Some(h) = hook {
             actions.push(Action::Hook { reason: h, env: self.lease_env(Some(cidr), old_own) });
@@ -326,13 +355,15 @@ impl Engine {
     /// address is new or changed, and the old address goes to OLD_OWN_IP. The client must
     /// already be in its bound state.
     fn bind(&mut self, lease: Lease) -> (Vec<Action>, HookReason, Option<Cidr>) {
-        let old = self.configured.filter(|o| *o != lease.cidr);
+        let replaced = self.configured.filter(|o| *o != lease.cidr);
         let mut actions = vec![Action::SetAddress { cidr: lease.cidr, router: lease.router }];
-        if let Some(o) = old {
+        if let Some(o) = replaced {
             actions.push(Action::DelAddress { cidr: o });
         }
+        // A server-driven re-address goes through a NAK (dnsmasq and Kea NAK the old address):
+        // the new bind is then still a change from the address the NAK took.
+        let old = replaced.or(self.lost.take()).filter(|o| o.addr != lease.cidr.addr);
         self.configured = Some(lease.cidr);
-        self.acd_conflicts = 0;
         self.state.lease = Some(lease.to_state(self.wall));
         self.mark_dirty();
         actions.extend(self.pins());
@@ -488,7 +519,7 @@ impl Engine {
         if self.cfg.mode == Mode::Dhcp {
             if let Client::Bound { lease, .. } = self.client.clone() {
                 let xid = self.rng.next_u32();
-                actions.push(self.enter_renewing(now, xid, lease));
+                actions.push(self.enter_renewing(now, xid, lease, Some(0)));
             }
         }
         let env = self.hook_env(None, None);
@@ -518,7 +549,12 @@ impl Engine {
                 Some(lease) if msg.dst_ip.is_broadcast() => {
                     Client::Rebinding { xid, lease, retransmit_at: self.renew_retransmit(now, lease.expires_at) }
                 }
-                Some(lease) => Client::Renewing { xid, lease, retransmit_at: self.renew_retransmit(now, lease.t2_at) },
+                Some(lease) => Client::Renewing {
+                    xid,
+                    lease,
+                    retransmit_at: self.renew_retransmit(now, lease.t2_at),
+                    forced: None,
+                },
                 None => Client::Rebooting { xid, requested: msg.ciaddr, attempt: 0, retransmit_at },
             },
             (MessageType::Request, _) => match (msg.requested_ip, msg.server_id) {
@@ -549,10 +585,12 @@ impl Engine {
             Client::Init => {}
             Client::Selecting { attempt, .. } => {
                 let a = self.begin_discover(now);
-                if let Client::Selecting { attempt: at, retransmit_at, .. } = &mut self.client {
+                if let Client::Selecting { attempt: at, .. } = &mut self.client {
                     *at = attempt + 1;
-                    let next = backoff_ms(attempt + 1);
-                    *retransmit_at = now.add_ms(next);
+                }
+                let next = self.jittered(now, attempt + 1);
+                if let Client::Selecting { retransmit_at, .. } = &mut self.client {
+                    *retransmit_at = next;
                 }
                 self.decide(Decision::new(None, deadline, t, Verdict::Restart).actions(vec![a]));
             }
@@ -567,6 +605,17 @@ impl Engine {
                 self.client = Client::Rebooting { xid, requested, attempt: attempt + 1, retransmit_at };
                 let a = self.tx_request(xid, None, Some(requested), None, None);
                 self.decide(Decision::new(None, deadline, t, Verdict::Renew).actions(vec![a]));
+            }
+            // RFC 2131 §3.2: with neither ACK nor NAK the client may keep the lease it had; its
+            // own T1, T2 and expiry then run (and remove the address when it runs out).
+            Client::Rebooting { requested, .. }
+                if self
+                    .state
+                    .lease
+                    .is_some_and(|l| l.address.addr == requested && self.wall.instant(l.expires) > now) =>
+            {
+                self.client = Client::restore(&self.state, self.wall);
+                self.decide(Decision::new(None, deadline, t, Verdict::Lease));
             }
             Client::Requesting { .. } | Client::Rebooting { .. } => {
                 let a = self.begin_discover(now);
@@ -584,12 +633,16 @@ impl Engine {
                         announce_at: Some(now.add_ms(acd::ANNOUNCE_INTERVAL_MS)),
                         probing: None,
                     };
+                    self.acd_conflicts = 0;
                     let (mut actions, hook, old) = self.bind(lease);
                     actions
                         .push(self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)));
-                    // A server learned from the ACK while probing is pinned now that we can ARP.
-                    if let Some(s) = self.state.server.filter(|s| s.mac.is_none()).filter(|_| !self.resolving_active())
+                    if let Some(b) = self.deferred_server.take() {
+                        actions.extend(self.dhcp_server_address(now, b, lease.cidr).2);
+                    } else if let Some(s) =
+                        self.state.server.filter(|s| s.mac.is_none()).filter(|_| !self.resolving_active())
                     {
+                        // A server known only by IP is pinned now that we can ARP.
                         actions.extend(self.resolve_pin_of(now, s.ip));
                     }
                     actions.push(Action::Hook { reason: hook, env: self.lease_env(Some(lease.cidr), old) });
@@ -605,6 +658,8 @@ impl Engine {
                         self.tx_arp(TxKind::ArpProbe, arp::Repr::probe(self.cfg.mac, lease.cidr.addr))
                     }
                     Step::Bind => {
+                        // The probes found no one: only now does the address count as ours.
+                        self.acd_conflicts = 0;
                         let announce_at = Some(now.add_ms(acd::ANNOUNCE_INTERVAL_MS));
                         self.client = Client::Bound { lease, announce_at, probing: None };
                         self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr))
@@ -620,11 +675,11 @@ impl Engine {
             }
             // T1, and retransmissions while RENEWING (same xid).
             Client::Bound { lease, .. } | Client::Renewing { lease, .. } if now < lease.t2_at => {
-                let xid = match self.client {
-                    Client::Renewing { xid, .. } => xid,
-                    _ => self.rng.next_u32(),
+                let (xid, forced) = match self.client {
+                    Client::Renewing { xid, forced, .. } => (xid, forced.map(|a| a + 1)),
+                    _ => (self.rng.next_u32(), None),
                 };
-                let a = self.enter_renewing(now, xid, lease);
+                let a = self.enter_renewing(now, xid, lease, forced);
                 self.decide(Decision::new(None, deadline, t, Verdict::Renew).actions(vec![a]));
             }
             // T2 (or T1 found already past T2, e.g. after a restart).
@@ -665,7 +720,8 @@ impl Engine {
                 self.conflict_decline(now, frame, lease, a.sha);
                 true
             }
-            Client::Bound { lease, .. } if acd::conflicts_with(lease.cidr.addr, a, self.cfg.mac, false) => {
+            ref c if c.lease().is_some_and(|l| acd::conflicts_with(l.cidr.addr, a, self.cfg.mac, false)) => {
+                let Some(lease) = c.lease().copied() else { return false };
                 if !self.rate.allow(a.sha, Input::Arp, now, false) {
                     self.counters.drop("rate_limited");
                     return true;
@@ -703,9 +759,11 @@ impl Engine {
     fn conflict_decline(&mut self, now: Instant, frame: Option<u64>, lease: Lease, other: Mac) {
         let detail = format!("{} is in use by {other}; declining it", lease.cidr.addr);
         let mut actions = Vec::new();
+        self.deferred_server = None;
         // Optimistic ACD had it in use already; a strict probe for a changed address leaves the
         // old one, whose lease the server has replaced: neither may stay.
-        if let Some(c) = self.configured.take() {
+        let withdrawn = self.configured.take();
+        if let Some(c) = withdrawn {
             actions.push(Action::DelAddress { cidr: c });
         }
         let xid = self.rng.next_u32();
@@ -725,17 +783,17 @@ impl Engine {
             detail,
             Some(HookReason::Conflict),
         ));
+        if let Some(c) = withdrawn {
+            actions.push(Action::Hook { reason: HookReason::LeaseLost, env: self.lease_env(None, Some(c)) });
+        }
         self.state.lease = None;
         self.mark_dirty();
         self.acd_conflicts = self.acd_conflicts.saturating_add(1);
-        if self.acd_conflicts >= acd::MAX_CONFLICTS {
-            // RFC 5227 §2.1.1: after MAX_CONFLICTS, at most one new address per RATE_LIMIT_INTERVAL.
-            let xid = self.rng.next_u32();
-            let retransmit_at = now.add_ms(acd::RATE_LIMIT_INTERVAL_MS);
-            self.client = Client::Selecting { xid, attempt: 0, retransmit_at };
-        } else {
-            actions.push(self.begin_discover(now));
-        }
+        // RFC 2131 §3.1 (5): wait at least 10 s after a DECLINE before starting again; RFC 5227
+        // §2.1.1: after MAX_CONFLICTS, at most one new address per RATE_LIMIT_INTERVAL.
+        let wait = if self.acd_conflicts >= acd::MAX_CONFLICTS { acd::RATE_LIMIT_INTERVAL_MS } else { DECLINE_WAIT_MS };
+        let xid = self.rng.next_u32();
+        self.client = Client::Selecting { xid, attempt: 0, retransmit_at: now.add_ms(wait) };
         self.decide(
             Decision::new(frame, now, Input::Arp, Verdict::Conflict).reason(reason::ADDRESS_IN_USE).actions(actions),
         );

@@ -138,12 +138,40 @@ pub enum Decoded {
     Inbound(Inbound),
 }
 
+/// Which way a frame went, when the source knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A capture file: a frame from our own MAC is one the terminal sent.
+    Unknown,
+    /// Live, received: our own MAC as its source is a forgery, never our own frame.
+    Inbound,
+    /// Live, sent by this host (follow mode: the system client's REQUESTs).
+    Outgoing,
+}
+
+/// [`decode_frame_from`] for a frame whose direction is unknown (replay, tests).
 pub fn decode_frame(index: Option<u64>, bytes: &[u8], csum: Checksum, ctx: &DecodeContext) -> Decoded {
+    decode_frame_from(index, bytes, csum, Direction::Unknown, ctx)
+}
+
+pub fn decode_frame_from(
+    index: Option<u64>,
+    bytes: &[u8],
+    csum: Checksum,
+    dir: Direction,
+    ctx: &DecodeContext,
+) -> Decoded {
     let src = Mac::from_slice(bytes.get(6..12).unwrap_or(&[])).unwrap_or(Mac::ZERO);
-    // Frames from our own MAC are what the terminal sent (replay of a capture): its DHCP
-    // requests go to the server port, which the live filter never passes, so they are let in
-    // here only to arm the client state.
+    // Frames from our own MAC are what the terminal sent: its DHCP requests go to the server
+    // port, and they are let in only to arm the client state. Live, only a frame that really
+    // left this host counts: one received with our MAC as its source is spoofed, and it must
+    // not be able to arm (or reset) the client.
     let own = src.ct_eq(&ctx.mac);
+    match dir {
+        Direction::Inbound if own => return Decoded::Dropped("spoofed_own_mac"),
+        Direction::Outgoing if !own => return Decoded::Filtered,
+        _ => {}
+    }
     let input = match frame::classify(bytes) {
         None => return Decoded::Filtered,
         Some(Class::Arp) => Input::Arp,

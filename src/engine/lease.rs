@@ -78,6 +78,9 @@ pub enum Client {
         xid: u32,
         lease: Lease,
         retransmit_at: Instant,
+        /// A renewal a FORCERENEW started retransmits on RFC 2131's 4 s doubling backoff (the
+        /// server is waiting for it); one at T1 on §4.4.5's half-the-time-left.
+        forced: Option<u32>,
     },
     Rebinding {
         xid: u32,

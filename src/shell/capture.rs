@@ -11,6 +11,7 @@
 
 use super::clock::{Clock, SystemClock};
 use super::source::{Frame, FrameSource, SourceError};
+use crate::engine::input::Direction;
 use crate::wire::frame::Checksum;
 use crate::wire::Mac;
 use std::io;
@@ -307,7 +308,8 @@ impl FrameSource for LiveSource {
             } else {
                 Checksum::Verify
             };
-            return Ok(Some(Frame { index: self.index, ts: SystemClock.now(), bytes: &self.buf[..len], csum }));
+            let dir = if pkttype == libc::PACKET_OUTGOING { Direction::Outgoing } else { Direction::Inbound };
+            return Ok(Some(Frame { index: self.index, ts: SystemClock.now(), bytes: &self.buf[..len], csum, dir }));
         }
     }
 }

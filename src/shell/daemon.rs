@@ -143,7 +143,8 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     };
     let hooks = Hooks::new(
         cfg.hook.clone(),
-        Some(cfg.renew_command.clone()),
+        // DESIGN §7: renew_command belongs to follow mode; in dhcp mode we renew ourselves.
+        (cfg.mode == Mode::Follow).then(|| cfg.renew_command.clone()),
         ifname.clone(),
         Duration::from_millis(cfg.hook_timeout_ms),
     );
@@ -196,6 +197,7 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     let status_dir: PathBuf = cfg.state_dir.clone();
     let status_if = ifname.clone();
     let mut last_write: Option<(std::time::Instant, serde_json::Value)> = None;
+    let mut last_snap: Option<serde_json::Value> = None;
     let status_sink = Box::new(move |e: &Engine, now: crate::engine::Instant| {
         let snap = status::snapshot(e, &status_if, now);
         // A new server or a new kind of decision is written at once; counters alone at most once
@@ -206,7 +208,14 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
             None => true,
             Some((t, k)) => *k != key || t.elapsed() >= Duration::from_secs(1),
         };
-        if due {
+        if !due {
+            // Held back: written when the second is up, unless nothing changed since.
+            let same = last_snap.as_ref().is_some_and(|s| status::same_content(s, &snap));
+            let left =
+                last_write.as_ref().map_or(Duration::ZERO, |(t, _)| Duration::from_secs(1).saturating_sub(t.elapsed()));
+            return (!same).then_some(left);
+        }
+        {
             if let Err(err) = status::write(&status_dir, &snap) {
                 log::warn!("status: {err}");
             }
@@ -219,12 +228,15 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
                 }
             }
             last_write = Some((std::time::Instant::now(), key));
+            last_snap = Some(snap);
         }
+        None
     });
     let mut warnings = super::decision_log::RejectWarnings::default();
     let sink = Box::new(move |d: &crate::engine::Decision, wall: crate::engine::Instant| {
         log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json_at(d, wall));
-        if let Some(w) = warnings.note(d, wall) {
+        // Monotonic time: a step of the wall clock must not silence the warnings.
+        if let Some(w) = warnings.note(d, d.time) {
             log::warn!("{w}");
         }
     });

@@ -7,7 +7,7 @@
 use super::applier::Applier;
 use super::source::{FrameSource, SourceError};
 use super::worker::{run_applier, ApplierMsg, CaptureMsg, Control, DecisionSink, FrameTx, StatusSink, Timing, Worker};
-use crate::engine::input::{decode_frame, DecodeContext, Decoded};
+use crate::engine::input::{decode_frame_from, DecodeContext, Decoded};
 use crate::engine::{ActionResult, Counters, Engine};
 use crossbeam_channel::bounded;
 use std::collections::BTreeMap;
@@ -67,7 +67,7 @@ pub fn run(
             };
             s.frames += 1;
             last = Some(f.ts);
-            match decode_frame(Some(f.index), f.bytes, f.csum, &ctx) {
+            match decode_frame_from(Some(f.index), f.bytes, f.csum, f.dir, &ctx) {
                 Decoded::Filtered => s.filtered += 1,
                 Decoded::Dropped(why) => *s.capture_drops.entry(why).or_default() += 1,
                 Decoded::Inbound(i) => {
@@ -84,8 +84,17 @@ pub fn run(
     let applier_thread =
         thread::Builder::new().name("applier".into()).spawn(move || run_applier(applier, app_rx, res_tx));
     let control = extras.control.unwrap_or_else(crossbeam_channel::never);
-    let worker =
-        Worker { engine, timing, to_applier: app_tx, results: res_rx, sink, status: extras.status, control, frames };
+    let worker = Worker {
+        engine,
+        timing,
+        to_applier: app_tx,
+        results: res_rx,
+        sink,
+        status: extras.status,
+        control,
+        frames,
+        status_again: None,
+    };
     let worker_thread = thread::Builder::new().name("worker".into()).spawn(move || worker.run(cap_rx));
 
     let mut summary = match capture.map(|h| h.join()) {

@@ -18,6 +18,8 @@ pub struct Frame<'a> {
     pub bytes: &'a [u8],
     /// What the source knows about the UDP checksum's state.
     pub csum: Checksum,
+    /// Live sources know whether the frame was received or sent; a capture file does not.
+    pub dir: crate::engine::input::Direction,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,7 @@ impl FrameSource for PcapSource {
                     ts: Instant::from_micros(r.ts_us),
                     bytes: r.data,
                     csum: Checksum::Infer,
+                    dir: crate::engine::input::Direction::Unknown,
                 }))
             }
         }

@@ -201,6 +201,19 @@ pub fn from_state(cfg: &Config, state: &State) -> Status {
     build(cfg.interface.as_deref(), cfg.mode, state, cfg.server.address, None)
 }
 
+/// Whether two snapshots say the same, apart from the fields that only tell the time.
+pub fn same_content(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("updated");
+            o.remove("seconds_since_contact");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
 pub fn write(dir: &Path, v: &Value) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?;
     atomic_file::write_atomic(dir, FILE_NAME, &bytes)

@@ -47,7 +47,9 @@ pub type FrameTx = Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send>;
 /// Gets each decision with its wall-clock time (replay: the pcap time).
 pub type DecisionSink = Box<dyn FnMut(&Decision, Instant) + Send>;
 /// Called (live only) after anything changed: decisions made or results handled.
-pub type StatusSink = Box<dyn FnMut(&Engine, Instant) + Send>;
+/// It returns how soon it wants to be called again when it held a write back (a burst of
+/// counter-only changes is written at most once a second, and its last state must still land).
+pub type StatusSink = Box<dyn FnMut(&Engine, Instant) -> Option<std::time::Duration> + Send>;
 
 /// Out-of-band requests to the worker (from the signal thread).
 #[derive(Debug)]
@@ -69,6 +71,8 @@ pub struct Worker {
     pub control: Receiver<Control>,
     /// Live: frames go out from here (with where a failure is reported).
     pub frames: Option<(FrameTx, Sender<ActionResult>)>,
+    /// When the status sink asked to be called again (one wake-up, only after a held write).
+    pub status_again: Option<std::time::Instant>,
 }
 
 impl Worker {
@@ -174,7 +178,7 @@ impl Worker {
 
     fn changed(&mut self, now: Instant) {
         if let Some(s) = self.status.as_mut() {
-            s(&self.engine, now);
+            self.status_again = s(&self.engine, now).map(|d| std::time::Instant::now() + d);
         }
     }
 
@@ -196,6 +200,10 @@ impl Worker {
             // No deadline, no timer: an idle daemon does not wake up.
             let tick = match self.engine.poll_timeout() {
                 Some(d) => crossbeam_channel::after(std::time::Duration::from_micros(d.saturating_sub(clock.now()))),
+                None => crossbeam_channel::never(),
+            };
+            let status_tick = match self.status_again {
+                Some(at) => crossbeam_channel::at(at),
                 None => crossbeam_channel::never(),
             };
             select! {
@@ -228,6 +236,10 @@ impl Worker {
                         self.engine.reload_keys(keys, dhcp_keys);
                     }
                     Err(_) => {}
+                },
+                recv(status_tick) -> _ => {
+                    let now = self.wake(clock);
+                    self.changed(now);
                 },
                 recv(tick) -> _ => {
                     let now = self.wake(clock);

@@ -642,7 +642,7 @@ impl<'a> Repr<'a> {
         n += self.dns_servers.map_or(0, |d| 2 + d.len());
         n += self.parameter_request_list.map_or(0, |d| 2 + d.len());
         n += self.max_size.map_or(0, |_| 4);
-        n += if self.forcerenew_nonce_capable { 2 } else { 0 };
+        n += if self.forcerenew_nonce_capable { 3 } else { 0 };
         n += self.cloud_server.map_or(0, |c| match c.form {
             ServerForm::Binary => 6,
             ServerForm::Dotted => 2 + dotted_len(c.addr),
@@ -745,7 +745,8 @@ impl<'a> Repr<'a> {
             w.opt(opt::MAX_SIZE, &v.to_be_bytes())?;
         }
         if self.forcerenew_nonce_capable {
-            w.opt(opt::FORCERENEW_NONCE_CAPABLE, &[])?;
+            // RFC 6704 §4: the algorithms we can check, here 1 (HMAC-MD5).
+            w.opt(opt::FORCERENEW_NONCE_CAPABLE, &[1])?;
         }
         if let Some(c) = self.cloud_server {
             match c.form {

@@ -291,11 +291,12 @@ fn r6_acd_max_conflicts_rate_limits_new_addresses() {
         assert_eq!((d[0].verdict, d[0].reason), (Verdict::Conflict, Some("address_in_use")), "conflict {n}");
         let o = ops(&d[0]);
         assert!(o.contains(&"transmit:decline".to_string()), "conflict {n}: {o:?}");
+        assert!(!o.contains(&"transmit:discover".to_string()), "{o:?}");
         if n < 10 {
-            assert!(o.contains(&"transmit:discover".to_string()), "conflict {n} restarts at once: {o:?}");
+            // RFC 2131 §3.1 (5): at least 10 s after a DECLINE.
+            assert_eq!(e.poll_timeout(), Some(T0.add_ms(300).add_secs(10)), "conflict {n}");
         } else {
             // RFC 5227 §2.1.1: after MAX_CONFLICTS, one new address per RATE_LIMIT_INTERVAL.
-            assert!(!o.contains(&"transmit:discover".to_string()), "{o:?}");
             assert_eq!(e.poll_timeout(), Some(T0.add_ms(300).add_secs(60)));
         }
     }
@@ -394,10 +395,21 @@ fn r7_optimistic_acd_uses_the_address_at_once_and_a_conflict_while_probing_withd
     let d = decisions(&mut e);
     let o = ops(&d[0]);
     assert_eq!((d[0].verdict, d[0].reason), (Verdict::Conflict, Some("address_in_use")));
-    for want in ["del_address", "transmit:decline", "alarm", "transmit:discover"] {
+    for want in ["del_address", "transmit:decline", "alarm", "hook:LEASE_LOST"] {
         assert!(o.contains(&want.to_string()), "{want} missing: {o:?}");
     }
     assert_eq!(e.own_cidr(), None);
+    assert_eq!(next_discover(&mut e, T0.add_secs(100)), Some(T0.add_ms(500).add_secs(10)), "RFC 2131's 10 s");
+
+    // Conflicts while optimistic probes run count towards MAX_CONFLICTS (the counter is reset
+    // only when the probes found no one).
+    let t = T0.add_secs(20);
+    for _ in 1..10 {
+        let _ = bind(&mut e, 3600, 1800, 3150);
+        e.handle_frame(t, &inbound(&frame::emit_arp_frame(other, Mac::BROADCAST, &claim.to_bytes())));
+        let _ = decisions(&mut e);
+    }
+    assert_eq!(next_discover(&mut e, t.add_secs(100)), Some(t.add_secs(60)), "RATE_LIMIT_INTERVAL");
 }
 
 #[test]
@@ -486,4 +498,9 @@ fn r7_start_with_an_expired_lease_removes_its_address_and_a_live_one_reboots() {
     let bound = run_until(&mut soon, T0.add_secs(30));
     let o: Vec<String> = bound.iter().flat_map(ops).collect();
     assert!(o.contains(&"hook:LEASE_BOUND".to_string()) && !o.contains(&"del_address".to_string()), "{o:?}");
+}
+
+/// Runs deadlines up to `until`; the time of the first decision that sends a DISCOVER.
+fn next_discover(e: &mut Engine, until: Instant) -> Option<Instant> {
+    run_until(e, until).into_iter().find(|d| ops(d).contains(&"transmit:discover".to_string())).map(|d| d.time)
 }
