@@ -513,4 +513,36 @@ fn main() {
     }
     c.push(10, ann(seq + 1, c_ip, c_mac, None));
     write(dir, "arp-flood", &c, &follow, false);
+
+    // follow-ack (issue 7): follow mode reads the system client's REQUESTs. An ACK that answers
+    // one (same xid, from the server it named) moves the server; an ACK with another xid, or
+    // from a server the REQUEST did not name, does not; a broadcast REBINDING names no server.
+    let reply = |xid: u32, src: (Mac, Ipv4Addr), server: Ipv4Addr| {
+        let mut r = dhcpv4::Repr { op: 2, ..dhcpv4::Repr::new(MessageType::Ack, xid, &TERM_MAC.0) };
+        r.yiaddr = TERM_IP;
+        r.lease_time = Some(3600);
+        r.subnet_mask = Some(Ipv4Addr::new(255, 255, 255, 0));
+        r.router = Some(A_IP);
+        r.server_identifier = Some(src.1);
+        r.cloud_server = Some(CloudServer { code: 224, addr: server, form: ServerForm::Binary });
+        udp(src.0, src.1, TERM_MAC, TERM_IP, 67, 68, &r.to_bytes())
+    };
+    let rebind = |xid: u32| {
+        let mut r = dhcpv4::Repr { op: 1, ..dhcpv4::Repr::new(MessageType::Request, xid, &TERM_MAC.0) };
+        r.ciaddr = TERM_IP;
+        r.parameter_request_list = Some(PRL);
+        udp(TERM_MAC, TERM_IP, Mac::BROADCAST, Ipv4Addr::BROADCAST, 68, 67, &r.to_bytes())
+    };
+    let dhcp_srv = (DHCP_MAC, DHCP_IP);
+    let mut c = Cap::new();
+    c.push(0, reply(XID, dhcp_srv, B_IP)); // before any REQUEST: unexpected
+    c.push(10, client_msg(MessageType::Request, Some(TERM_IP), None, None)); // RENEWING, unicast to DHCP_IP
+    c.push(1, reply(XID ^ 1, dhcp_srv, B_IP)); // another xid: unexpected
+    c.push(1, reply(XID, (EVIL_MAC, EVIL_IP), c_ip)); // not the server it was sent to: unexpected
+    c.push(1, reply(XID, dhcp_srv, B_IP)); // the answer: apply, B resolved by ARP
+    c.push(3, arp_reply(B_MAC, B_IP));
+    c.push(10, reply(XID, dhcp_srv, B_IP)); // a retransmitted answer: same
+    c.push(10, rebind(XID + 1)); // REBINDING: broadcast, names no server
+    c.push(1, reply(XID + 1, (EVIL_MAC, EVIL_IP), TERM_IP)); // our own address: conflict
+    write(dir, "follow-ack", &c, &follow, false);
 }

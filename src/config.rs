@@ -77,6 +77,9 @@ pub struct Config {
     pub allow_unauthenticated: bool,
     #[serde(default = "default_acd")]
     pub acd: AcdMode,
+    /// dhcp mode: a clean stop sends DHCPRELEASE and removes the address.
+    #[serde(default)]
+    pub release_on_stop: bool,
     #[serde(default)]
     pub terminal: Terminal,
     #[serde(default)]
@@ -268,6 +271,7 @@ impl Config {
             connect_attempts: self.server.connect_attempts,
             max_age_s: self.server.max_age_s,
             alarm_interval_s: self.server.alarm_interval_s,
+            release_on_stop: self.release_on_stop,
         })
     }
 }

@@ -11,7 +11,7 @@ use super::decision::{Counters, Decision, Input, Verdict};
 use super::input::{input_of, Inbound, InboundKind};
 use super::lease::Client;
 use super::limits::{Alarms, ArpCache, RateLimiter};
-use super::pending::{Dial, PendingMove, Resolving, RESOLVE_REQUESTS};
+use super::pending::{Dial, FollowRequest, PendingMove, Resolving, RESOLVE_REQUESTS};
 use super::state::{ServerState, State};
 use super::vocab::{
     reserved_address, Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Wall,
@@ -31,6 +31,13 @@ pub struct Engine {
     pub(super) resolving: Option<Resolving>,
     pub(super) dial: Option<Dial>,
     pub(super) pending: Option<PendingMove>,
+    /// Follow mode: the system client's last REQUEST, whose ACK may move the server.
+    pub(super) follow_request: Option<FollowRequest>,
+    /// dhcp mode: the address we put in the kernel (a restart finds the persisted lease's
+    /// address still there). It stays while a new one is probed, until that one is bound.
+    pub(super) configured: Option<Cidr>,
+    /// RFC 5227 §2.4: when we last defended our address with an announcement.
+    pub(super) defended_at: Option<Instant>,
     pub(super) wall: Wall,
     /// RFC 5227 conflicts since the last successful bind (MAX_CONFLICTS).
     pub(super) acd_conflicts: u32,
@@ -52,6 +59,7 @@ impl Engine {
     /// The live daemon's engine: persisted wall-clock deadlines are mapped through `wall`.
     pub fn with_wall(cfg: EngineConfig, state: State, seed: u64, wall: Wall) -> Engine {
         let client = Client::restore(&state, wall);
+        let configured = if cfg.mode == Mode::Dhcp { state.lease.map(|l| l.address) } else { None };
         Engine {
             cfg,
             state,
@@ -63,6 +71,9 @@ impl Engine {
             resolving: None,
             dial: None,
             pending: None,
+            follow_request: None,
+            configured,
+            defended_at: None,
             wall,
             acd_conflicts: 0,
             decisions: VecDeque::new(),
@@ -130,6 +141,12 @@ impl Engine {
         if self.cfg.mode == Mode::Dhcp {
             self.client_start(now);
         }
+    }
+
+    /// A clean stop (SIGTERM): with `release_on_stop` in dhcp mode, the lease is released. The
+    /// shell carries out the actions before it exits.
+    pub fn stop(&mut self, now: Instant) {
+        self.client_stop(now);
     }
 
     /// Updates keys after a reload; state and counters are kept.
@@ -243,7 +260,7 @@ impl Engine {
     /// Our own IPv4 address: the lease's in dhcp mode, the configured one in follow mode.
     pub fn own_cidr(&self) -> Option<Cidr> {
         match self.cfg.mode {
-            Mode::Dhcp => self.client.address(),
+            Mode::Dhcp => self.client.address().or(self.configured),
             Mode::Follow => self.cfg.address,
         }
     }
@@ -297,14 +314,21 @@ impl Engine {
         out
     }
 
-    /// Every pin the engine wants in the kernel: the server's, and a pending move's target.
-    fn pins(&self) -> Vec<Action> {
+    /// Every pin the engine wants in the kernel: the server's, a pending move's target, and in
+    /// dhcp mode the DHCP server's when it is on-link (the MAC its ACK came from).
+    pub(super) fn pins(&self) -> Vec<Action> {
         let mut out = Vec::new();
         if let Some(ServerState { ip, mac: Some(mac), .. }) = self.state.server {
             out.push(Action::PinNeighbour { ip, mac });
         }
         if let Some(p) = self.pending {
             out.push(Action::PinNeighbour { ip: p.to, mac: p.mac });
+        }
+        if let Some(l) = self.client.lease() {
+            let cloud = self.current_server();
+            if l.cidr.contains(l.server_id) && self.usable_mac(l.server_mac) && cloud != Some(l.server_id) {
+                out.push(Action::PinNeighbour { ip: l.server_id, mac: l.server_mac });
+            }
         }
         out
     }

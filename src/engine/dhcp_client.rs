@@ -12,6 +12,7 @@ use super::decision::{reason, Decision, Input, Verdict};
 use super::input::input_of;
 use super::input::DhcpMsg;
 use super::lease::{Client, Lease};
+use super::pending::FollowRequest;
 use super::vocab::{reserved_address, AcdMode, Action, Cidr, HookEnv, HookReason, Instant, Mode, TxKind};
 use crate::wire::auth::Scheme;
 use crate::wire::dhcpv4::{self, MessageType};
@@ -65,7 +66,19 @@ impl Engine {
                 };
                 (Verdict::Renew, self.tx_request(xid, None, Some(lease.cidr.addr), None, None))
             }
-            _ => (Verdict::Restart, self.begin_discover(now)),
+            _ => {
+                // A lease that ran out while we were down: its address must not stay in use.
+                let mut actions = Vec::new();
+                if let Some(c) = self.configured.take() {
+                    self.state.lease = None;
+                    self.mark_dirty();
+                    actions.push(Action::DelAddress { cidr: c });
+                    actions.push(Action::Hook { reason: HookReason::LeaseLost, env: self.lease_env(None, Some(c)) });
+                }
+                actions.insert(0, self.begin_discover(now));
+                let d = Decision::new(None, now, Input::Timer, Verdict::Restart).actions(actions);
+                return self.decide(d);
+            }
         };
         self.decide(Decision::new(None, now, Input::Timer, verdict).actions(vec![action]));
     }
@@ -169,7 +182,13 @@ impl Engine {
         if !msg.chaddr.is_some_and(|m| m.ct_eq(&self.cfg.mac)) {
             return ignore(self, reason::NOT_FOR_US);
         }
-        if self.cfg.mode == Mode::Follow || self.client.xid() != Some(msg.xid) {
+        if self.cfg.mode == Mode::Follow {
+            if input == Input::Ack && self.answers_follow_request(now, msg) {
+                return self.handle_follow_ack(now, frame, msg);
+            }
+            return ignore(self, reason::UNEXPECTED);
+        }
+        if self.client.xid() != Some(msg.xid) {
             return ignore(self, reason::UNEXPECTED);
         }
         // DESIGN §5: an OFFER or ACK whose yiaddr is unusable is never bound.
@@ -192,7 +211,7 @@ impl Engine {
             (Input::Nak, Client::Selecting { .. }) => ignore(self, reason::UNEXPECTED),
             (Input::Nak, _) => {
                 let mut actions = Vec::new();
-                let old = self.client.address();
+                let old = self.configured.take();
                 if let Some(c) = old {
                     actions.push(Action::DelAddress { cidr: c });
                 }
@@ -255,66 +274,152 @@ impl Engine {
                 }
             }
         }
-        let old = self.client.address();
-        let renewing = matches!(self.client, Client::Renewing { .. } | Client::Rebinding { .. });
+        let before = self.client.clone();
         let mut actions = Vec::new();
-        let hook;
-        if renewing && old == Some(cidr) {
-            self.client = Client::Bound { lease, probation_until: Instant(0), announce_at: None };
-            hook = Some(HookReason::LeaseRenewed);
-        } else if old.is_some() && old != Some(cidr) {
-            actions.push(Action::SetAddress { cidr });
-            if let Some(o) = old {
-                actions.push(Action::DelAddress { cidr: o });
+        let mut hook = None;
+        let mut old_own = before.address();
+        match before {
+            Client::Renewing { lease: old, .. } | Client::Rebinding { lease: old, .. } if old.cidr == cidr => {
+                self.client = Client::Bound { lease, announce_at: None, probing: None };
+                if old.router != lease.router {
+                    actions.push(Action::SetAddress { cidr, router: lease.router });
+                }
+                // The kernel may have dropped pins while we could not reach the server.
+                if matches!(before, Client::Rebinding { .. }) {
+                    actions.extend(self.pins());
+                }
+                self.state.lease = Some(lease.to_state(self.wall));
+                hook = Some(HookReason::LeaseRenewed);
             }
-            self.client =
-                Client::Bound { lease, probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS), announce_at: None };
-            hook = Some(HookReason::LeaseChanged);
-        } else if self.cfg.acd == AcdMode::Strict {
-            let acd = Acd::new(now, cidr.addr, &mut self.rng);
-            self.client = Client::Probing { lease, acd };
-            hook = None;
-        } else {
-            actions.push(Action::SetAddress { cidr });
-            actions.push(self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, cidr.addr)));
-            self.client = Client::Bound {
-                lease,
-                probation_until: now.add_ms(acd::DEFEND_INTERVAL_MS),
-                announce_at: Some(now.add_ms(acd::ANNOUNCE_INTERVAL_MS)),
-            };
-            self.acd_conflicts = 0;
-            hook = Some(HookReason::LeaseBound);
-        }
-        if self.client.is_bound() {
-            self.state.lease = Some(lease.to_state(self.wall));
+            // A new or changed address is probed first; one we had stays until the new is bound.
+            _ if self.cfg.acd == AcdMode::Strict => {
+                let acd = Acd::new(now, cidr.addr, &mut self.rng);
+                self.client = Client::Probing { lease, acd };
+            }
+            // Optimistic: use it at once and probe in parallel; a conflict meanwhile withdraws it.
+            _ => {
+                let acd = Acd::new(now, cidr.addr, &mut self.rng);
+                self.client = Client::Bound { lease, announce_at: None, probing: Some(acd) };
+                let (bind, h, old) = self.bind(lease);
+                actions.extend(bind);
+                hook = Some(h);
+                old_own = old;
+            }
         }
         self.mark_dirty();
         // An unusable server address in the ACK is ignored; the lease still applies.
         if let Some(b) = server_ip.filter(|&b| self.usable_address_in(b, Some(cidr))) {
-            if b == cidr.addr {
-                let detail = format!("DHCP hands out server address {b}, which is our own lease");
-                actions.extend(self.alarm(now, b, None, reason::OWN_ADDRESS, detail, Some(HookReason::Conflict)));
-            } else if self.pending.is_some_and(|p| p.to == b) {
-                // Already moving there with a signed MAC: B's WELCOME completes it.
-            } else if self.current_server() != Some(b) {
-                if let Some(p) = self.pending.take() {
-                    self.hang_up(p.to);
-                    actions.push(Action::UnpinNeighbour { ip: p.to });
-                }
-                actions.extend(self.switch_server(now, b, None, None));
-            } else if self.state.server.map_or(true, |s| s.mac.is_none())
-                && !self.resolving_active()
-                && cidr.contains(b)
-                && self.client.address().is_some()
-            {
-                // Same server, still unpinned (known only by IP): resolve it so it can be pinned.
-                actions.push(self.start_resolving(now, b));
-            }
+            actions.extend(self.dhcp_server_address(now, b, cidr).2);
         }
         if let Some(h) = hook {
-            actions.push(Action::Hook { reason: h, env: self.lease_env(Some(cidr), old) });
+            actions.push(Action::Hook { reason: h, env: self.lease_env(Some(cidr), old_own) });
         }
         self.decide(Decision::new(frame, now, input, Verdict::Lease).server(server_ip, None).actions(actions));
+    }
+
+    /// Puts a bound lease into the kernel: the address (with its default route), then the old
+    /// address out (promote_secondaries keeps the new one), then every pin again, because the
+    /// kernel deletes permanent entries with the last address. The hook says whether our
+    /// address is new or changed, and the old address goes to OLD_OWN_IP. The client must
+    /// already be in its bound state.
+    fn bind(&mut self, lease: Lease) -> (Vec<Action>, HookReason, Option<Cidr>) {
+        let old = self.configured.filter(|o| *o != lease.cidr);
+        let mut actions = vec![Action::SetAddress { cidr: lease.cidr, router: lease.router }];
+        if let Some(o) = old {
+            actions.push(Action::DelAddress { cidr: o });
+        }
+        self.configured = Some(lease.cidr);
+        self.acd_conflicts = 0;
+        self.state.lease = Some(lease.to_state(self.wall));
+        self.mark_dirty();
+        actions.extend(self.pins());
+        (actions, if old.is_some() { HookReason::LeaseChanged } else { HookReason::LeaseBound }, old)
+    }
+
+    /// A cloud-server address from a DHCP reply (DESIGN §5): judged like an ANNOUNCE's address
+    /// known only by IP. `own` is the lease it came with. Returns the verdict it amounts to
+    /// (with its reason) and the actions.
+    fn dhcp_server_address(&mut self, now: Instant, b: Ipv4Addr, own: Cidr) -> (Verdict, Option<&'static str>, Vec<Action>) {
+        let mut actions = Vec::new();
+        if b == own.addr {
+            let detail = format!("DHCP hands out server address {b}, which is our own address");
+            actions.extend(self.alarm(now, b, None, reason::OWN_ADDRESS, detail, Some(HookReason::Conflict)));
+            return (Verdict::Conflict, Some(reason::OWN_ADDRESS), actions);
+        }
+        if self.pending.is_some_and(|p| p.to == b) {
+            // Already moving there with a signed MAC: B's WELCOME completes it.
+            return (Verdict::Same, None, actions);
+        }
+        if self.current_server() != Some(b) {
+            if let Some(p) = self.pending.take() {
+                self.hang_up(p.to);
+                actions.push(Action::UnpinNeighbour { ip: p.to });
+            }
+            actions.extend(self.switch_server(now, b, None, None));
+            return (Verdict::Apply, None, actions);
+        }
+        if self.state.server.map_or(true, |s| s.mac.is_none())
+            && !self.resolving_active()
+            && own.contains(b)
+            && self.own_cidr().is_some()
+        {
+            // Same server, still unpinned (known only by IP): resolve it so it can be pinned.
+            actions.push(self.start_resolving(now, b));
+        }
+        (Verdict::Same, None, actions)
+    }
+
+    /// Follow mode: an ACK answering the system client's REQUEST moves the server (DESIGN §5).
+    fn handle_follow_ack(&mut self, now: Instant, frame: Option<u64>, msg: &DhcpMsg) {
+        let input = Input::Ack;
+        let server_ip = self.cloud_server_of(msg);
+        let line = |v| Decision::new(frame, now, input, v).server(server_ip, None);
+        let Some(b) = server_ip else {
+            return self.decide(line(Verdict::Ignore).reason(reason::UNEXPECTED));
+        };
+        if !self.usable_address(b) {
+            return self.decide(line(Verdict::Ignore).reason(reason::BAD_ADDRESS));
+        }
+        let Some(own) = self.own_cidr() else {
+            return self.decide(line(Verdict::Ignore).reason(reason::UNEXPECTED));
+        };
+        let (verdict, why, actions) = self.dhcp_server_address(now, b, own);
+        let mut d = line(verdict).actions(actions);
+        if let Some(r) = why {
+            d = d.reason(r);
+        }
+        self.decide(d);
+    }
+
+    /// Whether `msg` answers the system client's last REQUEST: same xid, in time, and from the
+    /// server that REQUEST named, when it named one.
+    fn answers_follow_request(&self, now: Instant, msg: &DhcpMsg) -> bool {
+        self.follow_request.is_some_and(|r| {
+            r.xid == msg.xid
+                && now <= r.until
+                && r.server.map_or(true, |s| msg.src_ip == s || msg.server_id == Some(s))
+        })
+    }
+
+    /// A clean stop with `release_on_stop`: DHCPRELEASE to the server, and the address removed
+    /// (RFC 2131 §4.4.6). One decision; nothing else is scheduled after it.
+    pub(super) fn client_stop(&mut self, now: Instant) {
+        if self.cfg.mode != Mode::Dhcp || !self.cfg.release_on_stop {
+            return;
+        }
+        let Some(lease) = self.client.lease().copied() else { return };
+        let xid = self.rng.next_u32();
+        let unicast = Some((lease.server_id, lease.server_mac));
+        let mut actions =
+            vec![self.tx(MessageType::Release, xid, lease.cidr.addr, None, Some(lease.server_id), unicast)];
+        if let Some(c) = self.configured.take() {
+            actions.push(Action::DelAddress { cidr: c });
+        }
+        self.client = Client::Init;
+        self.state.lease = None;
+        self.mark_dirty();
+        actions.push(Action::Hook { reason: HookReason::LeaseLost, env: self.lease_env(None, Some(lease.cidr)) });
+        self.decide(Decision::new(None, now, Input::Timer, Verdict::Lease).actions(actions));
     }
 
     fn handle_forcerenew(&mut self, now: Instant, frame: Option<u64>, msg: &DhcpMsg, raw: &[u8]) {
@@ -380,7 +485,16 @@ impl Engine {
 
     /// A frame the terminal itself sent: it arms the state exactly as if we had sent it.
     pub(super) fn handle_own_dhcp(&mut self, now: Instant, msg: &DhcpMsg) {
-        if self.cfg.mode != Mode::Dhcp || msg.op != 1 {
+        if msg.op != 1 {
+            return;
+        }
+        if self.cfg.mode == Mode::Follow {
+            // The system client's REQUEST: its ACK may carry a new server (DESIGN §5).
+            if msg.msg_type == MessageType::Request {
+                let named = msg.server_id.or(Some(msg.dst_ip).filter(|d| !d.is_broadcast() && !d.is_unspecified()));
+                let until = now.add_ms(super::pending::FOLLOW_REQUEST_MS);
+                self.follow_request = Some(FollowRequest { xid: msg.xid, server: named, until });
+            }
             return;
         }
         let xid = msg.xid;
@@ -454,31 +568,41 @@ impl Engine {
                 Step::Bind => {
                     self.client = Client::Bound {
                         lease,
-                        probation_until: Instant(0),
                         announce_at: Some(now.add_ms(acd::ANNOUNCE_INTERVAL_MS)),
+                        probing: None,
                     };
-                    self.acd_conflicts = 0;
-                    self.state.lease = Some(lease.to_state(self.wall));
-                    self.mark_dirty();
-                    let mut actions = vec![
-                        Action::SetAddress { cidr: lease.cidr },
+                    let (mut actions, hook, old) = self.bind(lease);
+                    actions.push(
                         self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)),
-                    ];
+                    );
                     // A server learned from the ACK while probing is pinned now that we can ARP.
                     if let Some(s) = self.state.server.filter(|s| s.mac.is_none()).filter(|_| !self.resolving_active())
                     {
                         actions.extend(self.resolve_pin_of(now, s.ip));
                     }
-                    actions.push(Action::Hook {
-                        reason: HookReason::LeaseBound,
-                        env: self.lease_env(Some(lease.cidr), None),
-                    });
+                    actions.push(Action::Hook { reason: hook, env: self.lease_env(Some(lease.cidr), old) });
                     self.decide(Decision::new(None, deadline, t, Verdict::Lease).actions(actions));
                 }
             },
+            // Optimistic ACD: the probes that run while the address is already in use; when
+            // they are done, the first announcement.
+            Client::Bound { lease, probing: Some(mut acd), .. } if now >= acd.next_at && now < lease.t1_at => {
+                let a = match acd.on_timeout(now, &mut self.rng) {
+                    Step::Probe => {
+                        self.client = Client::Bound { lease, announce_at: None, probing: Some(acd) };
+                        self.tx_arp(TxKind::ArpProbe, arp::Repr::probe(self.cfg.mac, lease.cidr.addr))
+                    }
+                    Step::Bind => {
+                        let announce_at = Some(now.add_ms(acd::ANNOUNCE_INTERVAL_MS));
+                        self.client = Client::Bound { lease, announce_at, probing: None };
+                        self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr))
+                    }
+                };
+                self.decide(Decision::new(None, deadline, t, Verdict::Lease).actions(vec![a]));
+            }
             // RFC 5227 §2.3: the second of ANNOUNCE_NUM announcements.
-            Client::Bound { lease, probation_until, announce_at: Some(at) } if now >= at && now < lease.t1_at => {
-                self.client = Client::Bound { lease, probation_until, announce_at: None };
+            Client::Bound { lease, announce_at: Some(at), probing: None } if now >= at && now < lease.t1_at => {
+                self.client = Client::Bound { lease, announce_at: None, probing: None };
                 let a = self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr));
                 self.decide(Decision::new(None, at, t, Verdict::Lease).actions(vec![a]));
             }
@@ -507,7 +631,8 @@ impl Engine {
             Client::Bound { lease, .. } | Client::Renewing { lease, .. } | Client::Rebinding { lease, .. } => {
                 self.state.lease = None;
                 self.mark_dirty();
-                let mut actions = vec![Action::DelAddress { cidr: lease.cidr }];
+                let gone = self.configured.take().unwrap_or(lease.cidr);
+                let mut actions = vec![Action::DelAddress { cidr: gone }];
                 actions.push(self.begin_discover(now));
                 actions
                     .push(Action::Hook { reason: HookReason::LeaseLost, env: self.lease_env(None, Some(lease.cidr)) });
@@ -522,38 +647,40 @@ impl Engine {
             return false;
         }
         match self.client.clone() {
-            Client::Probing { lease, acd } if acd.conflicts(a, self.cfg.mac) => {
-                self.conflict_decline(now, frame, lease, a.sha, None);
+            Client::Probing { lease, acd } | Client::Bound { lease, probing: Some(acd), .. }
+                if acd.conflicts(a, self.cfg.mac) =>
+            {
+                self.conflict_decline(now, frame, lease, a.sha);
                 true
             }
-            Client::Bound { lease, probation_until, .. }
-                if acd::conflicts_with(lease.cidr.addr, a, self.cfg.mac, false) =>
-            {
+            Client::Bound { lease, .. } if acd::conflicts_with(lease.cidr.addr, a, self.cfg.mac, false) => {
                 if !self.rate.allow(a.sha, Input::Arp, now, false) {
                     self.counters.drop("rate_limited");
                     return true;
                 }
-                if now < probation_until {
-                    // Optimistic ACD: a conflict inside the first DEFEND_INTERVAL gives the address up.
-                    self.conflict_decline(now, frame, lease, a.sha, Some(lease.cidr));
-                } else {
-                    let detail = format!("{} claims our address {}", a.sha, lease.cidr.addr);
-                    let mut actions =
-                        vec![self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr))];
-                    actions.extend(self.alarm(
-                        now,
-                        lease.cidr.addr,
-                        Some(a.sha),
-                        reason::ADDRESS_IN_USE,
-                        detail,
-                        Some(HookReason::Conflict),
-                    ));
-                    self.decide(
-                        Decision::new(frame, now, Input::Arp, Verdict::Conflict)
-                            .reason(reason::ADDRESS_IN_USE)
-                            .actions(actions),
-                    );
+                // RFC 5227 §2.4 (c): the server gave us this address, so we keep it and defend
+                // it, with at most one announcement per DEFEND_INTERVAL (no ARP storm with the
+                // other host). Giving it up at the second claim, as (b) allows, would let any
+                // host on the segment re-address a terminal at will.
+                let detail = format!("{} claims our address {}", a.sha, lease.cidr.addr);
+                let mut actions = Vec::new();
+                if self.defended_at.map_or(true, |t| now.saturating_sub(t) >= acd::DEFEND_INTERVAL_MS * 1000) {
+                    self.defended_at = Some(now);
+                    actions.push(self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)));
                 }
+                actions.extend(self.alarm(
+                    now,
+                    lease.cidr.addr,
+                    Some(a.sha),
+                    reason::ADDRESS_IN_USE,
+                    detail,
+                    Some(HookReason::Conflict),
+                ));
+                self.decide(
+                    Decision::new(frame, now, Input::Arp, Verdict::Conflict)
+                        .reason(reason::ADDRESS_IN_USE)
+                        .actions(actions),
+                );
                 true
             }
             _ => false,
@@ -566,11 +693,12 @@ impl Engine {
         frame: Option<u64>,
         lease: Lease,
         other: Mac,
-        configured: Option<Cidr>,
     ) {
         let detail = format!("{} is in use by {other}; declining it", lease.cidr.addr);
         let mut actions = Vec::new();
-        if let Some(c) = configured {
+        // Optimistic ACD had it in use already; a strict probe for a changed address leaves the
+        // old one, whose lease the server has replaced: neither may stay.
+        if let Some(c) = self.configured.take() {
             actions.push(Action::DelAddress { cidr: c });
         }
         let xid = self.rng.next_u32();

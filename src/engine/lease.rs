@@ -28,6 +28,7 @@ impl Lease {
         LeaseState {
             address: self.cidr,
             server_id: self.server_id,
+            server_mac: Some(self.server_mac).filter(|m| m.is_unicast()),
             router: self.router,
             acquired: wall.unix_us(self.acquired),
             t1: wall.unix_us(self.t1_at),
@@ -59,16 +60,19 @@ pub enum Client {
         attempt: u32,
         retransmit_at: Instant,
     },
-    /// RFC 5227 probing of an ACKed address before it is configured (acd = "strict").
+    /// RFC 5227 probing of an ACKed address before it is configured (acd = "strict"). An
+    /// address we had before stays configured until the new one is bound.
     Probing {
         lease: Lease,
         acd: Acd,
     },
     Bound {
         lease: Lease,
-        probation_until: Instant,
-        /// RFC 5227 §2.3: the second ARP announcement, ANNOUNCE_INTERVAL after the first.
+        /// RFC 5227 §2.3: the next ARP announcement.
         announce_at: Option<Instant>,
+        /// acd = "optimistic": the address is in use already and the probes run in parallel;
+        /// a conflict while they run gives the address up (DECLINE) instead of defending it.
+        probing: Option<Acd>,
     },
     Renewing {
         xid: u32,
@@ -89,14 +93,15 @@ impl Client {
                 let lease = Lease {
                     cidr: l.address,
                     server_id: l.server_id,
-                    server_mac: Mac::BROADCAST,
+                    // Unknown (an older state): RENEWING then broadcasts at layer 2.
+                    server_mac: l.server_mac.unwrap_or(Mac::BROADCAST),
                     router: l.router,
                     acquired: wall.instant(l.acquired),
                     t1_at: wall.instant(l.t1),
                     t2_at: wall.instant(l.t2),
                     expires_at: wall.instant(l.expires),
                 };
-                Client::Bound { lease, probation_until: Instant(0), announce_at: None }
+                Client::Bound { lease, announce_at: None, probing: None }
             }
             None => Client::Init,
         }
@@ -158,7 +163,9 @@ impl Client {
             | Client::Requesting { retransmit_at, .. }
             | Client::Rebooting { retransmit_at, .. } => Some(*retransmit_at),
             Client::Probing { acd, .. } => Some(acd.next_at),
-            Client::Bound { lease, announce_at, .. } => Some(announce_at.map_or(lease.t1_at, |a| a.min(lease.t1_at))),
+            Client::Bound { lease, announce_at, probing, .. } => {
+                [Some(lease.t1_at), *announce_at, probing.map(|a| a.next_at)].into_iter().flatten().min()
+            }
             Client::Renewing { lease, retransmit_at, .. } => Some((*retransmit_at).min(lease.t2_at)),
             Client::Rebinding { lease, retransmit_at, .. } => Some((*retransmit_at).min(lease.expires_at)),
         }

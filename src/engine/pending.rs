@@ -49,3 +49,17 @@ pub struct Dial {
     /// Why the last attempt failed: the reason of the `timer` `retry` line that re-dials.
     pub last_failure: &'static str,
 }
+
+/// Follow mode: how long a REQUEST of the system's DHCP client waits for its ACK (its own
+/// retransmissions renew the record).
+pub const FOLLOW_REQUEST_MS: u64 = 60_000;
+
+/// Follow mode: the last REQUEST the system's DHCP client sent from the terminal's MAC
+/// (DESIGN §5 "Follow mode and DHCP"). Only an ACK answering it moves the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowRequest {
+    pub xid: u32,
+    /// The server it named in option 54 or unicast to; None for a broadcast REBINDING.
+    pub server: Option<Ipv4Addr>,
+    pub until: Instant,
+}

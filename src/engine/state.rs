@@ -27,6 +27,9 @@ pub struct LeaseState {
     #[serde(with = "cidr_str")]
     pub address: Cidr,
     pub server_id: Ipv4Addr,
+    /// The Ethernet source of the ACK (the server, or the relay): where RENEWING unicasts to.
+    #[serde(default, with = "opt_mac", skip_serializing_if = "Option::is_none")]
+    pub server_mac: Option<Mac>,
     #[serde(default)]
     pub router: Option<Ipv4Addr>,
     /// Absolute times, microseconds since the Unix epoch.

@@ -216,8 +216,10 @@ pub enum Action {
     UnpinNeighbour {
         ip: Ipv4Addr,
     },
+    /// Our own address, and the default route via the lease's router (option 3) when it has one.
     SetAddress {
         cidr: Cidr,
+        router: Option<Ipv4Addr>,
     },
     DelAddress {
         cidr: Cidr,
@@ -345,6 +347,8 @@ pub struct EngineConfig {
     pub max_age_s: u64,
     /// `server.alarm_interval_s`: alarms are coalesced per kind and address over this.
     pub alarm_interval_s: u64,
+    /// `release_on_stop`: a clean stop sends DHCPRELEASE and removes the address (dhcp mode).
+    pub release_on_stop: bool,
 }
 
 impl EngineConfig {
@@ -364,6 +368,7 @@ impl EngineConfig {
             connect_attempts: 3,
             max_age_s: 86_400,
             alarm_interval_s: 10,
+            release_on_stop: false,
         }
     }
 }

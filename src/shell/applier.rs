@@ -106,6 +106,11 @@ mod live {
         /// outcome goes back to the engine, which decides whether and when to try again.
         fn connect(&self, ip: Ipv4Addr, port: u16) {
             let Some(results) = self.results.clone() else { return };
+            if self.cfg.terminal.read().key.is_empty() {
+                // No [[key]] (run warned at start): a HELLO could not be signed, so none is sent.
+                let _ = results.send(ActionResult::ChannelFailed { ip, failure: crate::engine::ChannelFailure::Closed });
+                return;
+            }
             let terminal = Arc::clone(&self.cfg.terminal);
             let timeout = self.cfg.connect_timeout;
             let seq = Arc::clone(&self.last_hello_seq);
@@ -198,11 +203,16 @@ mod live {
                     Ok(()) => ActionResult::Done,
                     Err(e) => failed("unpin_neighbour", &e),
                 },
-                Action::SetAddress { cidr } => {
+                Action::SetAddress { cidr, router } => {
                     self.set_promote_secondaries();
-                    match self.nl.add_address(idx, *cidr) {
-                        Ok(()) => ActionResult::Done,
-                        Err(e) => failed("set_address", &e),
+                    if let Err(e) = self.nl.add_address(idx, *cidr) {
+                        return failed("set_address", &e);
+                    }
+                    // HELLO carries our address: it is the lease's from now on.
+                    self.cfg.terminal.write().ip = cidr.addr;
+                    match router.map(|gw| self.nl.set_default_route(idx, gw)) {
+                        Some(Err(e)) => failed("set_address", &format!("default route: {e}")),
+                        _ => ActionResult::Done,
                     }
                 }
                 Action::DelAddress { cidr } => match self.nl.del_address(idx, *cidr) {

@@ -1,10 +1,12 @@
 //! Live capture: an AF_PACKET socket with the kernel filter attached before bind.
 //!
-//! Contract: only inbound ARP and IPv4 UDP to port 68 or `server.port` reach user space; the
-//! filter is locked (SO_LOCK_FILTER) and attached before bind so no unfiltered frame slips in.
+//! Contract: only inbound ARP and IPv4 UDP to port 68 or `server.port` reach user space (in
+//! follow mode also outgoing UDP to port 67: the system client's REQUESTs); the filter is
+//! locked (SO_LOCK_FILTER) and attached before bind so no unfiltered frame slips in.
 //! A frame longer than the buffer is counted (MSG_TRUNC) and never parsed. PACKET_AUXDATA tells
 //! whether the UDP checksum is verified, not ready (veth, lo) or to be checked by us. Our own
-//! outgoing frames are dropped twice: by `inbound` in the filter and by packet type. The thread
+//! outgoing frames are dropped twice, by `inbound` in the filter and by packet type, except the
+//! DHCP requests that follow mode asks for. The thread
 //! blocks in poll(2) on the socket and a shutdown eventfd: no busy-waiting, no idle wakeups.
 
 use super::clock::{Clock, SystemClock};
@@ -45,6 +47,56 @@ pub fn filter_for_port(port: u16) -> [libc::sock_filter; 15] {
     let mut f = FILTER;
     f[PORT_INSN].k = u32::from(port);
     f
+}
+
+/// Follow mode (DESIGN §5): the same, and also the system client's REQUESTs on their way out:
+/// `(inbound and (arp or (ip and udp and (dst port 68 or dst port P)))) or
+///  (outbound and ip and udp and dst port 67)`, with first fragments only.
+pub fn follow_filter_for_port(port: u16) -> [libc::sock_filter; 26] {
+    let f = filter_for_port(port);
+    let mut out = [bpf(0x06, 0, 0, 0); 26];
+    out[..15].copy_from_slice(&f);
+    out[1] = bpf(0x15, 13, 0, 0x00000004); // jeq #OUTGOING → 15
+    out[15] = bpf(0x28, 0, 0, 0x0000000c); // ldh [12]            ethertype
+    out[16] = bpf(0x15, 0, 8, 0x00000800); // jeq #IPv4 else drop (25)
+    out[17] = bpf(0x30, 0, 0, 0x00000017); // ldb [23]            protocol
+    out[18] = bpf(0x15, 0, 6, 0x00000011); // jeq #UDP else drop
+    out[19] = bpf(0x28, 0, 0, 0x00000014); // ldh [20]            flags+fragment
+    out[20] = bpf(0x45, 4, 0, 0x00001fff); // jset #0x1fff → drop
+    out[21] = bpf(0xb1, 0, 0, 0x0000000e); // ldxb 4*([14]&0xf)   IHL
+    out[22] = bpf(0x48, 0, 0, 0x00000010); // ldh [x + 16]        UDP destination port
+    out[23] = bpf(0x15, 0, 1, 0x00000043); // jeq #67 → accept else drop
+    out[24] = bpf(0x06, 0, 0, 0x00040000); // ret #262144         accept
+    out[25] = bpf(0x06, 0, 0, 0x00000000); // ret #0              drop
+    out
+}
+
+/// dhcp mode: a UDP socket bound to port 68 on the interface and never read. The kernel then
+/// drops replies unicast to our address quietly (we read them on the packet socket) instead of
+/// answering them with ICMP port unreachable. Fails when another client holds the port.
+pub fn hold_client_port(ifname: &str) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the fd is owned from here on.
+    let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fresh descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let raw = fd.as_raw_fd();
+    let name = std::ffi::CString::new(ifname).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let bytes = name.as_bytes_with_nul();
+    // SAFETY: `bytes` is a live NUL-terminated buffer and its length is passed.
+    cvt(unsafe {
+        libc::setsockopt(raw, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, bytes.as_ptr().cast(), bytes.len() as u32)
+    })?;
+    // The smallest queue the kernel allows: a full one drops silently, which is the point.
+    setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &1i32)?;
+    // SAFETY: sockaddr_in is plain old data; all-zero is INADDR_ANY.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as u16;
+    sa.sin_port = crate::wire::dhcpv4::CLIENT_PORT.to_be();
+    // SAFETY: `sa` is a valid sockaddr_in and its size is passed.
+    cvt(unsafe {
+        libc::bind(raw, (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32)
+    })?;
+    Ok(fd)
 }
 
 const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
@@ -120,6 +172,8 @@ impl Shutdown {
 
 pub struct LiveSource {
     fd: OwnedFd,
+    /// Follow mode: outgoing frames passed by the filter (the system client's REQUESTs) are kept.
+    own_requests: bool,
     shutdown: Shutdown,
     buf: Vec<u8>,
     index: u64,
@@ -127,11 +181,17 @@ pub struct LiveSource {
 }
 
 impl LiveSource {
-    pub fn open(ifindex: u32, port: u16, shutdown: Shutdown) -> io::Result<LiveSource> {
+    /// `own_requests`: also pass our own outgoing DHCP requests (follow mode, DESIGN §5).
+    pub fn open(ifindex: u32, port: u16, own_requests: bool, shutdown: Shutdown) -> io::Result<LiveSource> {
         let fd = packet_socket()?;
         let raw = fd.as_raw_fd();
-        let mut filter = filter_for_port(port);
-        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_mut_ptr() };
+        let mut plain = filter_for_port(port);
+        let mut follow = follow_filter_for_port(port);
+        let prog = if own_requests {
+            libc::sock_fprog { len: follow.len() as u16, filter: follow.as_mut_ptr() }
+        } else {
+            libc::sock_fprog { len: plain.len() as u16, filter: plain.as_mut_ptr() }
+        };
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
         setsockopt(raw, libc::SOL_SOCKET, SO_LOCK_FILTER, &1i32)?;
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_AUXDATA, &1i32)?;
@@ -142,7 +202,14 @@ impl LiveSource {
         cvt(unsafe {
             libc::bind(raw, (&sa as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
         })?;
-        Ok(LiveSource { fd, shutdown, buf: vec![0; BUFFER], index: 0, stats: Arc::new(CaptureStats::default()) })
+        Ok(LiveSource {
+            fd,
+            own_requests,
+            shutdown,
+            buf: vec![0; BUFFER],
+            index: 0,
+            stats: Arc::new(CaptureStats::default()),
+        })
     }
 
     /// Blocks until the socket is readable (true) or shutdown was triggered (false).
@@ -224,7 +291,7 @@ impl FrameSource for LiveSource {
                 }
                 continue;
             };
-            if pkttype == libc::PACKET_OUTGOING {
+            if pkttype == libc::PACKET_OUTGOING && !self.own_requests {
                 self.stats.outgoing.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

@@ -1,6 +1,7 @@
-//! `ipsyncd run`: the live terminal daemon (follow mode). Wires the live source, the system
-//! clock and the live applier into the same pipeline replay uses, and owns process concerns:
-//! signals, sd_notify, the status file.
+//! `ipsyncd run`: the live terminal daemon, in dhcp mode (the terminal's own DHCPv4 client) or
+//! follow mode (beside the system's client). Wires the live source, the system clock and the
+//! live applier into the same pipeline replay uses, and owns process concerns: signals,
+//! sd_notify, the status file.
 //!
 //! Contract: SIGTERM/SIGINT stop the pipeline cleanly (the capture thread is woken through an
 //! eventfd); SIGHUP re-reads the keys from the config file; start-up errors are typed and name
@@ -52,11 +53,6 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     let ifname = interface
         .or(cfg.interface.clone())
         .ok_or_else(|| cfg_err("interface: required for run (or --interface)".into()))?;
-    if cfg.mode == Mode::Dhcp {
-        return Err(cfg_err(
-            "mode = \"dhcp\": the live DHCP client is not available in this build; use mode = \"follow\" with the system's DHCP client".into(),
-        ));
-    }
     if cfg.allow_unauthenticated {
         log::warn!("allow_unauthenticated = true: UNAUTHENTICATED FORCERENEW WILL BE ACCEPTED (lab use only)");
     }
@@ -74,7 +70,7 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         None => link.mac.ok_or_else(|| DaemonError::Runtime(format!("{ifname}: has no MAC address")))?,
     };
     let mut ecfg = cfg.engine_config(mac).map_err(cfg_err)?;
-    if ecfg.address.is_none() {
+    if cfg.mode == Mode::Follow && ecfg.address.is_none() {
         let addrs = nl.addresses(link.index).map_err(|e| DaemonError::Runtime(e.to_string()))?;
         ecfg.address = addrs.first().copied();
         if ecfg.address.is_none() {
@@ -82,8 +78,19 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         }
     }
     let key = cfg.key.first().map(|k| k.id).and_then(|id| ecfg.keys.get(&id).map(|k| (id, k.clone())));
-    let (key_id, key) =
-        key.ok_or_else(|| cfg_err("[[key]]: at least one key is needed to authenticate the server".into()))?;
+    let (key_id, key) = match key {
+        Some(k) => k,
+        None if cfg.mode == Mode::Dhcp => {
+            // A DHCP client still: the lease is kept, but no server can be followed or reached.
+            log::warn!(
+                "{}: no [[key]]: ANNOUNCEs cannot be authenticated and HELLO cannot be signed; the lease is kept and a server from option {} is pinned, but every connection attempt fails",
+                config_path.display(),
+                cfg.server.dhcp_option
+            );
+            (0, Vec::new())
+        }
+        None => return Err(cfg_err("[[key]]: at least one key is needed to authenticate the server".into())),
+    };
 
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| DaemonError::Runtime(format!("{}: cannot create state_dir: {e}", cfg.state_dir.display())))?;
@@ -93,7 +100,12 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         state_file::Loaded::Restored(s) => s,
         _ => State::default(),
     };
-    let own_ip = ecfg.address.map(|c| c.addr).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    // dhcp mode: the persisted lease's address (still configured after a restart), until a bind.
+    let own_ip = match cfg.mode {
+        Mode::Follow => ecfg.address.map(|c| c.addr),
+        Mode::Dhcp => state.lease.map(|l| l.address.addr),
+    }
+    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
     let port = ecfg.port;
     let ctx = DecodeContext { mac, port, server_option: ecfg.server_option };
     let clock = SystemClock;
@@ -101,8 +113,24 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     let engine = Engine::with_wall(ecfg, state, super::clock::random_u64(), Wall::at(clock.now(), unix_us, synced));
 
     let shutdown = Shutdown::new().map_err(|e| DaemonError::Runtime(format!("eventfd: {e}")))?;
-    let source = LiveSource::open(link.index, port, shutdown.clone())
+    // Follow mode also reads the REQUESTs the system's client sends (DESIGN §5).
+    let own_requests = cfg.mode == Mode::Follow;
+    let source = LiveSource::open(link.index, port, own_requests, shutdown.clone())
         .map_err(|e| DaemonError::Runtime(format!("{ifname}: AF_PACKET capture: {e} (needs CAP_NET_RAW)")))?;
+    // dhcp mode: hold UDP port 68, so that replies unicast to our address are not answered
+    // with ICMP port unreachable (we read them on the packet socket). Someone else holding it
+    // means another DHCP client runs here, and two clients fight over one address.
+    let _port68 = if cfg.mode == Mode::Dhcp {
+        match super::capture::hold_client_port(&ifname) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn!("{ifname}: cannot hold UDP port 68 ({e}): is another DHCP client running on this interface?");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let hooks = Hooks::new(
         cfg.hook.clone(),
         Some(cfg.renew_command.clone()),
@@ -183,7 +211,14 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     let sink = Box::new(
         |d: &crate::engine::Decision, wall: crate::engine::Instant| log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json_at(d, wall)),
     );
-    log::info!("following on {ifname} ({mac}, {own_ip}), ipsync port {port}");
+    match cfg.mode {
+        Mode::Follow => log::info!("following on {ifname} ({mac}, {own_ip}), ipsync port {port}"),
+        Mode::Dhcp => log::info!(
+            "DHCP client on {ifname} ({mac}{}), acd {}, ipsync port {port}",
+            if own_ip.is_unspecified() { String::new() } else { format!(", lease for {own_ip}") },
+            if cfg.acd == crate::engine::AcdMode::Strict { "strict" } else { "optimistic" }
+        ),
+    }
     sd_notify("READY=1");
     let summary = pipeline::run(
         Box::new(source),

@@ -31,7 +31,13 @@ fn action(a: &Action, out: &mut String) {
         Action::UnpinNeighbour { ip } => {
             let _ = write!(out, ",\"ip\":\"{ip}\"");
         }
-        Action::SetAddress { cidr } | Action::DelAddress { cidr } => {
+        Action::SetAddress { cidr, router } => {
+            let _ = write!(out, ",\"cidr\":\"{cidr}\"");
+            if let Some(r) = router {
+                let _ = write!(out, ",\"router\":\"{r}\"");
+            }
+        }
+        Action::DelAddress { cidr } => {
             let _ = write!(out, ",\"cidr\":\"{cidr}\"");
         }
         Action::Transmit { kind, .. } => {

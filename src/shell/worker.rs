@@ -186,7 +186,14 @@ impl Worker {
                         self.flush();
                         self.changed(now);
                     }
-                    Ok(CaptureMsg::End(_)) | Err(_) => return,
+                    Ok(CaptureMsg::End(_)) | Err(_) => {
+                        // A clean stop: what the engine does on the way out (a DHCPRELEASE with
+                        // release_on_stop) still reaches the applier, which drains before exit.
+                        let now = self.wake(clock);
+                        self.engine.stop(now);
+                        self.flush();
+                        return;
+                    }
                 },
                 recv(self.results) -> r => if let Ok(r) = r {
                     let now = self.wake(clock);

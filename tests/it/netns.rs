@@ -139,7 +139,7 @@ fn live_capture_passes_only_what_the_filter_allows() {
         let a0 = nl.link("a0").unwrap();
         let b0 = nl.link("b0").unwrap();
         let stop = Shutdown::new().unwrap();
-        let mut src = LiveSource::open(a0.index, 47474, stop.clone()).unwrap();
+        let mut src = LiveSource::open(a0.index, 47474, false, stop.clone()).unwrap();
         let stats = src.stats.clone();
         let peer = Transmitter::open(b0.index).unwrap();
         let us = Transmitter::open(a0.index).unwrap();
