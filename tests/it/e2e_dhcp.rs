@@ -119,6 +119,8 @@ fn dhcp_boot_binds_address_route_and_pins_the_option_224_server() {
         lab.dump()
     );
     assert!(poll(Duration::from_secs(5), || !lab.hooks("SERVER_CONNECTED").is_empty()), "{}", lab.dump());
+    // `serve` was up all along: dialling it before our own address exists is no outage.
+    assert!(lab.hooks("SERVER_UNREACHABLE").is_empty(), "spurious SERVER_UNREACHABLE\n{}", lab.dump());
     // The wire and the server: one DISCOVER, a REQUEST for the offer, dnsmasq's ACK.
     let discovers = sniff.dhcp_from(TERM_MAC, dhcp_type::DISCOVER);
     let requests = sniff.dhcp_from(TERM_MAC, dhcp_type::REQUEST);
@@ -190,6 +192,9 @@ fn forcerenew_after_a_changed_reservation_moves_the_address_and_the_cloud_server
     assert!(lab.dnsmasq_lines("DHCPACK", TERM_MAC).iter().any(|l| l.contains("10.77.0.51")), "{}", lab.dnsmasq_log());
     let (verdicts, _) = forcerenew_verdicts(&lab);
     assert_eq!(verdicts.get("renew"), Some(&1), "{verdicts:?}");
+    // `serve` listens on both cloud addresses throughout: no outage to report.
+    assert!(poll(Duration::from_secs(5), || lab.hooks("SERVER_CONNECTED").len() >= 2), "{}", lab.dump());
+    assert!(lab.hooks("SERVER_UNREACHABLE").is_empty(), "spurious SERVER_UNREACHABLE\n{}", lab.dump());
 }
 
 /// Where option 90's value starts in an Ethernet frame carrying DHCP, if it has one.

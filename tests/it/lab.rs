@@ -529,14 +529,28 @@ impl Lab {
         let cfg = self.dir.join(format!("{name}.toml")).display().to_string();
         let c = client.to_string();
         let m = TERM_MAC.to_string();
-        self.ipsyncd("srv", &["forcerenew", "--interface", "srv0", "--client", &c, "--client-mac", &m, "--config", &cfg])
+        // Its report ("sent FORCERENEW …") is not ours to print.
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns("srv"), env!("CARGO_BIN_EXE_ipsyncd")])
+            .args(["forcerenew", "--interface", "srv0", "--client", &c, "--client-mac", &m, "--config", &cfg])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
     }
 
-    /// Starts `ipsyncd serve` in srv (all addresses, port 47474); returns its pid.
+    /// Starts `ipsyncd serve` in srv (all addresses, port 47474) and waits until it listens;
+    /// returns its pid.
     pub fn start_serve(&mut self) -> u32 {
         let cfg = self.dir.join("srv.toml").display().to_string();
         let bin = env!("CARGO_BIN_EXE_ipsyncd");
-        self.spawn_cmd("srv", &[bin, "serve", "--config", &cfg], "serve.log")
+        let pid = self.spawn_cmd("srv", &[bin, "serve", "--config", &cfg], "serve.log");
+        assert!(
+            within(Duration::from_secs(5), || self.sh("srv", &["sh", "-c", "ss -ltnH | grep -q ':47474 '"])).is_some(),
+            "serve does not listen:\n{}",
+            self.log("serve.log")
+        );
+        pid
     }
 
     /// Starts `ipsyncd run` with `term.toml` in term, its log appended to `run.log`; returns
