@@ -38,6 +38,8 @@ pub struct Engine {
     pub(super) configured: Option<Cidr>,
     /// RFC 5227 §2.4: when we last defended our address with an announcement.
     pub(super) defended_at: Option<Instant>,
+    /// When an authenticated FORCERENEW last started a renewal (at most one per second).
+    pub(super) renewed_at: Option<Instant>,
     pub(super) wall: Wall,
     /// RFC 5227 conflicts since the last successful bind (MAX_CONFLICTS).
     pub(super) acd_conflicts: u32,
@@ -74,6 +76,7 @@ impl Engine {
             follow_request: None,
             configured,
             defended_at: None,
+            renewed_at: None,
             wall,
             acd_conflicts: 0,
             decisions: VecDeque::new(),

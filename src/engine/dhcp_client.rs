@@ -28,6 +28,8 @@ const REQUEST_ATTEMPTS: u32 = 4;
 /// RFC 2131 §4.4.5: in RENEWING/REBINDING wait half the remaining time, at least 60 s.
 const RENEW_MIN_RETRANSMIT_MS: u64 = 60_000;
 const DEFAULT_LEASE_SECS: u32 = 3600;
+/// At most one FORCERENEW-driven renewal per this interval.
+const FORCERENEW_INTERVAL_MS: u64 = 1000;
 const DEFAULT_PREFIX: u8 = 24;
 
 fn backoff_ms(attempt: u32) -> u64 {
@@ -210,14 +212,15 @@ impl Engine {
             (Input::Ack, _) => self.handle_ack(now, frame, msg, src),
             (Input::Nak, Client::Selecting { .. }) => ignore(self, reason::UNEXPECTED),
             (Input::Nak, _) => {
-                let mut actions = Vec::new();
+                // The DISCOVER goes out first: it needs no address, and removing one (a netlink
+                // round trip that also flushes routes) must not delay the new lease.
+                let mut actions = vec![self.begin_discover(now)];
                 let old = self.configured.take();
                 if let Some(c) = old {
                     actions.push(Action::DelAddress { cidr: c });
                 }
                 self.state.lease = None;
                 self.mark_dirty();
-                actions.push(self.begin_discover(now));
                 if old.is_some() {
                     actions.push(Action::Hook { reason: HookReason::LeaseLost, env: self.lease_env(None, old) });
                 }
@@ -339,7 +342,12 @@ impl Engine {
     /// A cloud-server address from a DHCP reply (DESIGN §5): judged like an ANNOUNCE's address
     /// known only by IP. `own` is the lease it came with. Returns the verdict it amounts to
     /// (with its reason) and the actions.
-    fn dhcp_server_address(&mut self, now: Instant, b: Ipv4Addr, own: Cidr) -> (Verdict, Option<&'static str>, Vec<Action>) {
+    fn dhcp_server_address(
+        &mut self,
+        now: Instant,
+        b: Ipv4Addr,
+        own: Cidr,
+    ) -> (Verdict, Option<&'static str>, Vec<Action>) {
         let mut actions = Vec::new();
         if b == own.addr {
             let detail = format!("DHCP hands out server address {b}, which is our own address");
@@ -395,9 +403,7 @@ impl Engine {
     /// server that REQUEST named, when it named one.
     fn answers_follow_request(&self, now: Instant, msg: &DhcpMsg) -> bool {
         self.follow_request.is_some_and(|r| {
-            r.xid == msg.xid
-                && now <= r.until
-                && r.server.map_or(true, |s| msg.src_ip == s || msg.server_id == Some(s))
+            r.xid == msg.xid && now <= r.until && r.server.map_or(true, |s| msg.src_ip == s || msg.server_id == Some(s))
         })
     }
 
@@ -467,6 +473,13 @@ impl Engine {
         if !self.forcerenew_bound() {
             return reject(self, reason::WRONG_STATE);
         }
+        // However many authentic FORCERENEWs arrive, at most one renewal per second reaches the
+        // DHCP server. Over the limit: no line, counted, and the counter is not committed.
+        if self.renewed_at.is_some_and(|t| now.saturating_sub(t) < FORCERENEW_INTERVAL_MS * 1000) {
+            self.counters.drop("rate_limited");
+            return;
+        }
+        self.renewed_at = Some(now);
         if let Some(ck) = counter_key {
             self.state.dhcp_replay.insert(ck, replay);
             self.mark_dirty();
@@ -572,9 +585,8 @@ impl Engine {
                         probing: None,
                     };
                     let (mut actions, hook, old) = self.bind(lease);
-                    actions.push(
-                        self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)),
-                    );
+                    actions
+                        .push(self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)));
                     // A server learned from the ACK while probing is pinned now that we can ARP.
                     if let Some(s) = self.state.server.filter(|s| s.mac.is_none()).filter(|_| !self.resolving_active())
                     {
@@ -666,7 +678,8 @@ impl Engine {
                 let mut actions = Vec::new();
                 if self.defended_at.map_or(true, |t| now.saturating_sub(t) >= acd::DEFEND_INTERVAL_MS * 1000) {
                     self.defended_at = Some(now);
-                    actions.push(self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)));
+                    actions
+                        .push(self.tx_arp(TxKind::ArpAnnounce, arp::Repr::announcement(self.cfg.mac, lease.cidr.addr)));
                 }
                 actions.extend(self.alarm(
                     now,
@@ -687,13 +700,7 @@ impl Engine {
         }
     }
 
-    fn conflict_decline(
-        &mut self,
-        now: Instant,
-        frame: Option<u64>,
-        lease: Lease,
-        other: Mac,
-    ) {
+    fn conflict_decline(&mut self, now: Instant, frame: Option<u64>, lease: Lease, other: Mac) {
         let detail = format!("{} is in use by {other}; declining it", lease.cidr.addr);
         let mut actions = Vec::new();
         // Optimistic ACD had it in use already; a strict probe for a changed address leaves the

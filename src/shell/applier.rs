@@ -108,7 +108,8 @@ mod live {
             let Some(results) = self.results.clone() else { return };
             if self.cfg.terminal.read().key.is_empty() {
                 // No [[key]] (run warned at start): a HELLO could not be signed, so none is sent.
-                let _ = results.send(ActionResult::ChannelFailed { ip, failure: crate::engine::ChannelFailure::Closed });
+                let _ =
+                    results.send(ActionResult::ChannelFailed { ip, failure: crate::engine::ChannelFailure::Closed });
                 return;
             }
             let terminal = Arc::clone(&self.cfg.terminal);

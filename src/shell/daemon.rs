@@ -123,8 +123,18 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     let _port68 = if cfg.mode == Mode::Dhcp {
         match super::capture::hold_client_port(&ifname) {
             Ok(s) => Some(s),
+            // Without CAP_NET_BIND_SERVICE (the unit grants only NET_RAW and NET_ADMIN) the
+            // kernel answers a unicast reply with ICMP port unreachable; servers ignore that.
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                log::info!(
+                    "{ifname}: UDP port 68 not held (no CAP_NET_BIND_SERVICE); replies are read on the packet socket"
+                );
+                None
+            }
             Err(e) => {
-                log::warn!("{ifname}: cannot hold UDP port 68 ({e}): is another DHCP client running on this interface?");
+                log::warn!(
+                    "{ifname}: cannot hold UDP port 68 ({e}): is another DHCP client running on this interface?"
+                );
                 None
             }
         }
@@ -208,9 +218,13 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
             last_write = Some((std::time::Instant::now(), key));
         }
     });
-    let sink = Box::new(
-        |d: &crate::engine::Decision, wall: crate::engine::Instant| log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json_at(d, wall)),
-    );
+    let mut warnings = super::decision_log::RejectWarnings::default();
+    let sink = Box::new(move |d: &crate::engine::Decision, wall: crate::engine::Instant| {
+        log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json_at(d, wall));
+        if let Some(w) = warnings.note(d, wall) {
+            log::warn!("{w}");
+        }
+    });
     match cfg.mode {
         Mode::Follow => log::info!("following on {ifname} ({mac}, {own_ip}), ipsync port {port}"),
         Mode::Dhcp => log::info!(

@@ -105,6 +105,35 @@ pub fn to_json_at(d: &Decision, time: Instant) -> String {
     out
 }
 
+/// Security drops as warnings for the journal (issue 7): at most one line per input and reason
+/// per minute, saying how many were folded into it. The decision log (debug) keeps every one.
+#[derive(Debug, Default)]
+pub struct RejectWarnings {
+    last: std::collections::BTreeMap<(&'static str, &'static str), (Instant, u64)>,
+}
+
+/// One warning per input and reason per this many microseconds.
+const REJECT_WARN_INTERVAL_US: u64 = 60_000_000;
+
+impl RejectWarnings {
+    /// The warning to log for `d` at `time`, if one is due.
+    pub fn note(&mut self, d: &Decision, time: Instant) -> Option<String> {
+        if d.verdict != crate::engine::Verdict::Reject {
+            return None;
+        }
+        let key = (d.input.as_str(), d.reason.unwrap_or("unknown"));
+        let entry = self.last.entry(key).or_insert((Instant(0), 0));
+        if entry.0 != Instant(0) && time.saturating_sub(entry.0) < REJECT_WARN_INTERVAL_US {
+            entry.1 += 1;
+            return None;
+        }
+        let folded = std::mem::take(&mut entry.1);
+        entry.0 = time;
+        let more = if folded > 0 { format!(" ({folded} more since the last warning)") } else { String::new() };
+        Some(format!("rejected {} ({}){more}", key.0, key.1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +165,19 @@ mod tests {
         assert_eq!(to_json(&d), want);
         let v: serde_json::Value = serde_json::from_str(&to_json(&d)).unwrap();
         assert_eq!(v["time"].as_f64().unwrap(), 1764138625.123456);
+    }
+
+    #[test]
+    fn reject_warnings_are_one_per_reason_per_minute() {
+        let mut w = RejectWarnings::default();
+        let d = |r| Decision::new(None, Instant(0), Input::ForceRenew, Verdict::Reject).reason(r);
+        let t = Instant::from_secs(1000);
+        assert!(w.note(&d("bad_mac"), t).is_some());
+        assert!(w.note(&d("bad_mac"), t.add_secs(1)).is_none());
+        assert!(w.note(&d("replayed"), t.add_secs(1)).is_some(), "another reason has its own minute");
+        let again = w.note(&d("bad_mac"), t.add_secs(61)).unwrap_or_default();
+        assert!(again.contains("1 more"), "{again}");
+        let apply = Decision::new(None, Instant(0), Input::ForceRenew, Verdict::Renew);
+        assert!(w.note(&apply, t).is_none());
     }
 }

@@ -303,3 +303,187 @@ fn r6_acd_max_conflicts_rate_limits_new_addresses() {
     let d = decisions(&mut e);
     assert_eq!(ops(&d[0]), ["transmit:discover"], "the rate-limited DISCOVER comes due");
 }
+
+/// An ACK for `yiaddr` answering `xid`, from the DHCP server.
+fn ack_for(xid: u32, yiaddr: Ipv4Addr) -> Vec<u8> {
+    let r = dhcpv4::Repr {
+        op: 2,
+        yiaddr,
+        server_identifier: Some(SRV_IP),
+        lease_time: Some(3600),
+        subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+        router: Some(SRV_IP),
+        ..dhcpv4::Repr::new(MessageType::Ack, xid, &ME.0)
+    };
+    UdpFrameRepr { src_mac: SRV, dst_mac: ME, src_ip: SRV_IP, dst_ip: yiaddr, src_port: 67, dst_port: 68, ttl: 64 }
+        .emit(&r.to_bytes())
+}
+
+/// Runs every deadline up to `until`; returns the decisions they made.
+fn run_until(e: &mut Engine, until: Instant) -> Vec<Decision> {
+    let mut out = Vec::new();
+    while let Some(t) = e.poll_timeout().filter(|&t| t <= until) {
+        e.handle_timeout(t);
+        out.extend(decisions(e));
+    }
+    out
+}
+
+/// The engine's actions and decisions, drained together: (actions, decisions).
+fn drain(e: &mut Engine) -> (Vec<Action>, Vec<Decision>) {
+    let a = std::iter::from_fn(|| e.poll_action()).collect();
+    (a, std::iter::from_fn(|| e.poll_decision()).collect())
+}
+
+/// The xid of the last REQUEST among `actions`.
+fn request_xid(actions: &[Action]) -> u32 {
+    let frame = actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::Transmit { kind: TxKind::Request, frame } => Some(frame.clone()),
+            _ => None,
+        })
+        .expect("a REQUEST was sent");
+    let f = frame::decode(&frame, Checksum::Verify).expect("our frame decodes");
+    let frame::Body::Udp(u) = f.body else { panic!("not udp") };
+    dhcpv4::Repr::parse(&dhcpv4::Packet::new_checked(u.payload).unwrap(), 224).unwrap().xid
+}
+
+const DHCP_KEY: ForceRenewAuth<'static> = ForceRenewAuth::Delayed { secret_id: 1, key: b"dhcpsecret" };
+
+#[test]
+fn r7_strict_acd_probes_a_changed_address_and_swaps_only_when_bound() {
+    let mut e = Engine::new(cfg(Mode::Dhcp, AcdMode::Strict), State::default(), 5);
+    let ack = bind(&mut e, 3600, 1800, 3150);
+    assert!(!ops(&ack).contains(&"set_address".to_string()), "strict: nothing configured before ACD");
+    let bound = run_until(&mut e, T0.add_secs(10));
+    let set = bound.iter().find(|d| ops(d).contains(&"set_address".to_string())).expect("bound");
+    assert!(set.time.saturating_sub(T0) <= 4_300_000, "bound {} µs after the ACK", set.time.saturating_sub(T0));
+
+    e.handle_frame(T0.add_secs(20), &inbound(&forcerenew_frame(DHCP_KEY, 1)));
+    let (actions, d) = drain(&mut e);
+    assert_eq!(d[0].verdict, Verdict::Renew);
+    let new_ip = Ipv4Addr::new(10, 77, 0, 11);
+    e.handle_frame(T0.add_secs(20), &inbound(&ack_for(request_xid(&actions), new_ip)));
+    let d = decisions(&mut e);
+    assert_eq!(d[0].verdict, Verdict::Lease);
+    assert!(ops(&d[0]).iter().all(|o| o != "set_address" && o != "del_address"), "{:?}", ops(&d[0]));
+    assert_eq!(e.client_state(), "PROBING");
+    assert_eq!(e.own_cidr().map(|c| c.addr), Some(MY_IP), "the old address serves while the new is probed");
+
+    let d = run_until(&mut e, T0.add_secs(30));
+    let swap = d.iter().find(|d| ops(d).contains(&"set_address".to_string())).expect("bound again");
+    let o = ops(swap);
+    let (set, del) = (o.iter().position(|x| x == "set_address"), o.iter().position(|x| x == "del_address"));
+    assert!(set < del && del.is_some(), "the new address is added before the old is removed: {o:?}");
+    assert!(o.contains(&"hook:LEASE_CHANGED".to_string()), "{o:?}");
+    assert_eq!(e.own_cidr().map(|c| c.addr), Some(new_ip));
+}
+
+#[test]
+fn r7_optimistic_acd_uses_the_address_at_once_and_a_conflict_while_probing_withdraws_it() {
+    let mut e = Engine::new(cfg(Mode::Dhcp, AcdMode::Optimistic), State::default(), 5);
+    let ack = bind(&mut e, 3600, 1800, 3150);
+    let o = ops(&ack);
+    assert_eq!(o.first().map(String::as_str), Some("set_address"), "{o:?}");
+    assert!(!o.contains(&"transmit:arp_announce".to_string()), "no announcement before the probes: {o:?}");
+    let other = Mac([2, 0, 0, 0, 0, 0x99]);
+    let claim = arp::Repr::announcement(other, MY_IP);
+    e.handle_frame(T0.add_ms(500), &inbound(&frame::emit_arp_frame(other, Mac::BROADCAST, &claim.to_bytes())));
+    let d = decisions(&mut e);
+    let o = ops(&d[0]);
+    assert_eq!((d[0].verdict, d[0].reason), (Verdict::Conflict, Some("address_in_use")));
+    for want in ["del_address", "transmit:decline", "alarm", "transmit:discover"] {
+        assert!(o.contains(&want.to_string()), "{want} missing: {o:?}");
+    }
+    assert_eq!(e.own_cidr(), None);
+}
+
+#[test]
+fn r7_a_claim_on_a_bound_address_is_defended_once_per_defend_interval() {
+    let mut e = Engine::new(cfg(Mode::Dhcp, AcdMode::Optimistic), State::default(), 5);
+    let _ = bind(&mut e, 3600, 1800, 3150);
+    let _ = run_until(&mut e, T0.add_secs(10)); // probes done, announced
+    let claim = |mac: Mac| {
+        inbound(&frame::emit_arp_frame(mac, Mac::BROADCAST, &arp::Repr::announcement(mac, MY_IP).to_bytes()))
+    };
+    let announces = |d: &[Decision]| d.iter().flat_map(ops).filter(|o| o == "transmit:arp_announce").count();
+    e.handle_frame(T0.add_secs(20), &claim(Mac([2, 0, 0, 0, 0, 0x91])));
+    assert_eq!(announces(&decisions(&mut e)), 1, "defended");
+    e.handle_frame(T0.add_secs(25), &claim(Mac([2, 0, 0, 0, 0, 0x92])));
+    let d = decisions(&mut e);
+    assert_eq!((d[0].verdict, announces(&d)), (Verdict::Conflict, 0), "not again within DEFEND_INTERVAL");
+    e.handle_frame(T0.add_secs(31), &claim(Mac([2, 0, 0, 0, 0, 0x93])));
+    assert_eq!(announces(&decisions(&mut e)), 1, "defended again after it");
+    assert_eq!(e.own_cidr().map(|c| c.addr), Some(MY_IP), "the address is kept");
+}
+
+#[test]
+fn r7_authentic_forcerenews_renew_at_most_once_per_second() {
+    let mut e = Engine::new(cfg(Mode::Dhcp, AcdMode::Optimistic), State::default(), 5);
+    let _ = bind(&mut e, 3600, 1800, 3150);
+    let _ = run_until(&mut e, T0.add_secs(10));
+    e.handle_frame(T0.add_secs(20), &inbound(&forcerenew_frame(DHCP_KEY, 1)));
+    let (actions, d) = drain(&mut e);
+    assert_eq!(d[0].verdict, Verdict::Renew);
+    e.handle_frame(T0.add_secs(20), &inbound(&ack_for(request_xid(&actions), MY_IP)));
+    assert_eq!(e.client_state(), "BOUND");
+    let _ = decisions(&mut e);
+    e.handle_frame(T0.add_secs(20).add_ms(500), &inbound(&forcerenew_frame(DHCP_KEY, 2)));
+    let (actions, d) = drain(&mut e);
+    assert!(d.is_empty() && actions.is_empty(), "over the limit: no line and nothing sent");
+    assert_eq!(e.counters().drops.get("rate_limited"), Some(&1));
+    e.handle_frame(T0.add_secs(21).add_ms(1), &inbound(&forcerenew_frame(DHCP_KEY, 2)));
+    assert_eq!(decisions(&mut e)[0].verdict, Verdict::Renew, "the counter was not committed by the dropped one");
+}
+
+#[test]
+fn r7_release_on_stop_releases_and_removes_the_address_only_when_asked() {
+    for release in [false, true] {
+        let mut c = cfg(Mode::Dhcp, AcdMode::Optimistic);
+        c.release_on_stop = release;
+        let mut e = Engine::new(c, State::default(), 5);
+        let _ = bind(&mut e, 3600, 1800, 3150);
+        let _ = run_until(&mut e, T0.add_secs(10));
+        e.stop(T0.add_secs(20));
+        let (actions, d) = drain(&mut e);
+        if !release {
+            assert!(d.is_empty() && actions.is_empty());
+            continue;
+        }
+        assert_eq!(ops(&d[0]), ["transmit:release", "del_address", "hook:LEASE_LOST"]);
+        let Some(Action::Transmit { frame: bytes, .. }) = actions.first() else { panic!("no release") };
+        let f = frame::decode(bytes, Checksum::Verify).expect("decodes");
+        let frame::Body::Udp(u) = f.body else { panic!("not udp") };
+        assert_eq!((u.src_ip, u.dst_ip), (MY_IP, SRV_IP), "RFC 2131 §4.4.6: unicast to the server");
+        assert!(e.state().lease.is_none());
+    }
+}
+
+#[test]
+fn r7_start_with_an_expired_lease_removes_its_address_and_a_live_one_reboots() {
+    let mut e = Engine::new(cfg(Mode::Dhcp, AcdMode::Strict), State::default(), 5);
+    let _ = bind(&mut e, 100, 50, 87);
+    let _ = run_until(&mut e, T0.add_secs(10));
+    let state = e.state().clone();
+    assert!(state.lease.is_some());
+
+    let mut late = Engine::new(cfg(Mode::Dhcp, AcdMode::Strict), state.clone(), 6);
+    late.start(T0.add_secs(200));
+    let d = decisions(&mut late);
+    let restart = d.iter().find(|d| d.verdict == Verdict::Restart).expect("the client restarts");
+    assert_eq!(ops(restart), ["transmit:discover", "del_address", "hook:LEASE_LOST"]);
+
+    let mut soon = Engine::new(cfg(Mode::Dhcp, AcdMode::Strict), state, 6);
+    soon.start(T0.add_secs(20));
+    let (actions, d) = drain(&mut soon);
+    let reboot = d.iter().find(|d| d.verdict == Verdict::Renew).expect("INIT-REBOOT");
+    assert_eq!(ops(reboot), ["transmit:request"]);
+    assert_eq!(soon.client_state(), "REBOOTING");
+    let xid = request_xid(&actions);
+    soon.handle_frame(T0.add_secs(20), &inbound(&ack_for(xid, MY_IP)));
+    let bound = run_until(&mut soon, T0.add_secs(30));
+    let o: Vec<String> = bound.iter().flat_map(ops).collect();
+    assert!(o.contains(&"hook:LEASE_BOUND".to_string()) && !o.contains(&"del_address".to_string()), "{o:?}");
+}
