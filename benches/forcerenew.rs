@@ -12,6 +12,9 @@
 //! with its last xid (LAB-NOTES), so before each of its rounds the xid of dnsmasq's last ACK
 //! (from `--log-dhcp`) goes into the sender's xid file; ipsyncd accepts any xid.
 //!
+//! For scale the bench also times the kernel's own answer on the same path: ICMP echo from `srv`
+//! to the terminal and the reply, at the same bridge (no user space on the terminal's side).
+//!
 //! Bounded: BENCH_ROUNDS rounds per phase (default 20, at most 100), each waiting at most 20 s,
 //! and the whole bench stops starting rounds after BENCH_MAX_SECONDS (default 900). Results go to
 //! stdout and to target/live-bench.txt (replacing the lines of an earlier run of this bench).
@@ -19,7 +22,9 @@
 #[path = "../tests/it/lab.rs"]
 mod lab;
 
-use lab::{dhcp_type, parse_dhcp, AddrMonitor, Lab, TERM_MAC};
+use ipsyncd::shell::capture::Transmitter;
+use ipsyncd::shell::netlink::Netlink;
+use lab::{dhcp_type, parse_dhcp, AddrMonitor, Lab, SRV_MAC, TERM_MAC};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -106,6 +111,69 @@ fn read_pcap(path: &Path) -> Vec<(u64, Vec<u8>)> {
         let ns = u64::from(sec) * 1_000_000_000 + if nanos { u64::from(frac) } else { u64::from(frac) * 1000 };
         out.push((ns, data.to_vec()));
         at = start + incl as usize;
+    }
+    out
+}
+
+fn csum(b: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in b.chunks(2) {
+        s += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// An ICMP echo request from srv (10.77.0.1) to the terminal at `dst`, id 0x1505, sequence `seq`.
+fn echo_frame(dst: Ipv4Addr, seq: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + 20 + 8 + 32);
+    f.extend_from_slice(&TERM_MAC.0);
+    f.extend_from_slice(&SRV_MAC.0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + 32) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[10, 77, 0, 1]);
+    ip.extend_from_slice(&dst.octets());
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    let mut icmp = vec![8, 0, 0, 0, 0x15, 0x05];
+    icmp.extend_from_slice(&seq.to_be_bytes());
+    icmp.extend_from_slice(&[0x5a; 32]);
+    let c = csum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// Echo request → reply at the bridge, ms, matched by our id and the sequence.
+fn echo_times(frames: &[(u64, Vec<u8>)]) -> Vec<f64> {
+    let mut sent = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for (ts, f) in frames {
+        if f.len() < 42 || f[12..14] != [0x08, 0x00] || f[23] != 1 {
+            continue;
+        }
+        let ihl = usize::from(f[14] & 0x0f) * 4;
+        let i = 14 + ihl;
+        if f.len() < i + 8 || f[i + 4..i + 6] != [0x15, 0x05] {
+            continue;
+        }
+        let seq = u16::from_be_bytes([f[i + 6], f[i + 7]]);
+        match f[i] {
+            8 => {
+                sent.insert(seq, *ts);
+            }
+            0 => {
+                if let Some(t0) = sent.remove(&seq) {
+                    out.push((ts - t0) as f64 / 1e6);
+                }
+            }
+            _ => {}
+        }
     }
     out
 }
@@ -204,6 +272,18 @@ impl Bench {
         }
     }
 
+    /// 20 ICMP echoes from srv to the terminal, 50 ms apart (the kernel answers them).
+    fn echoes(&self) {
+        let dst = self.target();
+        self.lab.in_ns("srv", move || {
+            let tx = Transmitter::open(Netlink::open().unwrap().link("srv0").unwrap().index).unwrap();
+            for seq in 0..20u16 {
+                let _ = tx.send(&echo_frame(dst, seq));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+    }
+
     fn start_ipsyncd(&mut self, acd: &str) -> u32 {
         self.lab.write_dhcp_configs(acd, "");
         // A hook-less terminal: hooks are processes, and this measures the daemon.
@@ -266,7 +346,7 @@ fn run(out: &mut String) {
     let pcap_s = pcap.display().to_string();
     let tcpdump = b.lab.spawn_cmd(
         "br",
-        &["tcpdump", "-i", "br0", "-n", "--immediate-mode", "-U", "--time-stamp-precision=nano", "-s", "600", "-w", &pcap_s, "udp port 67 or udp port 68"],
+        &["tcpdump", "-i", "br0", "-n", "--immediate-mode", "-U", "--time-stamp-precision=nano", "-s", "600", "-w", &pcap_s, "udp port 67 or udp port 68 or icmp"],
         "tcpdump.log",
     );
     if lab::within(Duration::from_secs(5), || b.lab.log("tcpdump.log").contains("listening on")).is_none() {
@@ -279,6 +359,7 @@ fn run(out: &mut String) {
     // ipsyncd, strict then optimistic (a restart keeps the lease: INIT-REBOOT).
     b.restart_dnsmasq();
     let pid = b.start_ipsyncd("strict");
+    b.echoes();
     b.rounds(Client::IpsyncdStrict);
     b.lab.stop_child(pid, nix::sys::signal::Signal::SIGTERM);
     let pid = b.start_ipsyncd("optimistic");
@@ -301,7 +382,9 @@ fn run(out: &mut String) {
     let total_s = t_all.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(500)); // tcpdump may lose frames stopped at once
     b.lab.stop_child(tcpdump, nix::sys::signal::Signal::SIGINT);
-    let frames: Vec<lab::DhcpSeen> = read_pcap(&pcap).iter().filter_map(|(ts, f)| parse_dhcp(*ts, f)).collect();
+    let raw = read_pcap(&pcap);
+    let frames: Vec<lab::DhcpSeen> = raw.iter().filter_map(|(ts, f)| parse_dhcp(*ts, f)).collect();
+    let echo = echo_times(&raw);
     let addrs = monitor.events();
     drop(monitor);
 
@@ -356,6 +439,12 @@ fn run(out: &mut String) {
         fmt(ours_req),
         fmt(theirs_req),
         ratio(ours_req, theirs_req)
+    );
+    let _ = writeln!(
+        out,
+        "{PREFIX} for scale, the kernel on the same path: ICMP echo srv → terminal → reply at the bridge, median {} (n={})",
+        fmt(median(&echo)),
+        echo.len()
     );
     let (s, d) = (med(&adr, Client::IpsyncdStrict), med(&adr, Client::DhcpcdArp));
     let _ = writeln!(

@@ -239,6 +239,8 @@ fn forged_replayed_wrong_key_unknown_key_and_unsigned_forcerenews_change_nothing
     // on the wire for the attacker to replay.
     let mut genuine = Vec::new();
     for n in 1..=2u64 {
+        // One renewal per second at most (DESIGN §10 bounds FORCERENEW handling): space them.
+        std::thread::sleep(Duration::from_millis(1100));
         let requests = sniff.dhcp_from(TERM_MAC, dhcp_type::REQUEST).len();
         assert!(lab.forcerenew("fr", RES_A));
         assert!(
@@ -355,6 +357,7 @@ fn forged_replayed_wrong_key_unknown_key_and_unsigned_forcerenews_change_nothing
         lab.status()
     );
     // And a genuine FORCERENEW still works after the attack (the counter was not poisoned).
+    std::thread::sleep(Duration::from_millis(1100));
     let requests = sniff.dhcp_from(TERM_MAC, dhcp_type::REQUEST).len();
     assert!(lab.forcerenew("fr", RES_A));
     assert!(
