@@ -186,7 +186,12 @@ struct Bench {
     notes: Vec<String>,
     /// Index into POOL of the current reservation.
     current: usize,
+    /// When the last FORCERENEW left: ipsyncd renews at most once a second, so every client
+    /// gets them at least `FR_SPACING` apart.
+    last_fr: Option<Instant>,
 }
+
+const FR_SPACING: Duration = Duration::from_millis(1100);
 
 impl Bench {
     fn target(&self) -> Ipv4Addr {
@@ -245,6 +250,10 @@ impl Bench {
             self.lab.dnsmasq_reload(Some(to), Some(CLOUD));
             // Let the previous round's trailing frames (ARP announcements, hooks) pass.
             std::thread::sleep(Duration::from_millis(300));
+            if let Some(t) = self.last_fr {
+                std::thread::sleep(FR_SPACING.saturating_sub(t.elapsed()));
+            }
+            self.last_fr = Some(Instant::now());
             let start_ns = lab::now_ns();
             let sender = if ipsyncd { "fr" } else { "fr-xid" };
             let sent = self.lab.forcerenew(sender, from);
@@ -334,7 +343,7 @@ fn run(out: &mut String) {
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20).clamp(1, 100);
     let max_s: u64 = std::env::var("BENCH_MAX_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(900);
     let mut b =
-        Bench { lab, rounds, deadline: Instant::now() + Duration::from_secs(max_s), log: Vec::new(), notes: Vec::new(), current: 0 };
+        Bench { lab, rounds, deadline: Instant::now() + Duration::from_secs(max_s), log: Vec::new(), notes: Vec::new(), current: 0, last_fr: None };
     assert!(b.lab.sh("srv", &["ip", "addr", "add", &cidr(CLOUD), "dev", "srv0"]));
     let xids = b.lab.dir.join("xids");
     b.lab.write_sender("fr", 1, lab::DHCP_SECRET, None);

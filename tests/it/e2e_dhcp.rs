@@ -257,6 +257,9 @@ fn forged_replayed_wrong_key_unknown_key_and_unsigned_forcerenews_change_nothing
     let (f1, f2) = (&genuine[0], &genuine[1]);
     assert!(replay_of(f2) > replay_of(f1), "the sender's counter must increase");
     std::thread::sleep(Duration::from_millis(300)); // the second renewal's ACK is in
+    // The channel to the cloud server is not under test here: let it settle before the baseline,
+    // so a late SERVER_CONNECTED is not mistaken for the attack's doing.
+    assert!(poll(Duration::from_secs(10), || !lab.hooks("SERVER_CONNECTED").is_empty()), "{}", lab.dump());
     let status_before = lab.status();
     let addrs_before = lab.term_addrs();
     let requests_before = sniff.dhcp_from(TERM_MAC, dhcp_type::REQUEST).len();
