@@ -342,8 +342,15 @@ fn run(out: &mut String) {
     };
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20).clamp(1, 100);
     let max_s: u64 = std::env::var("BENCH_MAX_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(900);
-    let mut b =
-        Bench { lab, rounds, deadline: Instant::now() + Duration::from_secs(max_s), log: Vec::new(), notes: Vec::new(), current: 0, last_fr: None };
+    let mut b = Bench {
+        lab,
+        rounds,
+        deadline: Instant::now() + Duration::from_secs(max_s),
+        log: Vec::new(),
+        notes: Vec::new(),
+        current: 0,
+        last_fr: None,
+    };
     assert!(b.lab.sh("srv", &["ip", "addr", "add", &cidr(CLOUD), "dev", "srv0"]));
     let xids = b.lab.dir.join("xids");
     b.lab.write_sender("fr", 1, lab::DHCP_SECRET, None);
@@ -355,7 +362,20 @@ fn run(out: &mut String) {
     let pcap_s = pcap.display().to_string();
     let tcpdump = b.lab.spawn_cmd(
         "br",
-        &["tcpdump", "-i", "br0", "-n", "--immediate-mode", "-U", "--time-stamp-precision=nano", "-s", "600", "-w", &pcap_s, "udp port 67 or udp port 68 or icmp"],
+        &[
+            "tcpdump",
+            "-i",
+            "br0",
+            "-n",
+            "--immediate-mode",
+            "-U",
+            "--time-stamp-precision=nano",
+            "-s",
+            "600",
+            "-w",
+            &pcap_s,
+            "udp port 67 or udp port 68 or icmp",
+        ],
         "tcpdump.log",
     );
     if lab::within(Duration::from_secs(5), || b.lab.log("tcpdump.log").contains("listening on")).is_none() {
@@ -414,7 +434,8 @@ fn run(out: &mut String) {
             adr.entry(r.client.name()).or_default().push(v);
         }
     }
-    let med = |m: &std::collections::BTreeMap<&str, Vec<f64>>, c: Client| median(m.get(c.name()).map_or(&[][..], |v| v));
+    let med =
+        |m: &std::collections::BTreeMap<&str, Vec<f64>>, c: Client| median(m.get(c.name()).map_or(&[][..], |v| v));
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3} ms"));
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.3}x", a / b),

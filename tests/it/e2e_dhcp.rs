@@ -257,8 +257,8 @@ fn forged_replayed_wrong_key_unknown_key_and_unsigned_forcerenews_change_nothing
     let (f1, f2) = (&genuine[0], &genuine[1]);
     assert!(replay_of(f2) > replay_of(f1), "the sender's counter must increase");
     std::thread::sleep(Duration::from_millis(300)); // the second renewal's ACK is in
-    // The channel to the cloud server is not under test here: let it settle before the baseline,
-    // so a late SERVER_CONNECTED is not mistaken for the attack's doing.
+                                                    // The channel to the cloud server is not under test here: let it settle before the baseline,
+                                                    // so a late SERVER_CONNECTED is not mistaken for the attack's doing.
     assert!(poll(Duration::from_secs(10), || !lab.hooks("SERVER_CONNECTED").is_empty()), "{}", lab.dump());
     let status_before = lab.status();
     let addrs_before = lab.term_addrs();
@@ -322,11 +322,10 @@ fn forged_replayed_wrong_key_unknown_key_and_unsigned_forcerenews_change_nothing
         sniff.dhcp_to(TERM_MAC, dhcp_type::FORCERENEW).len()
     );
     // ... and each got its own reject, with the reason of DESIGN §4.2.
-    let want: BTreeMap<String, u64> =
-        [("replayed", 2), ("bad_mac", 2), ("unknown_key", 1), ("unauthenticated", 1)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+    let want: BTreeMap<String, u64> = [("replayed", 2), ("bad_mac", 2), ("unknown_key", 1), ("unauthenticated", 1)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     assert!(
         poll(Duration::from_secs(3), || forcerenew_verdicts(&lab).1 == want),
         "reject reasons for {names:?}: got {:?}, want {want:?}\n{}",
@@ -403,9 +402,7 @@ fn an_attacker_claiming_the_offered_address_gets_a_decline_and_a_different_addre
     assert!(declines.iter().any(|d| d.requested == Some(RES_A)), "DECLINE on the wire: {declines:?}");
     assert!(poll(Duration::from_secs(3), || !lab.hooks("CONFLICT").is_empty()), "{}", lab.dump());
     assert!(
-        lab.decisions().iter().any(|d| d["actions"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x["op"] == "alarm"))),
+        lab.decisions().iter().any(|d| d["actions"].as_array().is_some_and(|a| a.iter().any(|x| x["op"] == "alarm"))),
         "no alarm in the decision log"
     );
     // RFC 2131 §3.1: at least 10 s before the next try; then strict ACD on the new address.
@@ -421,10 +418,7 @@ fn an_attacker_claiming_the_offered_address_gets_a_decline_and_a_different_addre
     // Strict ACD never put the claimed address on the interface, not even for a moment.
     drop(claimer);
     let events = monitor.events();
-    assert!(
-        !events.iter().any(|e| e.added && e.cidr == cidr(RES_A)),
-        "the claimed address was configured: {events:?}"
-    );
+    assert!(!events.iter().any(|e| e.added && e.cidr == cidr(RES_A)), "the claimed address was configured: {events:?}");
     assert!(events.iter().any(|e| e.added && e.cidr == got), "monitor missed {got}: {events:?}");
 }
 
@@ -442,7 +436,8 @@ fn lease_expiry_with_the_server_gone_removes_the_address_and_fires_lease_lost() 
     std::thread::sleep(Duration::from_secs(100).saturating_sub(bound_at.elapsed()));
     assert_eq!(lab.term_addrs(), vec![cidr(RES_A)], "the address went before the lease expired\n{}", lab.dump());
     assert!(lab.hooks("LEASE_LOST").is_empty(), "{}", lab.dump());
-    let renewals: Vec<DhcpSeen> = sniff.dhcp_from(TERM_MAC, dhcp_type::REQUEST).into_iter().filter(|r| r.ciaddr == RES_A).collect();
+    let renewals: Vec<DhcpSeen> =
+        sniff.dhcp_from(TERM_MAC, dhcp_type::REQUEST).into_iter().filter(|r| r.ciaddr == RES_A).collect();
     assert!(!renewals.is_empty(), "no RENEWING/REBINDING REQUEST (ciaddr {RES_A}) in 100 s");
     // Expiry: LEASE_LOST, the address gone, the lease no longer BOUND.
     assert!(
@@ -538,11 +533,7 @@ fn follow_mode_with_dhcpcd_follows_option_224_after_an_authenticated_forcerenew(
         lab.log("run.log"),
         lab.dnsmasq_log()
     );
-    assert!(
-        poll(Duration::from_secs(5), || !lab.hooks("SERVER_CONNECTED").is_empty()),
-        "{}",
-        lab.dump()
-    );
+    assert!(poll(Duration::from_secs(5), || !lab.hooks("SERVER_CONNECTED").is_empty()), "{}", lab.dump());
     assert!(lab.log("dhcpcd-hook.log").contains("BOUND 10.77.0.50 10.77.0.200"), "{}", lab.log("dhcpcd-hook.log"));
     let st = lab.status();
     assert_eq!(st["mode"], "follow", "{st}");

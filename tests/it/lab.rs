@@ -574,7 +574,9 @@ impl Lab {
 
     /// Everything a failed assertion should show.
     pub fn dump(&self) -> String {
-        let tail = |s: String, n: usize| s.lines().rev().take(n).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let tail = |s: String, n: usize| {
+            s.lines().rev().take(n).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        };
         format!(
             "--- run.log (last 60)\n{}\n--- hook.log\n{}\n--- dnsmasq.log (DHCP lines)\n{}\n--- kernel\n{:?} gw {:?}\n--- status\n{}",
             tail(self.log("run.log"), 60),
@@ -607,7 +609,8 @@ impl Lab {
 
     /// The gateway of `host`'s IPv4 default route, from `ip -j route`.
     pub fn default_gateway(&self, host: &str) -> Option<Ipv4Addr> {
-        let out = Command::new("ip").args(["-n", &self.ns(host), "-j", "-4", "route", "show", "default"]).output().ok()?;
+        let out =
+            Command::new("ip").args(["-n", &self.ns(host), "-j", "-4", "route", "show", "default"]).output().ok()?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         v.as_array()?.iter().find_map(|r| r["gateway"].as_str()?.parse().ok())
     }
@@ -693,9 +696,8 @@ impl Lab {
     fn any_dhcpcd_in(&self, host: &str) -> bool {
         let o = Command::new("ip").args(["netns", "pids", &self.ns(host)]).output();
         let pids = o.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
-        pids.split_whitespace().any(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm")).map(|c| c.trim() == "dhcpcd").unwrap_or(false)
-        })
+        pids.split_whitespace()
+            .any(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).map(|c| c.trim() == "dhcpcd").unwrap_or(false))
     }
 }
 
@@ -1113,8 +1115,11 @@ impl ArpClaimer {
                 sa.sll_protocol = (0x0806u16).to_be();
                 sa.sll_ifindex = idx as i32;
                 assert!(
-                    libc::bind(fd, (&sa as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
-                        == 0
+                    libc::bind(
+                        fd,
+                        (&sa as *const libc::sockaddr_ll).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32
+                    ) == 0
                 );
                 fd
             };
@@ -1139,7 +1144,8 @@ impl ArpClaimer {
                     p2.fetch_add(1, Ordering::Relaxed);
                 }
                 let spa = ip_at(a, 14);
-                let reply = arp::Repr { operation: arp::Operation::Reply, sha: EVIL_MAC, spa: claim, tha: sha, tpa: spa };
+                let reply =
+                    arp::Repr { operation: arp::Operation::Reply, sha: EVIL_MAC, spa: claim, tha: sha, tpa: spa };
                 if tx.send(&frame::emit_arp_frame(EVIL_MAC, sha, &reply.to_bytes())).is_ok() {
                     r2.fetch_add(1, Ordering::Relaxed);
                 }
