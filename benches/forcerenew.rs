@@ -69,6 +69,11 @@ struct Round {
 struct Measured {
     to_request: Option<f64>,
     to_address: Option<f64>,
+    /// The exchange FR → REQUEST → NAK → DISCOVER → OFFER → REQUEST → ACK → address, split into
+    /// the client's share (its four steps) and the server's (dnsmasq's three answers), when the
+    /// capture holds the whole chain.
+    client_ms: Option<f64>,
+    server_ms: Option<f64>,
 }
 
 fn median(v: &[f64]) -> Option<f64> {
@@ -189,6 +194,9 @@ struct Bench {
     /// When the last FORCERENEW left: ipsyncd renews at most once a second, so every client
     /// gets them at least `FR_SPACING` apart.
     last_fr: Option<Instant>,
+    /// A netlink socket in the terminal's namespace, and term0's index there.
+    nl: Netlink,
+    idx: u32,
 }
 
 const FR_SPACING: Duration = Duration::from_millis(1100);
@@ -211,10 +219,14 @@ impl Bench {
     }
 
     /// Waits until the terminal holds exactly `a` (and, for ipsyncd, its lease is BOUND).
-    fn wait_for(&self, a: Ipv4Addr, ipsyncd: bool, limit: Duration) -> bool {
+    /// Polls the kernel through a netlink socket made in the terminal's namespace (no process
+    /// per poll: on two cores a forking poller would slow the client it measures); `status` is
+    /// asked only once the address is there.
+    fn wait_for(&mut self, a: Ipv4Addr, ipsyncd: bool, limit: Duration) -> bool {
         let t = Instant::now();
         while t.elapsed() < limit {
-            if self.lab.term_addrs() == vec![cidr(a)]
+            let kernel = self.nl.addresses(self.idx).map(|v| v.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+            if kernel.ok() == Some(vec![cidr(a)])
                 && (!ipsyncd || {
                     let st = self.lab.status();
                     st["lease"]["state"] == "BOUND" && st["lease"]["address"] == cidr(a)
@@ -324,15 +336,37 @@ fn measure(r: &Round, frames: &[lab::DhcpSeen], addrs: &[lab::AddrEvent]) -> Mea
     let request = frames.iter().find(|d| d.ts_ns >= t0 && d.src_mac == TERM_MAC && d.msg_type == dhcp_type::REQUEST);
     let to_request = request.filter(|q| in_window(q.ts_ns)).map(|q| (q.ts_ns - t0) as f64 / 1e6);
     let want = cidr(r.target);
-    let to_address = if r.ok {
-        addrs
-            .iter()
-            .find(|e| e.added && e.ifname == "term0" && e.cidr == want && e.ts_ns >= t0 && in_window(e.ts_ns))
-            .map(|e| (e.ts_ns - t0) as f64 / 1e6)
+    let address = if r.ok {
+        addrs.iter().find(|e| e.added && e.ifname == "term0" && e.cidr == want && e.ts_ns >= t0 && in_window(e.ts_ns))
     } else {
         None
     };
-    Measured { to_request, to_address }
+    let to_address = address.map(|e| (e.ts_ns - t0) as f64 / 1e6);
+    // The chain, each step the first matching frame after the one before.
+    let next = |after: u64, from_client: bool, t: u8| {
+        frames
+            .iter()
+            .find(|d| {
+                d.ts_ns >= after
+                    && in_window(d.ts_ns)
+                    && d.msg_type == t
+                    && if from_client { d.src_mac == TERM_MAC } else { d.chaddr == TERM_MAC && d.src_mac != TERM_MAC }
+            })
+            .map(|d| d.ts_ns)
+    };
+    let chain = (|| {
+        let q1 = next(t0, true, dhcp_type::REQUEST)?;
+        let nak = next(q1, false, dhcp_type::NAK)?;
+        let dis = next(nak, true, dhcp_type::DISCOVER)?;
+        let off = next(dis, false, dhcp_type::OFFER)?;
+        let q2 = next(off, true, dhcp_type::REQUEST)?;
+        let ack = next(q2, false, dhcp_type::ACK)?;
+        let a = address?.ts_ns.max(ack);
+        let client = (q1 - t0) + (dis - nak) + (q2 - off) + (a - ack);
+        let server = (nak - q1) + (off - dis) + (ack - q2);
+        Some((client as f64 / 1e6, server as f64 / 1e6))
+    })();
+    Measured { to_request, to_address, client_ms: chain.map(|c| c.0), server_ms: chain.map(|c| c.1) }
 }
 
 fn run(out: &mut String) {
@@ -342,7 +376,14 @@ fn run(out: &mut String) {
     };
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20).clamp(1, 100);
     let max_s: u64 = std::env::var("BENCH_MAX_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(900);
+    let (nl, idx) = lab.in_ns("term", || {
+        let mut nl = Netlink::open().unwrap();
+        let idx = nl.link("term0").unwrap().index;
+        (nl, idx)
+    });
     let mut b = Bench {
+        nl,
+        idx,
         lab,
         rounds,
         deadline: Instant::now() + Duration::from_secs(max_s),
@@ -420,6 +461,8 @@ fn run(out: &mut String) {
     let mut req: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     let mut adr: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     let mut n_ok: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    let mut own: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut srv: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     for r in &b.log {
         let m = measure(r, &frames, &addrs);
         let e = n_ok.entry(r.client.name()).or_default();
@@ -432,6 +475,10 @@ fn run(out: &mut String) {
         }
         if let Some(v) = m.to_address {
             adr.entry(r.client.name()).or_default().push(v);
+        }
+        if let (Some(c), Some(sv)) = (m.client_ms, m.server_ms) {
+            own.entry(r.client.name()).or_default().push(c);
+            srv.entry(r.client.name()).or_default().push(sv);
         }
     }
     let med =
@@ -459,6 +506,16 @@ fn run(out: &mut String) {
             req.get(c.name()).map_or(0, |v| v.len()),
             fmt(med(&adr, c)),
             adr.get(c.name()).map_or(0, |v| v.len())
+        );
+    }
+    for c in [Client::IpsyncdOptimistic, Client::DhcpcdNoarp] {
+        let _ = writeln!(
+            out,
+            "{PREFIX}   {:<30} of FORCERENEW → address without ACD waits: the client's own steps median {}, dnsmasq's three answers median {} (n={})",
+            c.name(),
+            fmt(med(&own, c)),
+            fmt(med(&srv, c)),
+            own.get(c.name()).map_or(0, |v| v.len())
         );
     }
     let (ours_req, n1) = pooled(&req, [Client::IpsyncdStrict, Client::IpsyncdOptimistic]);
