@@ -159,6 +159,9 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     })
     .map_err(|e| DaemonError::Runtime(format!("{ifname}: applier: {e}")))?;
 
+    let tx = super::capture::Transmitter::open(link.index)
+        .map_err(|e| DaemonError::Runtime(format!("{ifname}: AF_PACKET transmit: {e} (needs CAP_NET_RAW)")))?;
+    let frames: super::worker::FrameTx = Box::new(move |f: &[u8]| tx.send(f));
     let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<Control>(4);
     let sig_shutdown = shutdown.clone();
     let reload_path = config_path.to_path_buf();
@@ -241,7 +244,7 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         Box::new(applier),
         sink,
         Timing::Live(Box::new(clock)),
-        Extras { status: Some(status_sink), control: Some(ctl_rx) },
+        Extras { status: Some(status_sink), control: Some(ctl_rx), frames: Some(frames) },
     );
     match summary.source_error {
         Some(e) => Err(DaemonError::Runtime(format!("{ifname}: capture: {e}"))),

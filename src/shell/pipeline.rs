@@ -6,7 +6,7 @@
 
 use super::applier::Applier;
 use super::source::{FrameSource, SourceError};
-use super::worker::{run_applier, ApplierMsg, CaptureMsg, Control, DecisionSink, StatusSink, Timing, Worker};
+use super::worker::{run_applier, ApplierMsg, CaptureMsg, Control, DecisionSink, FrameTx, StatusSink, Timing, Worker};
 use crate::engine::input::{decode_frame, DecodeContext, Decoded};
 use crate::engine::{ActionResult, Counters, Engine};
 use crossbeam_channel::bounded;
@@ -34,6 +34,8 @@ pub struct Summary {
 pub struct Extras {
     pub status: Option<StatusSink>,
     pub control: Option<crossbeam_channel::Receiver<Control>>,
+    /// Live: the worker sends frames itself (worker.rs says why).
+    pub frames: Option<FrameTx>,
 }
 
 pub fn run(
@@ -78,10 +80,12 @@ pub fn run(
         let _ = cap_tx.send(CaptureMsg::End(last));
         s
     });
+    let frames = extras.frames.map(|tx| (tx, res_tx.clone()));
     let applier_thread =
         thread::Builder::new().name("applier".into()).spawn(move || run_applier(applier, app_rx, res_tx));
     let control = extras.control.unwrap_or_else(crossbeam_channel::never);
-    let worker = Worker { engine, timing, to_applier: app_tx, results: res_rx, sink, status: extras.status, control };
+    let worker =
+        Worker { engine, timing, to_applier: app_tx, results: res_rx, sink, status: extras.status, control, frames };
     let worker_thread = thread::Builder::new().name("worker".into()).spawn(move || worker.run(cap_rx));
 
     let mut summary = match capture.map(|h| h.join()) {

@@ -6,6 +6,12 @@
 //! frame's time runs, and at the end every deadline up to the last frame's time; nothing after
 //! the last frame runs. Live, the clocks are read once per wakeup: CLOCK_BOOTTIME for the engine,
 //! wall time only to convert a decision's time for its log line.
+//!
+//! Live, `transmit` actions are carried out here, in order, by [`FrameTx`], and never reach the
+//! applier: a frame changes no kernel state, so its order against the applier's actions does
+//! not matter, and a hand-off to another thread costs about as long as the whole reply takes
+//! (measured: 60–110 µs per wake-up on a 2-vCPU VM, against 0.36 ms FORCERENEW → REQUEST for
+//! dhcpcd). Every other action, and every transmit in replay, goes to the applier.
 
 use super::applier::Applier;
 use super::clock::Clock;
@@ -35,6 +41,9 @@ pub enum Timing {
     Live(Box<dyn Clock>),
 }
 
+/// Sends one whole Ethernet frame (live only; see the module comment).
+pub type FrameTx = Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send>;
+
 /// Gets each decision with its wall-clock time (replay: the pcap time).
 pub type DecisionSink = Box<dyn FnMut(&Decision, Instant) + Send>;
 /// Called (live only) after anything changed: decisions made or results handled.
@@ -58,18 +67,30 @@ pub struct Worker {
     pub sink: DecisionSink,
     pub status: Option<StatusSink>,
     pub control: Receiver<Control>,
+    /// Live: frames go out from here (with where a failure is reported).
+    pub frames: Option<(FrameTx, Sender<ActionResult>)>,
 }
 
 impl Worker {
+    /// Actions first (a frame is on the wire before its decision is even logged), then the
+    /// decisions, then the state.
     fn flush(&mut self) {
-        while let Some(d) = self.engine.poll_decision() {
-            let wall = Instant::from_micros(self.engine.wall_us(d.time));
-            (self.sink)(&d, wall);
-        }
         while let Some(a) = self.engine.poll_action() {
+            if let (Some((tx, failed)), crate::engine::Action::Transmit { kind, frame }) = (self.frames.as_mut(), &a) {
+                if let Err(e) = tx(frame) {
+                    log::error!("transmit {}: {e}", kind.as_str());
+                    let _ =
+                        failed.send(ActionResult::Failed { op: "transmit", error: format!("{}: {e}", kind.as_str()) });
+                }
+                continue;
+            }
             // The applier outlives the worker; a send error means it died, and then there is
             // nobody left to carry anything out.
             let _ = self.to_applier.send(ApplierMsg::Action(a));
+        }
+        while let Some(d) = self.engine.poll_decision() {
+            let wall = Instant::from_micros(self.engine.wall_us(d.time));
+            (self.sink)(&d, wall);
         }
         if self.engine.take_dirty() {
             let _ = self.to_applier.send(ApplierMsg::Persist(Box::new(self.engine.state().clone())));
