@@ -26,11 +26,14 @@ print(f"  ours/borrowed = {float(iv['ours_over_borrowed']):.2f}x (offloaded {flo
 print(f"  owned/ours    = {float(iv['owned_over_ours']):.1f}x (offloaded {float(iv['owned_over_offloaded']):.1f}x)   target ≥ 10")
 PY
 
-# Live figures (namespaces, root): latency, idle, floods, serve throughput.
+# Live figures (namespaces, root): latency, idle, floods, serve throughput; FORCERENEW vs dhcpcd.
 echo
 if [ "$(id -u)" = 0 ]; then
   make --no-print-directory deps
   cargo bench --locked --bench live 2>&1 | grep -vE '^(dhc0|forked|dnsmasq|   Compiling|    Finished|     Running)'
+  # FORCERENEW → REQUEST and → new address: ipsyncd (dhcp mode) vs dhcpcd, BENCH_ROUNDS per client.
+  echo
+  cargo bench --locked --bench forcerenew 2>&1 | grep -vE '^(term0|forked|dnsmasq|sent FORCERENEW|   Compiling|    Finished|     Running)'
 else
   echo "live figures: SKIP (need root for network namespaces)"
 fi

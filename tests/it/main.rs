@@ -7,6 +7,7 @@ mod complete_log;
 mod crosscheck;
 mod e2e;
 mod e2e_channel;
+mod e2e_dhcp;
 mod golden;
 mod house;
 mod lab;
