@@ -504,3 +504,25 @@ fn r7_start_with_an_expired_lease_removes_its_address_and_a_live_one_reboots() {
 fn next_discover(e: &mut Engine, until: Instant) -> Option<Instant> {
     run_until(e, until).into_iter().find(|d| ops(d).contains(&"transmit:discover".to_string())).map(|d| d.time)
 }
+
+#[test]
+fn r7_live_a_received_frame_with_our_own_mac_is_a_forgery_and_arms_nothing() {
+    use ipsyncd::engine::input::{decode_frame_from, Direction};
+    let ctx = DecodeContext { mac: ME, port: 47474, server_option: 224 };
+    // A BOOTREQUEST "from us" to port 68: in a capture file it is our own frame …
+    let mut forged = dhcp(MessageType::Request, 0x77, 0, 0, 0);
+    forged[36..38].copy_from_slice(&68u16.to_be_bytes());
+    forged[40..42].fill(0); // no UDP checksum
+    let replay = decode_frame_from(Some(1), &forged, Checksum::Verify, Direction::Unknown, &ctx);
+    assert!(
+        matches!(replay, Decoded::Inbound(Inbound { kind: ipsyncd::engine::InboundKind::Own(_), .. })),
+        "{replay:?}"
+    );
+    // … but live, received on the wire, it is spoofed: dropped before the engine sees it.
+    let live = decode_frame_from(Some(1), &forged, Checksum::Verify, Direction::Inbound, &ctx);
+    assert_eq!(live, Decoded::Dropped("spoofed_own_mac"));
+    // Only what really left this host counts as ours, and only when it carries our MAC.
+    let mut other = forged.clone();
+    other[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x66]);
+    assert_eq!(decode_frame_from(Some(1), &other, Checksum::Verify, Direction::Outgoing, &ctx), Decoded::Filtered);
+}
