@@ -24,7 +24,7 @@ impl Clock for SystemClock {
         boottime()
     }
     fn wall(&self) -> (u64, bool) {
-        (unix_us(), wall_synchronised())
+        (unix_us(), wall_synchronised_cached())
     }
 }
 
@@ -60,6 +60,24 @@ pub fn wall_synchronised() -> bool {
     // SAFETY: one live timex.
     let state = unsafe { libc::adjtimex(&mut tx) };
     state >= 0 && state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0
+}
+
+/// [`wall_synchronised`], asked of the kernel at most once a second. It is read on every
+/// wake-up, and adjtimex is a real system call (clock_gettime is not): on the path from a
+/// FORCERENEW to our REQUEST it cost more than the engine's whole decision. NTP's state does
+/// not change faster than that matters for a freshness check measured in hours.
+pub fn wall_synchronised_cached() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Bit 0: the answer; the rest: when it was asked (boot-time seconds + 1, 0 = never).
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now_s = boottime().0 / 1_000_000 + 1;
+    let last = LAST.load(Ordering::Relaxed);
+    if last != 0 && now_s.saturating_sub(last >> 1) < 1 {
+        return last & 1 == 1;
+    }
+    let synced = wall_synchronised();
+    LAST.store(now_s << 1 | u64::from(synced), Ordering::Relaxed);
+    synced
 }
 
 /// `N` bytes from getrandom(2). The kernel's generator does not fail once seeded; if it did,
