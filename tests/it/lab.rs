@@ -204,21 +204,26 @@ impl Lab {
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 
-    pub fn write_configs(&self) {
-        let lab = self;
-        let d = &lab.dir;
+    /// The state directories, `srv.toml` for `serve`, and an executable `hook.sh` that appends
+    /// `line` (shell words, e.g. "$REASON $OWN_IP") to `hook.log`; returns the hook's path.
+    fn write_common(&self, line: &str) -> PathBuf {
+        let d = &self.dir;
         std::fs::create_dir_all(d.join("term-state")).unwrap();
         std::fs::create_dir_all(d.join("srv-state")).unwrap();
         let hook = d.join("hook.sh");
+        std::fs::write(&hook, format!("#!/bin/sh\necho \"{line}\" >> {}/hook.log\n", d.display())).unwrap();
+        let _ = Command::new("chmod").arg("+x").arg(&hook).status();
         std::fs::write(
-            &hook,
-            format!(
-                "#!/bin/sh\necho \"$REASON $OLD_SERVER_IP $NEW_SERVER_IP $SERVER_MAC\" >> {}/hook.log\n",
-                d.display()
-            ),
+            d.join("srv.toml"),
+            format!("state_dir = \"{}/srv-state\"\n\n[[key]]\nid = 1\nsecret = \"{KEY_HEX}\"\n", d.display()),
         )
         .unwrap();
-        let _ = Command::new("chmod").arg("+x").arg(&hook).status();
+        hook
+    }
+
+    pub fn write_configs(&self) {
+        let d = &self.dir;
+        let hook = self.write_common("$REASON $OLD_SERVER_IP $NEW_SERVER_IP $SERVER_MAC");
         std::fs::write(
             d.join("term.toml"),
             format!(
@@ -226,11 +231,6 @@ impl Lab {
                 d.display(),
                 hook.display()
             ),
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("srv.toml"),
-            format!("state_dir = \"{}/srv-state\"\n\n[[key]]\nid = 1\nsecret = \"{KEY_HEX}\"\n", d.display()),
         )
         .unwrap();
     }
@@ -479,18 +479,9 @@ impl Lab {
     /// `REASON=… OWN_IP=… OLD_OWN_IP=… OLD_SERVER_IP=… NEW_SERVER_IP=… SERVER_MAC=… CONFLICT_KIND=…`.
     pub fn write_dhcp_configs(&self, acd: &str, extra: &str) {
         let d = &self.dir;
-        std::fs::create_dir_all(d.join("term-state")).unwrap();
-        std::fs::create_dir_all(d.join("srv-state")).unwrap();
-        let hook = d.join("hook.sh");
-        std::fs::write(
-            &hook,
-            format!(
-                "#!/bin/sh\necho \"REASON=$REASON OWN_IP=$OWN_IP OLD_OWN_IP=$OLD_OWN_IP OLD_SERVER_IP=$OLD_SERVER_IP NEW_SERVER_IP=$NEW_SERVER_IP SERVER_MAC=$SERVER_MAC CONFLICT_KIND=$CONFLICT_KIND\" >> {}/hook.log\n",
-                d.display()
-            ),
-        )
-        .unwrap();
-        let _ = Command::new("chmod").arg("+x").arg(&hook).status();
+        let hook = self.write_common(
+            "REASON=$REASON OWN_IP=$OWN_IP OLD_OWN_IP=$OLD_OWN_IP OLD_SERVER_IP=$OLD_SERVER_IP NEW_SERVER_IP=$NEW_SERVER_IP SERVER_MAC=$SERVER_MAC CONFLICT_KIND=$CONFLICT_KIND",
+        );
         std::fs::write(
             d.join("term.toml"),
             format!(
@@ -498,11 +489,6 @@ impl Lab {
                 d.display(),
                 hook.display()
             ),
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("srv.toml"),
-            format!("state_dir = \"{}/srv-state\"\n\n[[key]]\nid = 1\nsecret = \"{KEY_HEX}\"\n", d.display()),
         )
         .unwrap();
     }
