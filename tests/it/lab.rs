@@ -837,14 +837,7 @@ impl Sniffer {
                     }
                     let one: libc::c_int = 1;
                     libc::setsockopt(fd, libc::SOL_SOCKET, SO_TIMESTAMPNS, (&one as *const libc::c_int).cast(), 4);
-                    let tv = libc::timeval { tv_sec: 0, tv_usec: 20_000 };
-                    libc::setsockopt(
-                        fd,
-                        libc::SOL_SOCKET,
-                        libc::SO_RCVTIMEO,
-                        (&tv as *const libc::timeval).cast(),
-                        std::mem::size_of::<libc::timeval>() as u32,
-                    );
+                    recv_timeout_20ms(fd);
                     let buf: libc::c_int = 4 << 20;
                     libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, (&buf as *const libc::c_int).cast(), 4);
                     let mut sa: libc::sockaddr_ll = std::mem::zeroed();
@@ -1088,14 +1081,7 @@ impl ArpClaimer {
             let fd = unsafe {
                 let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, (0x0806u16).to_be() as i32);
                 assert!(fd >= 0);
-                let tv = libc::timeval { tv_sec: 0, tv_usec: 20_000 };
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&tv as *const libc::timeval).cast(),
-                    std::mem::size_of::<libc::timeval>() as u32,
-                );
+                recv_timeout_20ms(fd);
                 let mut sa: libc::sockaddr_ll = std::mem::zeroed();
                 sa.sll_family = libc::AF_PACKET as u16;
                 sa.sll_protocol = (0x0806u16).to_be();
@@ -1150,5 +1136,20 @@ impl Drop for ArpClaimer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// SO_RCVTIMEO of 20 ms on a raw socket the lab reads in a loop (so it can check a stop flag).
+fn recv_timeout_20ms(fd: libc::c_int) {
+    let tv = libc::timeval { tv_sec: 0, tv_usec: 20_000 };
+    // SAFETY: `tv` is a live timeval and its size is passed.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
     }
 }
