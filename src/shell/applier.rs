@@ -83,6 +83,8 @@ mod live {
         pub terminal: Arc<parking_lot::RwLock<Terminal>>,
         pub connect_timeout: Duration,
         pub hooks: Hooks,
+        /// The interface's frame socket, shared with the worker (which sends frames live).
+        pub tx: Arc<Transmitter>,
     }
 
     /// The real applier: rtnetlink for pins and addresses, AF_PACKET for frames, TCP for the
@@ -90,7 +92,6 @@ mod live {
     pub struct LiveApplier {
         cfg: LiveConfig,
         nl: Netlink,
-        tx: Transmitter,
         results: Option<Sender<ActionResult>>,
         last_hello_seq: Arc<parking_lot::Mutex<Option<u64>>>,
     }
@@ -98,8 +99,7 @@ mod live {
     impl LiveApplier {
         pub fn new(cfg: LiveConfig) -> std::io::Result<LiveApplier> {
             let nl = Netlink::open()?;
-            let tx = Transmitter::open(cfg.ifindex)?;
-            Ok(LiveApplier { cfg, nl, tx, results: None, last_hello_seq: Arc::new(parking_lot::Mutex::new(None)) })
+            Ok(LiveApplier { cfg, nl, results: None, last_hello_seq: Arc::new(parking_lot::Mutex::new(None)) })
         }
 
         /// One attempt, on its own thread so the applier never blocks on a slow server; its
@@ -220,7 +220,7 @@ mod live {
                     Ok(()) => ActionResult::Done,
                     Err(e) => failed("del_address", &e),
                 },
-                Action::Transmit { kind, frame } => match self.tx.send(frame) {
+                Action::Transmit { kind, frame } => match self.cfg.tx.send(frame) {
                     Ok(()) => ActionResult::Done,
                     Err(e) => failed("transmit", &format!("{}: {e}", kind.as_str())),
                 },

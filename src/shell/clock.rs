@@ -63,9 +63,9 @@ pub fn wall_synchronised() -> bool {
 }
 
 /// [`wall_synchronised`], asked of the kernel at most once a second. It is read on every
-/// wake-up, and adjtimex is a real system call (clock_gettime is not): on the path from a
-/// FORCERENEW to our REQUEST it cost more than the engine's whole decision. NTP's state does
-/// not change faster than that matters for a freshness check measured in hours.
+/// wake-up, including the one between a FORCERENEW and our REQUEST, and adjtimex is a real
+/// system call (clock_gettime is not). NTP's state does not change faster than that matters
+/// for a freshness check measured in hours.
 pub fn wall_synchronised_cached() -> bool {
     use std::sync::atomic::{AtomicU64, Ordering};
     // Bit 0: the answer; the rest: when it was asked (boot-time seconds + 1, 0 = never).

@@ -150,6 +150,10 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     );
     let terminal = std::sync::Arc::new(parking_lot::RwLock::new(Terminal { key_id, key, mac, ip: own_ip }));
     let hup_terminal = std::sync::Arc::clone(&terminal);
+    let tx = std::sync::Arc::new(
+        super::capture::Transmitter::open(link.index)
+            .map_err(|e| DaemonError::Runtime(format!("{ifname}: AF_PACKET transmit: {e} (needs CAP_NET_RAW)")))?,
+    );
     let applier = LiveApplier::new(LiveConfig {
         ifname: ifname.clone(),
         ifindex: link.index,
@@ -157,11 +161,9 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         terminal: std::sync::Arc::clone(&terminal),
         connect_timeout: Duration::from_millis(cfg.server.connect_timeout_ms),
         hooks,
+        tx: std::sync::Arc::clone(&tx),
     })
     .map_err(|e| DaemonError::Runtime(format!("{ifname}: applier: {e}")))?;
-
-    let tx = super::capture::Transmitter::open(link.index)
-        .map_err(|e| DaemonError::Runtime(format!("{ifname}: AF_PACKET transmit: {e} (needs CAP_NET_RAW)")))?;
     let frames: super::worker::FrameTx = Box::new(move |f: &[u8]| tx.send(f));
     let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<Control>(4);
     let sig_shutdown = shutdown.clone();
@@ -215,21 +217,19 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
                 last_write.as_ref().map_or(Duration::ZERO, |(t, _)| Duration::from_secs(1).saturating_sub(t.elapsed()));
             return (!same).then_some(left);
         }
-        {
-            if let Err(err) = status::write(&status_dir, &snap) {
-                log::warn!("status: {err}");
-            }
-            if last_write.as_ref().map(|(_, k)| k[0] != key[0]).unwrap_or(true) {
-                if let Some(ip) = snap["server"]["ip"].as_str() {
-                    sd_notify(&format!(
-                        "STATUS=following {ip}{}",
-                        if snap["server"]["connected"] == true { " (connected)" } else { "" }
-                    ));
-                }
-            }
-            last_write = Some((std::time::Instant::now(), key));
-            last_snap = Some(snap);
+        if let Err(err) = status::write(&status_dir, &snap) {
+            log::warn!("status: {err}");
         }
+        if last_write.as_ref().map(|(_, k)| k[0] != key[0]).unwrap_or(true) {
+            if let Some(ip) = snap["server"]["ip"].as_str() {
+                sd_notify(&format!(
+                    "STATUS=following {ip}{}",
+                    if snap["server"]["connected"] == true { " (connected)" } else { "" }
+                ));
+            }
+        }
+        last_write = Some((std::time::Instant::now(), key));
+        last_snap = Some(snap);
         None
     });
     let mut warnings = super::decision_log::RejectWarnings::default();

@@ -40,6 +40,11 @@ fn poll(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Whether, within `secs`, a `reason` hook ran whose variables hold every one of `needles`.
+fn hook_ran(lab: &Lab, secs: u64, reason: &str, needles: &[&str]) -> bool {
+    poll(Duration::from_secs(secs), || lab.hooks(reason).iter().any(|h| needles.iter().all(|n| h.contains(n))))
+}
+
 fn cidr(a: Ipv4Addr) -> String {
     format!("{a}/24")
 }
@@ -113,11 +118,7 @@ fn dhcp_boot_binds_address_route_and_pins_the_option_224_server() {
     assert!(!st["lease"]["expires"].is_null(), "{st}");
     assert_eq!(st["server"]["ip"], CLOUD_A.to_string(), "{st}");
     // The life-cycle hooks, and the channel to the option-224 server.
-    assert!(
-        poll(Duration::from_secs(3), || lab.hooks("LEASE_BOUND").iter().any(|h| h.contains("OWN_IP=10.77.0.50 "))),
-        "{}",
-        lab.dump()
-    );
+    assert!(hook_ran(&lab, 3, "LEASE_BOUND", &["OWN_IP=10.77.0.50 "]), "{}", lab.dump());
     assert!(poll(Duration::from_secs(5), || !lab.hooks("SERVER_CONNECTED").is_empty()), "{}", lab.dump());
     // `serve` was up all along: dialling it before our own address exists is no outage.
     assert!(lab.hooks("SERVER_UNREACHABLE").is_empty(), "spurious SERVER_UNREACHABLE\n{}", lab.dump());
@@ -171,22 +172,10 @@ fn forcerenew_after_a_changed_reservation_moves_the_address_and_the_cloud_server
     assert!(within(Duration::from_secs(3), || lab.term_neigh(CLOUD_A).is_none()).is_some(), "old pin kept");
     // Hooks, with the variables an integrator reads.
     assert!(poll(Duration::from_secs(3), || !lab.hooks("FORCERENEW").is_empty()), "{}", lab.dump());
-    assert!(
-        poll(Duration::from_secs(3), || lab
-            .hooks("LEASE_CHANGED")
-            .iter()
-            .any(|h| h.contains("OWN_IP=10.77.0.51 ") && h.contains("OLD_OWN_IP=10.77.0.50 "))),
-        "{}",
-        lab.dump()
-    );
-    assert!(
-        poll(Duration::from_secs(3), || lab
-            .hooks("SERVER_CHANGED")
-            .iter()
-            .any(|h| h.contains("OLD_SERVER_IP=10.77.0.200 ") && h.contains("NEW_SERVER_IP=10.77.0.201 "))),
-        "{}",
-        lab.dump()
-    );
+    let changed = ["OWN_IP=10.77.0.51 ", "OLD_OWN_IP=10.77.0.50 "];
+    assert!(hook_ran(&lab, 3, "LEASE_CHANGED", &changed), "{}", lab.dump());
+    let moved = ["OLD_SERVER_IP=10.77.0.200 ", "NEW_SERVER_IP=10.77.0.201 "];
+    assert!(hook_ran(&lab, 3, "SERVER_CHANGED", &moved), "{}", lab.dump());
     // dnsmasq saw the renewal refused and the new lease taken.
     assert!(!lab.dnsmasq_lines("DHCPNAK", TERM_MAC).is_empty(), "{}", lab.dnsmasq_log());
     assert!(lab.dnsmasq_lines("DHCPACK", TERM_MAC).iter().any(|l| l.contains("10.77.0.51")), "{}", lab.dnsmasq_log());
