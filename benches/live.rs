@@ -16,6 +16,8 @@ use ipsyncd::server::{announce, serve, Announce};
 use ipsyncd::shell::capture::Transmitter;
 use ipsyncd::shell::channel::{hello, Terminal};
 use ipsyncd::shell::netlink::Netlink;
+use ipsyncd::config::IpsyncKey;
+use ipsyncd::wire::sig::{Signer, VerifyKey};
 use ipsyncd::wire::frame::UdpFrameRepr;
 use ipsyncd::wire::Mac;
 use lab::{Lab, SRV_MAC};
@@ -36,7 +38,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn serve_throughput(out: &mut String) {
-    let keys = BTreeMap::from([(1u32, KEY.to_vec())]);
+    let keys = BTreeMap::from([(1u32, IpsyncKey::Hmac(KEY.to_vec()))]);
     let server = serve::Server::new(keys, None);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -51,6 +53,7 @@ fn serve_throughput(out: &mut String) {
                 let t = Terminal {
                     key_id: 1,
                     key: KEY.to_vec(),
+                    keys: BTreeMap::from([(1, VerifyKey::Hmac(KEY.to_vec()))]),
                     mac: Mac([2, 0, 0, 0, c as u8, 1]),
                     ip: Ipv4Addr::LOCALHOST,
                 };
@@ -125,7 +128,7 @@ fn live(out: &mut String, window: u64) {
         assert!(lab.sh("srv", &["ip", "addr", "add", a, "dev", "srv0"]));
     }
     let server = lab.in_ns("srv", || {
-        let s = serve::Server::new(BTreeMap::from([(1u32, KEY.to_vec())]), None);
+        let s = serve::Server::new(BTreeMap::from([(1u32, IpsyncKey::Hmac(KEY.to_vec()))]), None);
         let l = TcpListener::bind("0.0.0.0:47474").unwrap();
         let s2 = Arc::clone(&s);
         std::thread::spawn(move || s2.run(l));
@@ -160,7 +163,7 @@ fn live(out: &mut String, window: u64) {
         let before = server.stats.welcomed.load(Ordering::Acquire);
         let a = Announce {
             key_id: 1,
-            key: &KEY,
+            key: Signer::Hmac(&KEY),
             sequence: 1_800_000_000_000_000 + i as u64,
             server_ip: ip,
             server_mac: SRV_MAC,
@@ -281,7 +284,7 @@ fn live(out: &mut String, window: u64) {
             seq += 1;
             let a = Announce {
                 key_id: 1,
-                key: &[7; 32],
+                key: Signer::Hmac(&[7; 32]),
                 sequence: seq,
                 server_ip: "10.77.0.66".parse().unwrap(),
                 server_mac: lab::EVIL_MAC,

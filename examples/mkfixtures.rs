@@ -10,6 +10,7 @@ use ipsyncd::shell::pcap::{write_pcap, write_pcapng};
 use ipsyncd::wire::auth::{AuthRepr, Scheme};
 use ipsyncd::wire::dhcpv4::{self, CloudServer, MessageType, ServerForm};
 use ipsyncd::wire::frame::UdpFrameRepr;
+use ipsyncd::wire::sig::{Signer, SigningKey};
 use ipsyncd::wire::{arp, frame, Mac};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -27,7 +28,12 @@ const EVIL_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 66);
 const EVIL_MAC: Mac = Mac([2, 0, 0, 0, 0, 0x66]);
 const KEY: &[u8] = &[0x11; 32];
 const KEY_HEX: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
-const DHCP_KEY: &[u8] = b"dhcpsecret";
+const DHCP_KEY: &[u8] = b"dhcpsecret-at-least-16";
+/// `[[key]] id 3`: an Ed25519 pair from this fixed seed; the terminal's config holds the public
+/// half only.
+const ED_SEED: [u8; 32] = [0x33; 32];
+/// Another pair, whose signatures the terminal must refuse under key 3.
+const ED_WRONG_SEED: [u8; 32] = [0x44; 32];
 const NONCE: [u8; 16] = *b"reconfigure-key!";
 const XID: u32 = 0x5a5a_0001;
 
@@ -53,7 +59,7 @@ secret = "{KEY_HEX}"
 
 [[dhcp_key]]
 id = 1
-secret = "dhcpsecret"
+secret = "dhcpsecret-at-least-16"
 "#
     )
 }
@@ -76,6 +82,10 @@ impl Cap {
 }
 
 fn announce(seq: u64, ip: Ipv4Addr, mac: Mac, key_id: u32, key: &[u8]) -> Announce<'_> {
+    signed(seq, ip, mac, key_id, Signer::Hmac(key))
+}
+
+fn signed(seq: u64, ip: Ipv4Addr, mac: Mac, key_id: u32, key: Signer<'_>) -> Announce<'_> {
     Announce {
         key_id,
         key,
@@ -86,6 +96,14 @@ fn announce(seq: u64, ip: Ipv4Addr, mac: Mac, key_id: u32, key: &[u8]) -> Announ
         server_name: None,
         service_port: Some(3389),
     }
+}
+
+/// The follow config with `[[key]] id 3` = the public half of `sk`, and no shared key.
+fn ed25519_config(sk: &SigningKey) -> String {
+    let hex: String = sk.verifying_key().as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let base = config("follow", "optimistic");
+    let (head, _) = base.split_once("[[key]]").expect("the config has a [[key]]");
+    format!("{head}[[key]]\nid = 3\npublic_key = \"0x{hex}\"\n")
 }
 
 fn ann_frame(seq: u64, ip: Ipv4Addr, mac: Mac) -> Vec<u8> {
@@ -239,6 +257,27 @@ fn main() {
     c.push(100, ann_frame(seq + 5, EVIL_IP, EVIL_MAC));
     c.push(100, announce(seq + 11, EVIL_IP, EVIL_MAC, 1, &[0x22; 32]).frame(47474));
     write(dir, "announce-forged", &c, &follow, false);
+
+    // announce-ed25519: a terminal that holds only key 3's Ed25519 public half. A valid signed
+    // ANNOUNCE moves it (no HELLO: it has no shared key, so the move completes at once); a
+    // flipped bit, an HMAC trailer under key 3 (76 bytes: too short for a signature), a
+    // signature by another key pair, and an Ed25519 trailer under HMAC key 1 are each refused;
+    // the valid frame again is a replay.
+    let sk = SigningKey::from_bytes(&ED_SEED);
+    let wrong = SigningKey::from_bytes(&ED_WRONG_SEED);
+    let ed_cfg = ed25519_config(&sk);
+    let mut c = Cap::new();
+    let valid = signed(seq, B_IP, B_MAC, 3, Signer::Ed25519(&sk)).frame(47474);
+    c.push(0, valid.clone());
+    let mut flipped = signed(seq + 1, EVIL_IP, EVIL_MAC, 3, Signer::Ed25519(&sk)).frame(47474);
+    let n = flipped.len();
+    flipped[n - 70] ^= 0x01; // inside the TLVs (PREVIOUS_IPV4), under the signature
+    c.push(100, flipped.tap_port(47474, 47474));
+    c.push(100, announce(seq + 2, EVIL_IP, EVIL_MAC, 3, KEY).frame(47474));
+    c.push(100, signed(seq + 3, EVIL_IP, EVIL_MAC, 3, Signer::Ed25519(&wrong)).frame(47474));
+    c.push(100, signed(seq + 4, EVIL_IP, EVIL_MAC, 1, Signer::Ed25519(&sk)).frame(47474));
+    c.push(100, valid);
+    write(dir, "announce-ed25519", &c, &ed_cfg, false);
 
     // arp-spoof: pin B, then an attacker claims B by reply and by gratuitous ARP; B itself is quiet.
     let mut c = Cap::new();

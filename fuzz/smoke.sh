@@ -28,7 +28,12 @@ for p in glob.glob('../pcap-fixtures/*.pcap'):
             ihl = (f[14] & 15) * 4
             payload = f[14 + ihl + 8:]
             dport = struct.unpack_from('>H', f, 14 + ihl + 2)[0]
-            put('dhcpv4' if dport in (67, 68) else 'ipsync', payload)
+            if dport in (67, 68):
+                put('dhcpv4', payload)
+            else:
+                # The ipsync target's first byte picks the trailer: seed both (0 HMAC, 1 Ed25519).
+                put('ipsync', b'\x00' + payload)
+                put('ipsync', b'\x01' + payload)
         if f[12:14] == b'\x08\x06':
             put('arp', f[14:])
 PY

@@ -1,11 +1,14 @@
 //! The TOML configuration (DESIGN §7).
 //!
-//! Contract: unknown keys are errors, and every error names the file, the key (with its line
-//! where TOML gives one) and what was expected. Loading validates everything the engine relies on
-//! (key lengths, duplicate ids, addresses), so a bad file fails at start with exit code 2, never
-//! later at runtime.
+//! Contract: unknown keys are errors, and every error names the file, the key (with its line)
+//! and what was expected. Loading validates everything the engine relies on (key kinds and
+//! lengths, duplicate ids, addresses, ports and options DHCP itself owns), and reports every
+//! such problem at once, so a bad file fails at start with exit code 2, never later at runtime.
+//! What depends on the machine (the hook, the state directory) is checked by
+//! `shell::preflight`, which `run` and `check` share.
 
 use crate::engine::{AcdMode, Cidr, EngineConfig, Mode};
+use crate::wire::sig::{self, Signer, VerifyKey};
 use crate::wire::Mac;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -14,6 +17,23 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_PATH: &str = "/etc/ipsyncd/ipsyncd.toml";
+/// A config is a few hundred bytes; anything past this is not one (and is not read whole).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads at most `limit` bytes of UTF-8 text: a huge file or a device is refused, not swallowed.
+pub fn read_text(path: &Path, limit: u64) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err("cannot read: is a directory".into());
+    }
+    let mut buf = Vec::new();
+    f.take(limit + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
+    if buf.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes: not a config file"));
+    }
+    String::from_utf8(buf).map_err(|e| format!("byte {}: not UTF-8 text", e.utf8_error().valid_up_to()))
+}
 
 #[derive(Debug)]
 pub struct ConfigError {
@@ -23,7 +43,14 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.file.display(), self.message)
+        // One problem per line, each naming the file, so every line stands alone in a log.
+        for (i, line) in self.message.lines().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {line}", self.file.display())?;
+        }
+        Ok(())
     }
 }
 
@@ -133,11 +160,49 @@ impl Default for Server {
     }
 }
 
+/// A `[[key]]` or `[[dhcp_key]]` as written. `[[dhcp_key]]` takes `secret` only.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
     pub id: u32,
-    pub secret: String,
+    pub secret: Option<String>,
+    /// Ed25519: the half terminals hold.
+    pub public_key: Option<String>,
+    /// Ed25519: the half only the server's tools hold.
+    pub signing_key: Option<String>,
+}
+
+/// The shortest secret accepted (DESIGN §6): below this one captured message is enough to
+/// guess the key offline.
+pub const MIN_SECRET_LEN: usize = 16;
+/// `[[key]]` secrets shorter than this are accepted with a warning (HMAC-SHA256's block
+/// strength is reached at 32 bytes).
+pub const GOOD_SECRET_LEN: usize = 32;
+
+/// One `[[key]]`, checked: what the receiver verifies with, and for Ed25519 what a server
+/// signs with when the config holds the signing half.
+#[derive(Clone)]
+pub enum IpsyncKey {
+    Hmac(Vec<u8>),
+    Ed25519 { public: sig::VerifyingKey, signing: Option<sig::SigningKey> },
+}
+
+impl IpsyncKey {
+    pub fn verify_key(&self) -> VerifyKey {
+        match self {
+            IpsyncKey::Hmac(s) => VerifyKey::Hmac(s.clone()),
+            IpsyncKey::Ed25519 { public, .. } => VerifyKey::Ed25519(*public),
+        }
+    }
+
+    /// What a server tool signs with: the secret, or the Ed25519 signing half; `None` for a
+    /// public key alone.
+    pub fn signer(&self) -> Option<Signer<'_>> {
+        match self {
+            IpsyncKey::Hmac(s) => Some(Signer::Hmac(s)),
+            IpsyncKey::Ed25519 { signing, .. } => signing.as_ref().map(Signer::Ed25519),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -179,11 +244,17 @@ pub use crate::wire::hex::{parse_hex, to_hex};
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let err = |message: String| ConfigError { file: path.to_path_buf(), message };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let text = read_text(path, MAX_CONFIG_BYTES).map_err(err)?;
         Config::parse(&text).map_err(err)
     }
 
+    /// Parses and validates. A TOML syntax error stops at the first one (the parser cannot go
+    /// on); every other problem is listed, one per line, each with its line where it has one.
     pub fn parse(text: &str) -> Result<Config, String> {
+        if let Some(at) = text.find('\0') {
+            let line = text[..at].matches('\n').count() + 1;
+            return Err(format!("line {line}: a NUL byte: a config is text; is this a binary or a truncated file?"));
+        }
         let c: Config = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
             match e.span() {
@@ -194,41 +265,92 @@ impl Config {
                 None => msg,
             }
         })?;
-        c.validate()?;
+        let problems = c.problems(text);
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
         Ok(c)
     }
 
-    fn validate(&self) -> Result<(), String> {
-        self.terminal_mac()?;
-        self.terminal_address()?;
-        keys_by_id("key", &self.key, 1)?;
-        for k in &self.key {
-            if parse_secret(&k.secret).map_or(0, |v| v.len()) < 16 {
-                log::warn!("[[key]] id {}: secret is shorter than 16 bytes; use `ipsyncd keygen`", k.id);
-            }
+    /// Every problem in a parsed config, each as "line N: key: what was expected".
+    pub fn problems(&self, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let at = |table: &str, index: usize, key: &str| match locate(text, table, index, key) {
+            Some(l) => format!("line {l}: "),
+            None => String::new(),
+        };
+        let mut err = |table: &str, key: &str, msg: String| {
+            let name = if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+            out.push(format!("{}{name}: {msg}", at(table, 0, key)));
+        };
+        if let Err(e) = self.terminal_mac() {
+            err("terminal", "mac", e.trim_start_matches("terminal.mac: ").to_string());
         }
-        keys_by_id("dhcp_key", &self.dhcp_key, 1)?;
+        if let Err(e) = self.terminal_address() {
+            err("terminal", "address", e.trim_start_matches("terminal.address: ").to_string());
+        }
         if self.server.connect_attempts == 0 {
-            return Err("server.connect_attempts: expected at least 1".into());
+            err("server", "connect_attempts", "expected at least 1".into());
         }
         if self.server.connect_timeout_ms == 0 {
-            return Err("server.connect_timeout_ms: expected a positive number of milliseconds".into());
+            err("server", "connect_timeout_ms", "expected a positive number of milliseconds".into());
         }
         if self.hook_timeout_ms == 0 {
-            return Err("hook_timeout_ms: expected a positive number of milliseconds".into());
+            err("", "hook_timeout_ms", "expected a positive number of milliseconds".into());
+        }
+        match self.server.port {
+            0 => err("server", "port", "expected a port from 1 to 65535, got 0".into()),
+            67 | 68 => err(
+                "server",
+                "port",
+                format!("{} is a DHCP port; ipsync needs its own (the default is 47474)", self.server.port),
+            ),
+            _ => {}
+        }
+        let o = self.server.dhcp_option;
+        if (1..=61).contains(&o) || o == 255 {
+            err(
+                "server",
+                "dhcp_option",
+                format!("option {o} is one DHCP itself uses; expected 0 (option 54) or a site option 62–254, usually 224"),
+            );
         }
         if let Some(fr) = &self.forcerenew {
             if let Some(k) = &fr.reconfigure_key {
-                let v = parse_secret(k).map_err(|e| format!("forcerenew.reconfigure_key: {e}"))?;
-                if v.len() != 16 {
-                    return Err(format!(
-                        "forcerenew.reconfigure_key: expected 16 bytes (\"0x\" + 32 hex digits), got {}",
-                        v.len()
-                    ));
+                match parse_secret(k) {
+                    Err(e) => err("forcerenew", "reconfigure_key", e),
+                    Ok(v) if v.len() != 16 => err(
+                        "forcerenew",
+                        "reconfigure_key",
+                        format!("expected 16 bytes (\"0x\" + 32 hex digits), got {}", v.len()),
+                    ),
+                    Ok(_) => {}
                 }
             }
         }
-        Ok(())
+        for (i, p) in ipsync_keys(&self.key).1 {
+            out.push(format!("{}{p}", at("key", i, key_field(&p))));
+        }
+        for (i, p) in dhcp_keys(&self.dhcp_key).1 {
+            out.push(format!("{}{p}", at("dhcp_key", i, key_field(&p))));
+        }
+        out
+    }
+
+    /// Warnings that `check` shows and `run` logs: accepted, but weaker than it should be.
+    pub fn warnings(&self, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, k) in self.key.iter().enumerate() {
+            let Some(len) = k.secret.as_deref().and_then(|s| parse_secret(s).ok()).map(|v| v.len()) else { continue };
+            if (MIN_SECRET_LEN..GOOD_SECRET_LEN).contains(&len) {
+                let line = locate(text, "key", i, "secret").map(|l| format!("line {l}: ")).unwrap_or_default();
+                out.push(format!(
+                    "{line}[[key]] id {} secret: {len} bytes; 32 or more are recommended (`ipsyncd keygen`)",
+                    k.id
+                ));
+            }
+        }
+        out
     }
 
     pub fn terminal_mac(&self) -> Result<Option<Mac>, String> {
@@ -247,12 +369,36 @@ impl Config {
             .transpose()
     }
 
-    pub fn keys(&self) -> BTreeMap<u32, Vec<u8>> {
-        keys_by_id("key", &self.key, 1).unwrap_or_default()
+    /// The `[[key]]`s by id (a parsed Config has no bad one: [`Config::parse`] refused it).
+    pub fn ipsync_keys(&self) -> BTreeMap<u32, IpsyncKey> {
+        ipsync_keys(&self.key).0
+    }
+
+    /// What a receiver verifies with, by key id.
+    pub fn keys(&self) -> BTreeMap<u32, VerifyKey> {
+        self.ipsync_keys().into_iter().map(|(id, k)| (id, k.verify_key())).collect()
+    }
+
+    /// The first `[[key]]` that can sign, preferring an Ed25519 signing key (DESIGN §4.3: then
+    /// no terminal can forge what the server tools send).
+    pub fn signing_key(&self) -> Option<(u32, IpsyncKey)> {
+        let keys = self.ipsync_keys();
+        let ed = keys.iter().find(|(_, k)| matches!(k, IpsyncKey::Ed25519 { signing: Some(_), .. }));
+        let hmac = self.key.iter().find_map(|e| keys.get_key_value(&e.id).filter(|(_, k)| matches!(k, IpsyncKey::Hmac(_))));
+        ed.or(hmac).map(|(id, k)| (*id, k.clone()))
+    }
+
+    /// The first `[[key]]` that is a shared secret: what a terminal signs HELLO with.
+    pub fn hello_key(&self) -> Option<(u32, Vec<u8>)> {
+        let keys = self.ipsync_keys();
+        self.key.iter().find_map(|e| match keys.get(&e.id) {
+            Some(IpsyncKey::Hmac(s)) => Some((e.id, s.clone())),
+            _ => None,
+        })
     }
 
     pub fn dhcp_keys(&self) -> BTreeMap<u32, Vec<u8>> {
-        keys_by_id("dhcp_key", &self.dhcp_key, 1).unwrap_or_default()
+        dhcp_keys(&self.dhcp_key).0
     }
 
     /// The engine's view. `mac` is the terminal's MAC (configured, or read from the interface).
@@ -276,23 +422,126 @@ impl Config {
     }
 }
 
-fn keys_by_id(section: &str, keys: &[KeyEntry], min_len: usize) -> Result<BTreeMap<u32, Vec<u8>>, String> {
+/// The field a key problem is about, for its line: every one reads "[[section]] id N FIELD: …".
+fn key_field(problem: &str) -> &str {
+    problem.split_whitespace().nth(3).map_or("id", |f| f.trim_end_matches(':'))
+}
+
+fn secret_problem(section: &str, k: &KeyEntry, s: &str) -> Result<Vec<u8>, String> {
+    let v = parse_secret(s).map_err(|e| format!("[[{section}]] id {} secret: {e}", k.id))?;
+    if v.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "[[{section}]] id {} secret: expected at least {MIN_SECRET_LEN} bytes, got {} (`ipsyncd keygen` makes one)",
+            k.id,
+            v.len()
+        ));
+    }
+    Ok(v)
+}
+
+/// `[[key]]`s by id, and the problems (by entry index) of those that were refused.
+fn ipsync_keys(entries: &[KeyEntry]) -> (BTreeMap<u32, IpsyncKey>, Vec<(usize, String)>) {
     let mut out = BTreeMap::new();
-    for (i, k) in keys.iter().enumerate() {
-        let v = parse_secret(&k.secret).map_err(|e| format!("[[{section}]] #{} (id {}) secret: {e}", i + 1, k.id))?;
-        if v.len() < min_len {
-            return Err(format!(
-                "[[{section}]] #{} (id {}) secret: expected at least {min_len} bytes, got {}",
-                i + 1,
-                k.id,
-                v.len()
-            ));
-        }
-        if out.insert(k.id, v).is_some() {
-            return Err(format!("[[{section}]] id {} is defined twice", k.id));
+    let mut problems = Vec::new();
+    for (i, k) in entries.iter().enumerate() {
+        let id = k.id;
+        let parsed = match (&k.secret, &k.public_key, &k.signing_key) {
+            (Some(s), None, None) => secret_problem("key", k, s).map(IpsyncKey::Hmac),
+            (None, public, signing) if public.is_some() || signing.is_some() => ed25519_entry(k, public, signing),
+            (None, None, None) => Err(format!(
+                "[[key]] id {id} secret: expected `secret` (a shared HMAC key) or `public_key` (Ed25519)"
+            )),
+            _ => Err(format!(
+                "[[key]] id {id} secret: a key is either `secret` or `public_key`/`signing_key`, not both"
+            )),
+        };
+        match parsed {
+            Ok(v) => {
+                if out.insert(id, v).is_some() {
+                    problems.push((i, format!("[[key]] id {id} id: defined twice")));
+                }
+            }
+            Err(e) => problems.push((i, e)),
         }
     }
-    Ok(out)
+    (out, problems)
+}
+
+fn ed25519_entry(k: &KeyEntry, public: &Option<String>, signing: &Option<String>) -> Result<IpsyncKey, String> {
+    let id = k.id;
+    let public = match public {
+        Some(p) => {
+            let b = parse_secret(p).map_err(|e| format!("[[key]] id {id} public_key: {e}"))?;
+            Some(sig::public_key(&b).map_err(|e| format!("[[key]] id {id} public_key: {e}"))?)
+        }
+        None => None,
+    };
+    let signing = match signing {
+        Some(s) => {
+            let b = parse_secret(s).map_err(|e| format!("[[key]] id {id} signing_key: {e}"))?;
+            Some(sig::signing_key(&b, public.as_ref()).map_err(|e| format!("[[key]] id {id} signing_key: {e}"))?)
+        }
+        None => None,
+    };
+    let public = match (public, &signing) {
+        (Some(p), _) => p,
+        (None, Some(s)) => s.verifying_key(),
+        (None, None) => return Err(format!("[[key]] id {id} public_key: missing")),
+    };
+    Ok(IpsyncKey::Ed25519 { public, signing })
+}
+
+fn dhcp_keys(entries: &[KeyEntry]) -> (BTreeMap<u32, Vec<u8>>, Vec<(usize, String)>) {
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (i, k) in entries.iter().enumerate() {
+        let parsed = match (&k.secret, &k.public_key, &k.signing_key) {
+            (Some(s), None, None) => secret_problem("dhcp_key", k, s),
+            (None, None, None) => Err(format!("[[dhcp_key]] id {} secret: missing", k.id)),
+            _ => Err(format!(
+                "[[dhcp_key]] id {} public_key: RFC 3118 keys are shared secrets: `secret` only",
+                k.id
+            )),
+        };
+        match parsed {
+            Ok(v) => {
+                if out.insert(k.id, v).is_some() {
+                    problems.push((i, format!("[[dhcp_key]] id {} id: defined twice", k.id)));
+                }
+            }
+            Err(e) => problems.push((i, e)),
+        }
+    }
+    (out, problems)
+}
+
+/// The 1-based line of `key` in the `index`-th table named `table` ("" for the top level, or
+/// a `[[table]]` array's entry), found by a scan of the text: enough for the files people
+/// write (one key per line), and `None` where the scan cannot tell (inline tables).
+pub fn locate(text: &str, table: &str, index: usize, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut entry = 0usize;
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(h) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            current = h.trim().to_string();
+            let c = seen.entry(current.clone()).or_insert(0);
+            entry = *c;
+            *c += 1;
+            continue;
+        }
+        if let Some(h) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            current = h.trim().to_string();
+            entry = 0;
+            continue;
+        }
+        let Some((k, _)) = line.split_once('=') else { continue };
+        if current == table && entry == index && k.trim().trim_matches('"') == key {
+            return Some(n + 1);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -323,7 +572,7 @@ id = 1
 secret = "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 [[dhcp_key]]
 id = 7
-secret = "dhcpsecret"
+secret = "dhcpsecret-at-least-16"
 [forcerenew]
 auth = "reconfigure-key"
 reconfigure_key = "0x00112233445566778899aabbccddeeff"
@@ -331,8 +580,8 @@ reconfigure_key = "0x00112233445566778899aabbccddeeff"
         )
         .unwrap();
         assert_eq!(c.mode, Mode::Follow);
-        assert_eq!(c.keys()[&1].len(), 32);
-        assert_eq!(c.dhcp_keys()[&7], b"dhcpsecret");
+        assert!(matches!(&c.keys()[&1], VerifyKey::Hmac(k) if k.len() == 32));
+        assert_eq!(c.dhcp_keys()[&7], b"dhcpsecret-at-least-16");
         assert_eq!(c.server.port, 47474);
         assert_eq!(c.forcerenew.unwrap().auth, ForceRenewAuth::ReconfigureKey);
     }
@@ -341,9 +590,48 @@ reconfigure_key = "0x00112233445566778899aabbccddeeff"
     fn rejects_bad_values() {
         assert!(Config::parse("[terminal]\nmac = \"zz\"").unwrap_err().contains("terminal.mac"));
         assert!(Config::parse("[[key]]\nid = 1\nsecret = \"0x0g\"").unwrap_err().contains("not hex"));
-        assert!(Config::parse("[[key]]\nid = 1\nsecret = \"\"").unwrap_err().contains("at least 1"));
-        let dup = "[[dhcp_key]]\nid = 1\nsecret = \"a\"\n[[dhcp_key]]\nid = 1\nsecret = \"b\"";
+        assert!(Config::parse("[[key]]\nid = 1\nsecret = \"\"").unwrap_err().contains("at least 16"));
+        let dup = "[[dhcp_key]]\nid = 1\nsecret = \"aaaaaaaaaaaaaaaa\"\n[[dhcp_key]]\nid = 1\nsecret = \"bbbbbbbbbbbbbbbb\"";
         assert!(Config::parse(dup).unwrap_err().contains("twice"));
         assert!(Config::parse("mode = \"dhcpx\"").is_err());
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_line_and_key() {
+        let text = "mode = \"follow\"\n[server]\nport = 67\ndhcp_option = 54\n[[key]]\nid = 1\nsecret = \"x\"\n[[dhcp_key]]\nid = 2\nsecret = \"short\"\n";
+        let e = Config::parse(text).unwrap_err();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 4, "{e}");
+        assert!(lines[0].starts_with("line 3: server.port: 67 is a DHCP port"), "{e}");
+        assert!(lines[1].starts_with("line 4: server.dhcp_option: option 54"), "{e}");
+        assert!(lines[2].starts_with("line 7: [[key]] id 1 secret: expected at least 16 bytes, got 1"), "{e}");
+        assert!(lines[3].starts_with("line 10: [[dhcp_key]] id 2 secret: expected at least 16 bytes, got 5"), "{e}");
+        assert!(Config::parse("[server]\nport = 0").unwrap_err().contains("got 0"));
+        assert!(Config::parse("[server]\ndhcp_option = 255").unwrap_err().contains("option 255"));
+        assert!(Config::parse("[server]\ndhcp_option = 0").is_ok());
+        assert!(Config::parse("[server]\ndhcp_option = 62").is_ok());
+        let nul = Config::parse("interface = \"eth0\"\n\0\0").unwrap_err();
+        assert!(nul.starts_with("line 2: a NUL byte"), "{nul}");
+    }
+
+    #[test]
+    fn ed25519_keys_are_checked() {
+        let sk = crate::wire::sig::SigningKey::from_bytes(&[5; 32]);
+        let pk = crate::wire::hex::to_hex(sk.verifying_key().as_bytes());
+        let seed = crate::wire::hex::to_hex(sk.as_bytes());
+        let t = Config::parse(&format!("[[key]]\nid = 2\npublic_key = \"0x{pk}\"")).unwrap();
+        assert!(matches!(t.ipsync_keys()[&2], IpsyncKey::Ed25519 { signing: None, .. }));
+        assert!(t.signing_key().is_none(), "a public key alone cannot sign");
+        assert!(t.hello_key().is_none());
+        let s = Config::parse(&format!("[[key]]\nid = 2\npublic_key = \"0x{pk}\"\nsigning_key = \"0x{seed}\"")).unwrap();
+        assert_eq!(s.signing_key().map(|(id, _)| id), Some(2));
+        let other = crate::wire::hex::to_hex(&[9; 32]);
+        let e = Config::parse(&format!("[[key]]\nid = 2\npublic_key = \"0x{pk}\"\nsigning_key = \"0x{other}\"")).unwrap_err();
+        assert!(e.starts_with("line 4: [[key]] id 2 signing_key: signing_key does not belong"), "{e}");
+        let e = Config::parse("[[key]]\nid = 2\npublic_key = \"0x0100000000000000000000000000000000000000000000000000000000000000\"").unwrap_err();
+        assert!(e.contains("small-order"), "{e}");
+        let both = format!("[[key]]\nid = 2\nsecret = \"0123456789abcdef\"\npublic_key = \"0x{pk}\"");
+        assert!(Config::parse(&both).unwrap_err().contains("not both"));
+        assert!(Config::parse(&format!("[[dhcp_key]]\nid = 2\npublic_key = \"0x{pk}\"")).unwrap_err().contains("`secret` only"));
     }
 }

@@ -111,12 +111,24 @@ enum Cmd {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Print a fresh [[key]] section.
+    /// Print a fresh key section (ed25519: the server's and the terminals' halves).
     Keygen {
         /// The key's id.
         #[arg(long, default_value_t = 1)]
         id: u32,
+        /// ed25519: a [[key]] pair, terminals get the public half; hmac: a shared [[key]]
+        /// secret (signs HELLO); dhcp: a [[dhcp_key]]; reconfigure: an RFC 6704 reconfigure key.
+        #[arg(long, value_enum, default_value_t = KeyKind::Ed25519)]
+        kind: KeyKind,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KeyKind {
+    Ed25519,
+    Hmac,
+    Dhcp,
+    Reconfigure,
 }
 
 /// How a subcommand failed, as far as the exit code cares.
@@ -175,8 +187,16 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             let (cpath, cfg) = load_config(config)?;
             Ok(replay::run(&pcap, &cfg, &cpath, state_dir.as_deref())?)
         }
-        Cmd::Keygen { id } => {
-            keygen::run(id);
+        Cmd::Keygen { id, kind } => {
+            keygen::run(
+                match kind {
+                    KeyKind::Ed25519 => keygen::Kind::Ed25519,
+                    KeyKind::Hmac => keygen::Kind::Hmac,
+                    KeyKind::Dhcp => keygen::Kind::Dhcp,
+                    KeyKind::Reconfigure => keygen::Kind::Reconfigure,
+                },
+                id,
+            );
             Ok(())
         }
         Cmd::Run { config, interface } => {

@@ -7,11 +7,13 @@
 //! in a row make one `unreachable` per outage (alarm and hook coalesced), and attempts go on at
 //! the capped backoff. A WELCOME from the target of a make-before-break move completes it; that
 //! target becoming unreachable first abandons it and the terminal stays with the old server.
+//! A terminal without an HMAC key dials nothing (it cannot sign a HELLO).
 
 use super::core::Engine;
 use super::decision::{Decision, Input, Verdict};
 use super::pending::Dial;
 use super::vocab::{Action, HookReason, Instant};
+use crate::wire::sig::VerifyKey;
 use crate::wire::{ipsync, Mac};
 use std::net::Ipv4Addr;
 
@@ -26,12 +28,22 @@ pub fn backoff_ms(failures: u32) -> u64 {
 }
 
 impl Engine {
+    /// Whether this terminal can sign a HELLO: it holds an HMAC `[[key]]`. One that holds only
+    /// Ed25519 public keys sends none (DESIGN §4.3): its moves complete on the authenticated
+    /// ANNOUNCE, and the channel's decisions do not occur.
+    pub(super) fn has_channel(&self) -> bool {
+        self.cfg.keys.values().any(|k| matches!(k, VerifyKey::Hmac(_)))
+    }
+
     /// Starts dialling `ip` afresh (a new server, a planned move, start-up): the `connect`
-    /// action for the caller's decision.
-    pub(super) fn dial_now(&mut self, ip: Ipv4Addr) -> Action {
+    /// action for the caller's decision, or none without a channel.
+    pub(super) fn dial_now(&mut self, ip: Ipv4Addr) -> Option<Action> {
+        if !self.has_channel() {
+            return None;
+        }
         self.dial =
             Some(Dial { ip, in_flight: true, failures: 0, next_at: None, outage: false, last_failure: "timeout" });
-        Action::Connect { ip, port: self.cfg.port }
+        Some(Action::Connect { ip, port: self.cfg.port })
     }
 
     /// Stops dialling `ip` (a planned move abandoned or replaced).
@@ -161,7 +173,7 @@ impl Engine {
                 ));
                 // The move took the dial from A: if A has not answered, dial it again.
                 if self.welcomed.map(|(w, _)| w) != Some(p.from) {
-                    actions.push(self.dial_now(p.from));
+                    actions.extend(self.dial_now(p.from));
                 }
                 actions
             }

@@ -8,7 +8,7 @@
 //! are queued only through [`Engine::decide`], so the decision log is the complete record.
 
 use super::decision::{Counters, Decision, Input, Verdict};
-use super::input::{input_of, Inbound, InboundKind};
+use super::input::{input_of, Inbound, InboundKind, IpsyncMsg};
 use super::lease::Client;
 use super::limits::{Alarms, ArpCache, RateLimiter};
 use super::pending::{Dial, FollowRequest, PendingMove, Resolving, RESOLVE_REQUESTS};
@@ -16,6 +16,7 @@ use super::state::{ServerState, State};
 use super::vocab::{
     reserved_address, Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Wall,
 };
+use crate::wire::sig::{Trailer, VerifyKey};
 use crate::wire::Mac;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
@@ -145,7 +146,7 @@ impl Engine {
                 Some(mac) => actions.push(Action::PinNeighbour { ip, mac }),
                 None => actions.extend(self.resolve_pin_of(now, ip)),
             }
-            actions.push(self.dial_now(ip));
+            actions.extend(self.dial_now(ip));
             self.decide(Decision::new(None, now, Input::Timer, Verdict::Same).server(Some(ip), None).actions(actions));
         }
         if self.cfg.mode == Mode::Dhcp {
@@ -160,7 +161,7 @@ impl Engine {
     }
 
     /// Updates keys after a reload; state and counters are kept.
-    pub fn reload_keys(&mut self, keys: BTreeMap<u32, Vec<u8>>, dhcp_keys: BTreeMap<u32, Vec<u8>>) {
+    pub fn reload_keys(&mut self, keys: BTreeMap<u32, VerifyKey>, dhcp_keys: BTreeMap<u32, Vec<u8>>) {
         self.cfg.keys = keys;
         self.cfg.dhcp_keys = dhcp_keys;
     }
@@ -171,14 +172,14 @@ impl Engine {
             InboundKind::Own(msg) => self.handle_own_dhcp(now, msg),
             InboundKind::Ignored => {}
             InboundKind::Arp(arp) => self.handle_arp(now, inbound.frame, arp, inbound.src),
-            InboundKind::Malformed { input, reason } => {
-                if self.rate.allow(inbound.src, *input, now, exempt) {
-                    self.decide(Decision::new(inbound.frame, now, *input, Verdict::Malformed).reason(reason));
-                } else {
-                    self.counters.drop("rate_limited");
-                }
-            }
-            InboundKind::Ipsync(msg) => {
+            InboundKind::Malformed { input, reason } => self.handle_malformed(now, inbound, *input, reason, exempt),
+            InboundKind::Ipsync { src_ip } => {
+                let key_id = IpsyncMsg::key_id_of(&inbound.raw);
+                let trailer = self.cfg.keys.get(&key_id).map_or(Trailer::HmacSha256, |k| k.trailer());
+                let msg = match IpsyncMsg::parse(&inbound.raw, *src_ip, trailer) {
+                    Ok(m) => m,
+                    Err(reason) => return self.handle_malformed(now, inbound, Input::Announce, reason, exempt),
+                };
                 // A spoofer can drain the pinned server's own bucket with frames forged from its MAC;
                 // an authentic ANNOUNCE from it with a fresh sequence is still decided (the HMAC is
                 // the cheap check). Replays of genuine frames stay limited: they are not fresh.
@@ -192,7 +193,7 @@ impl Engine {
                             .is_some_and(|k| crate::wire::ipsync::Packet::new_unchecked(&inbound.raw[..]).verify(k))
                 };
                 if self.rate.allow(inbound.src, Input::Announce, now, exempt) || (exempt && authentic()) {
-                    self.handle_ipsync(now, inbound.frame, msg, &inbound.raw);
+                    self.handle_ipsync(now, inbound.frame, &msg, &inbound.raw);
                 } else {
                     self.counters.drop("rate_limited");
                 }
@@ -204,6 +205,14 @@ impl Engine {
                     self.counters.drop("rate_limited");
                 }
             }
+        }
+    }
+
+    fn handle_malformed(&mut self, now: Instant, inbound: &Inbound, input: Input, reason: &'static str, exempt: bool) {
+        if self.rate.allow(inbound.src, input, now, exempt) {
+            self.decide(Decision::new(inbound.frame, now, input, Verdict::Malformed).reason(reason));
+        } else {
+            self.counters.drop("rate_limited");
         }
     }
 

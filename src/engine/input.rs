@@ -9,6 +9,7 @@
 
 use crate::wire::auth::AuthRepr;
 use crate::wire::frame::{self, Body, Checksum, Class};
+use crate::wire::sig::Trailer;
 use crate::wire::{arp, dhcpv4, ipsync, Mac, Malformed};
 use std::net::Ipv4Addr;
 use std::ops::Range;
@@ -80,6 +81,20 @@ pub struct IpsyncMsg {
 }
 
 impl IpsyncMsg {
+    /// Walks the TLVs of a message whose header the decoder checked, up to the trailer its
+    /// key_id names (DESIGN §4.3: the key, not the bytes, says HMAC or Ed25519). The error is
+    /// the decision log's `malformed` reason.
+    pub fn parse(raw: &[u8], src_ip: Ipv4Addr, trailer: Trailer) -> Result<IpsyncMsg, &'static str> {
+        let p = ipsync::Packet::new_checked(raw).map_err(|e| Malformed::Ipsync(e).reason())?;
+        let r = ipsync::Repr::parse_with(&p, trailer).map_err(|e| Malformed::Ipsync(e).reason())?;
+        Ok(IpsyncMsg::from_repr(&r, src_ip))
+    }
+
+    /// The key_id of a message whose header the decoder checked (0 when too short to have one).
+    pub fn key_id_of(raw: &[u8]) -> u32 {
+        ipsync::Packet::new_checked(raw).map_or(0, |p| p.key_id())
+    }
+
     pub fn from_repr(r: &ipsync::Repr<'_>, src_ip: Ipv4Addr) -> IpsyncMsg {
         IpsyncMsg {
             msg_type: r.msg_type,
@@ -101,7 +116,11 @@ pub enum InboundKind {
     Dhcp(DhcpMsg),
     /// A DHCP message the terminal itself sent: arms the client state (xid), makes no line.
     Own(DhcpMsg),
-    Ipsync(IpsyncMsg),
+    /// An ipsync message whose header checked; its TLVs are walked by the engine, which knows
+    /// from the key_id where the trailer starts ([`IpsyncMsg::parse`]).
+    Ipsync {
+        src_ip: Ipv4Addr,
+    },
     Arp(arp::Repr),
     Malformed {
         input: Input,
@@ -228,9 +247,8 @@ pub fn decode_frame_from(
             if own {
                 return Decoded::Dropped("own_frame");
             }
-            let parsed = ipsync::Packet::new_checked(udp.payload).and_then(|p| ipsync::Repr::parse(&p));
-            match parsed {
-                Ok(r) => inbound(InboundKind::Ipsync(IpsyncMsg::from_repr(&r, udp.src_ip)), udp.payload),
+            match ipsync::Packet::new_checked(udp.payload) {
+                Ok(_) => inbound(InboundKind::Ipsync { src_ip: udp.src_ip }, udp.payload),
                 Err(e) => malformed(Malformed::Ipsync(e)),
             }
         }

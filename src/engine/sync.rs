@@ -68,7 +68,7 @@ impl Engine {
                 actions.push(Action::UnpinNeighbour { ip: p.to });
                 // The move took the dial from A: if A has not answered, dial it again.
                 if self.welcomed.map(|(w, _)| w) != Some(ip) {
-                    actions.push(self.dial_now(ip));
+                    actions.extend(self.dial_now(ip));
                 }
             }
             if known.is_none() {
@@ -96,10 +96,11 @@ impl Engine {
             }
         }
         match current {
-            Some(from) if msg.previous_ipv4 == Some(from) && from != ip => {
+            // Without a channel no WELCOME can complete it: the move is break-before-make.
+            Some(from) if msg.previous_ipv4 == Some(from) && from != ip && self.has_channel() => {
                 // Make-before-break: pin and dial B, keep A until B's WELCOME.
                 actions.push(Action::PinNeighbour { ip, mac });
-                actions.push(self.dial_now(ip));
+                actions.extend(self.dial_now(ip));
                 self.pending = Some(PendingMove { to: ip, mac, from, service_port: msg.service_port });
             }
             _ => actions.extend(self.switch_server(now, ip, Some(mac), msg.service_port)),
@@ -129,7 +130,7 @@ impl Engine {
         if let Some(o) = old.filter(|&o| o != ip) {
             actions.push(Action::UnpinNeighbour { ip: o });
         }
-        actions.push(self.dial_now(ip));
+        actions.extend(self.dial_now(ip));
         actions.push(Action::SetServer { ip, mac });
         let mut env = self.hook_env(Some(ip), mac);
         env.service_port = port;

@@ -3,6 +3,7 @@
 //!
 //! Contract: plain data. Nothing here decides anything; [`super::core`] does.
 
+use crate::wire::sig::VerifyKey;
 use crate::wire::Mac;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -335,8 +336,8 @@ pub struct EngineConfig {
     pub initial_server: Option<Ipv4Addr>,
     pub server_option: u8,
     pub port: u16,
-    /// `[[key]]`: ipsync HMAC-SHA256 keys by id.
-    pub keys: BTreeMap<u32, Vec<u8>>,
+    /// `[[key]]`: ipsync keys by id, HMAC-SHA256 secrets or Ed25519 public keys.
+    pub keys: BTreeMap<u32, VerifyKey>,
     /// `[[dhcp_key]]`: RFC 3118 delayed-auth keys by secret id.
     pub dhcp_keys: BTreeMap<u32, Vec<u8>>,
     pub allow_unauthenticated: bool,

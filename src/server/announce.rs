@@ -5,14 +5,16 @@
 //! value sent is persisted in `state_dir/announce.seq` before the datagram leaves, so a restart
 //! never reuses a sequence. The datagram is sent from the announced address through a UDP socket
 //! bound to the interface (SO_BINDTODEVICE), so it never leaves on any other interface. It is
-//! signed with the config's first `[[key]]`.
+//! signed with the config's Ed25519 signing key when it has one, else with its first shared
+//! `[[key]]` secret ([`Config::signing_key`]).
 
 use super::error::ToolError;
 use super::sequence;
 use super::Announce;
-use crate::config::Config;
+use crate::config::{Config, IpsyncKey};
 use crate::shell::clock;
 use crate::shell::netlink::{self, Netlink};
+use crate::wire::sig::Signer;
 use crate::wire::Mac;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -58,7 +60,7 @@ pub fn announce_once(
     sender: &Sender,
     state_dir: &Path,
     key_id: u32,
-    key: &[u8],
+    key: Signer<'_>,
     ip: Ipv4Addr,
     mac: Mac,
     previous: Option<Ipv4Addr>,
@@ -94,15 +96,15 @@ pub struct Request {
 }
 
 /// What every announcement of one run shares.
-struct Signer<'a> {
+struct Announcer<'a> {
     interface: &'a str,
     cfg: &'a Config,
     key_id: u32,
-    key: Vec<u8>,
+    key: IpsyncKey,
     mac: Mac,
 }
 
-impl Signer<'_> {
+impl Announcer<'_> {
     fn open(&self, ip: Ipv4Addr) -> Result<Sender, ToolError> {
         Sender::open(self.interface, ip, self.cfg.server.port)
             .map_err(|e| ToolError::Runtime(format!("{}: cannot send from {ip}: {e}", self.interface)))
@@ -113,7 +115,8 @@ impl Signer<'_> {
             sender,
             &self.cfg.state_dir,
             self.key_id,
-            &self.key,
+            // signing_key() only returns keys that can sign.
+            self.key.signer().ok_or_else(|| ToolError::Usage("[[key]]: no signing key".into()))?,
             ip,
             self.mac,
             previous,
@@ -127,10 +130,12 @@ impl Signer<'_> {
 
 /// `ipsyncd announce`. `config_path` names the config in errors.
 pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<(), ToolError> {
-    let (key_id, key) =
-        cfg.key.first().and_then(|k| cfg.keys().get(&k.id).map(|v| (k.id, v.clone()))).ok_or_else(|| {
-            ToolError::Usage(format!("{}: [[key]]: announce needs a key to sign with", config_path.display()))
-        })?;
+    let (key_id, key) = cfg.signing_key().ok_or_else(|| {
+        ToolError::Usage(format!(
+            "{}: [[key]]: announce needs a key to sign with: an Ed25519 `signing_key` or a shared `secret` (a `public_key` alone cannot sign)",
+            config_path.display()
+        ))
+    })?;
     let previous = req.previous.as_deref().map(|p| parse_ip("--previous", p)).transpose()?;
     let interface = req.interface.as_str();
     let mut nl = Netlink::open().map_err(|e| ToolError::Runtime(format!("netlink: {e}")))?;
@@ -147,7 +152,7 @@ pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<(), ToolErr
     };
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| ToolError::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
-    let signer = Signer { interface, cfg, key_id, key, mac };
+    let signer = Announcer { interface, cfg, key_id, key, mac };
     // Opened before anything is sent, so a bad address fails at once, in either mode.
     let sender = signer.open(ip)?;
     if req.watch {
@@ -170,7 +175,7 @@ fn parse_ip(flag: &str, s: &str) -> Result<Ipv4Addr, ToolError> {
 /// `announce --watch`: announce now, then again whenever the interface gains a new IPv4 address
 /// (with the old one as PREVIOUS_IPV4), and every `interval` seconds if given. Runs until killed.
 fn watch(
-    signer: &Signer,
+    signer: &Announcer,
     mut sender: Sender,
     ifindex: u32,
     mut ip: Ipv4Addr,

@@ -1,33 +1,90 @@
-//! `ipsyncd keygen`: a fresh `[[key]]` section to paste into the config of a server and its
+//! `ipsyncd keygen`: a fresh key section to paste into the configs of a server and its
 //! terminals.
 //!
-//! Contract: 32 bytes from the kernel's generator (through the shell's clock module, the one
-//! random source), printed as hex in the form the config parser accepts.
+//! Contract: every secret is 32 bytes (16 for an RFC 6704 reconfigure key, its fixed size) from
+//! the kernel's generator (through the shell's clock module, the one random source), printed as
+//! hex in the form the config parser accepts. An Ed25519 pair is printed as two clearly
+//! labelled sections: the server's (both halves) and the terminals' (the public half only), so
+//! the signing half is never pasted onto a terminal by accident.
 
 use crate::shell::clock;
 use crate::wire::hex::to_hex;
+use crate::wire::sig;
 
 pub const KEY_BYTES: usize = 32;
 
-/// The section for key `id`, without a trailing newline.
-pub fn section(id: u32) -> String {
-    format!("[[key]]\nid = {id}\nsecret = \"0x{}\"", to_hex(&clock::random_bytes::<KEY_BYTES>()))
+/// Which key to make (`--kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `[[key]]` with an Ed25519 pair (the default: a stolen terminal cannot sign).
+    Ed25519,
+    /// `[[key]]` with a shared HMAC-SHA256 secret (what terminals sign HELLO with).
+    Hmac,
+    /// `[[dhcp_key]]`: an RFC 3118 delayed-authentication secret.
+    Dhcp,
+    /// `[forcerenew] reconfigure_key`: an RFC 6704 reconfigure key.
+    Reconfigure,
+}
+
+/// The text for key `id`, without a trailing newline.
+pub fn section(kind: Kind, id: u32) -> String {
+    let secret = || format!("\"0x{}\"", to_hex(&clock::random_bytes::<KEY_BYTES>()));
+    match kind {
+        Kind::Hmac => format!("[[key]]\nid = {id}\nsecret = {}", secret()),
+        Kind::Dhcp => format!(
+            "[[dhcp_key]]\nid = {id}\nsecret = {}\n# dhcpcd: authtoken {id} \"\" forever <the same secret>",
+            secret()
+        ),
+        Kind::Reconfigure => format!(
+            "[forcerenew]\nauth = \"reconfigure-key\"\nreconfigure_key = \"0x{}\"",
+            to_hex(&clock::random_bytes::<16>())
+        ),
+        Kind::Ed25519 => {
+            let sk = sig::SigningKey::from_bytes(&clock::random_bytes::<{ sig::ED25519_KEY_LEN }>());
+            let pk = to_hex(sk.verifying_key().as_bytes());
+            let seed = to_hex(sk.as_bytes());
+            format!(
+                "# ---- for the SERVER only (announce, serve): keep it secret ----\n\
+                 [[key]]\nid = {id}\npublic_key = \"0x{pk}\"\nsigning_key = \"0x{seed}\"\n\n\
+                 # ---- for every TERMINAL: the public half only ----\n\
+                 [[key]]\nid = {id}\npublic_key = \"0x{pk}\""
+            )
+        }
+    }
 }
 
 /// Prints [`section`] on stdout.
-pub fn run(id: u32) {
-    println!("{}", section(id));
+pub fn run(kind: Kind, id: u32) {
+    println!("{}", section(kind, id));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, IpsyncKey};
 
     #[test]
-    fn the_config_accepts_a_fresh_section() {
-        let text = section(7);
-        let c = crate::config::Config::parse(&text).unwrap();
-        assert_eq!(c.keys()[&7].len(), KEY_BYTES);
-        assert_ne!(text, section(7));
+    fn the_config_accepts_a_fresh_section_of_every_kind() {
+        let text = section(Kind::Hmac, 7);
+        let c = Config::parse(&text).unwrap();
+        assert!(matches!(&c.ipsync_keys()[&7], IpsyncKey::Hmac(k) if k.len() == KEY_BYTES));
+        assert_ne!(text, section(Kind::Hmac, 7));
+        let c = Config::parse(&section(Kind::Dhcp, 3)).unwrap();
+        assert_eq!(c.dhcp_keys()[&3].len(), KEY_BYTES);
+        let c = Config::parse(&section(Kind::Reconfigure, 1)).unwrap();
+        assert!(c.forcerenew.unwrap().reconfigure_key.is_some());
+    }
+
+    #[test]
+    fn an_ed25519_pair_splits_into_a_server_and_a_terminal_section() {
+        let text = section(Kind::Ed25519, 2);
+        let at = text.find("# ---- for every TERMINAL").unwrap();
+        let (server, terminal) = text.split_at(at);
+        let s = Config::parse(server).unwrap();
+        let IpsyncKey::Ed25519 { public, signing: Some(sk) } = &s.ipsync_keys()[&2] else { panic!("{server}") };
+        assert_eq!(sk.verifying_key(), *public);
+        assert!(!terminal.contains("signing_key"), "{terminal}");
+        let t = Config::parse(terminal).unwrap();
+        assert!(matches!(&t.ipsync_keys()[&2], IpsyncKey::Ed25519 { public: p, signing: None } if p == public));
     }
 }

@@ -18,6 +18,7 @@ use crate::wire::auth::{
 };
 use crate::wire::dhcpv4::{self, MessageType};
 use crate::wire::frame::UdpFrameRepr;
+use crate::wire::sig::Signer;
 use crate::wire::{ipsync, Mac};
 use std::net::Ipv4Addr;
 
@@ -26,7 +27,8 @@ pub use crate::wire::ipsync::next_sequence;
 #[derive(Debug, Clone)]
 pub struct Announce<'a> {
     pub key_id: u32,
-    pub key: &'a [u8],
+    /// The `[[key]]` named by `key_id`: its secret, or its Ed25519 signing half.
+    pub key: Signer<'a>,
     pub sequence: u64,
     pub server_ip: Ipv4Addr,
     pub server_mac: Mac,
@@ -44,7 +46,7 @@ impl Announce<'_> {
         r.previous_ipv4 = self.previous_ip;
         r.server_name = self.server_name;
         r.service_port = self.service_port;
-        r.to_bytes(self.key)
+        r.to_bytes_signed(self.key)
     }
 
     /// As a broadcast Ethernet frame from the server to `port`.

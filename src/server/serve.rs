@@ -7,9 +7,10 @@
 //! the stalest terminal beyond [`MAX_TERMINALS`].
 
 use super::error::ToolError;
-use crate::config::Config;
+use crate::config::{Config, IpsyncKey};
 use crate::shell::channel::read_record;
 use crate::shell::clock;
+use crate::wire::sig::{Signer, SigningKey, VerifyKey};
 use crate::wire::{ipsync, Mac};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -32,7 +33,10 @@ pub struct Stats {
 }
 
 pub struct Server {
-    keys: BTreeMap<u32, Vec<u8>>,
+    /// The shared `[[key]]`s that terminals sign HELLO with.
+    keys: BTreeMap<u32, VerifyKey>,
+    /// Signs every WELCOME when the config has one (DESIGN §4.3); else the HELLO's own key does.
+    ed25519: Option<(u32, SigningKey)>,
     server_mac: Option<Mac>,
     /// (terminal MAC, key id) → last HELLO sequence accepted.
     seen: Mutex<HashMap<(Mac, u32), u64>>,
@@ -51,9 +55,15 @@ enum Refusal {
 }
 
 impl Server {
-    pub fn new(keys: BTreeMap<u32, Vec<u8>>, server_mac: Option<Mac>) -> Arc<Server> {
+    pub fn new(keys: BTreeMap<u32, IpsyncKey>, server_mac: Option<Mac>) -> Arc<Server> {
+        let ed25519 = keys.iter().find_map(|(id, k)| match k {
+            IpsyncKey::Ed25519 { signing: Some(s), .. } => Some((*id, s.clone())),
+            _ => None,
+        });
+        let keys = keys.into_iter().filter(|(_, k)| matches!(k, IpsyncKey::Hmac(_))).map(|(id, k)| (id, k.verify_key())).collect();
         Arc::new(Server {
             keys,
+            ed25519,
             server_mac,
             seen: Mutex::new(HashMap::new()),
             last_sent: Mutex::new(None),
@@ -93,12 +103,17 @@ impl Server {
             *last = Some(s);
             s
         };
-        let mut w = ipsync::Repr::new(ipsync::MessageType::Welcome, h.key_id, sequence);
+        let (key_id, signer) = match (&self.ed25519, key) {
+            (Some((id, sk)), _) => (*id, Signer::Ed25519(sk)),
+            (None, VerifyKey::Hmac(k)) => (h.key_id, Signer::Hmac(k)),
+            (None, VerifyKey::Ed25519(_)) => return Err(Refusal::UnknownKey),
+        };
+        let mut w = ipsync::Repr::new(ipsync::MessageType::Welcome, key_id, sequence);
         w.server_ipv4 = Some(local);
         w.server_mac = self.server_mac;
         w.nonce = h.nonce;
         w.status = Some(ipsync::status::SUCCESS);
-        Ok(w.to_bytes(key))
+        Ok(w.to_bytes_signed(signer))
     }
 
     fn handle(&self, mut s: TcpStream) {
@@ -161,10 +176,10 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
 /// `ipsyncd serve`: WELCOME signed with the config's `[[key]]`s, on `listen` or on all addresses
 /// at the config's port. Runs until killed. `config_path` names the config in errors.
 pub fn run(cfg: &Config, config_path: &Path, listen: Option<&str>) -> Result<(), ToolError> {
-    let keys = cfg.keys();
-    if keys.is_empty() {
+    let keys = cfg.ipsync_keys();
+    if !keys.values().any(|k| matches!(k, IpsyncKey::Hmac(_))) {
         return Err(ToolError::Usage(format!(
-            "{}: [[key]]: serve needs at least one key to sign WELCOME",
+            "{}: [[key]]: serve needs a shared `secret` key, the one terminals sign HELLO with",
             config_path.display()
         )));
     }

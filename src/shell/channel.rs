@@ -9,7 +9,9 @@
 
 use crate::engine::{ActionResult, ChannelFailure};
 use crate::wire::ipsync::next_sequence;
+use crate::wire::sig::VerifyKey;
 use crate::wire::{ipsync, Mac};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
@@ -68,10 +70,28 @@ pub fn read_record(s: &mut impl Read) -> Result<Vec<u8>, ChannelError> {
 /// Who we are on the channel.
 #[derive(Debug, Clone)]
 pub struct Terminal {
+    /// The shared `[[key]]` that signs HELLO.
     pub key_id: u32,
     pub key: Vec<u8>,
+    /// Every `[[key]]`: what a WELCOME may be signed with ([`Terminal::welcome_key`]).
+    pub keys: BTreeMap<u32, VerifyKey>,
     pub mac: Mac,
     pub ip: Ipv4Addr,
+}
+
+impl Terminal {
+    /// The key a WELCOME under `key_id` is checked with. A terminal that holds an Ed25519 key
+    /// takes WELCOMEs signed by one only (DESIGN §4.3: `serve` signs with its Ed25519 key when it
+    /// has one), so whoever holds the shared HELLO key cannot stand in for the server; without
+    /// one, the WELCOME is under the HELLO's own key.
+    pub fn welcome_key(&self, key_id: u32) -> Option<&VerifyKey> {
+        let ed25519 = self.keys.values().any(|k| matches!(k, VerifyKey::Ed25519(_)));
+        match self.keys.get(&key_id) {
+            Some(k @ VerifyKey::Ed25519(_)) => Some(k),
+            Some(k @ VerifyKey::Hmac(_)) if !ed25519 && key_id == self.key_id => Some(k),
+            _ => None,
+        }
+    }
 }
 
 /// A verified WELCOME.
@@ -124,14 +144,12 @@ pub fn hello(
     (&s).write_all(&h.to_bytes(&t.key)).map_err(ChannelError::Io)?;
     let reply = read_record(&mut Deadline { s: &s, until })?;
     let p = ipsync::Packet::new_checked(&reply[..]).map_err(ChannelError::Malformed)?;
-    let w = ipsync::Repr::parse(&p).map_err(ChannelError::Malformed)?;
+    let key = t.welcome_key(p.key_id()).ok_or(ChannelError::UnknownKey(p.key_id()))?;
+    let w = ipsync::Repr::parse_with(&p, key.trailer()).map_err(ChannelError::Malformed)?;
     if w.msg_type != ipsync::MessageType::Welcome {
         return Err(ChannelError::NotWelcome);
     }
-    if w.key_id != t.key_id {
-        return Err(ChannelError::UnknownKey(w.key_id));
-    }
-    if !p.verify(&t.key) {
+    if !p.verify(key) {
         return Err(ChannelError::BadMac);
     }
     if !w.nonce.is_some_and(|n| crate::wire::auth::ct_eq(&n, &nonce)) {

@@ -77,21 +77,27 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
             return Err(cfg_err(format!("terminal.address: not set and {ifname} has no IPv4 address")));
         }
     }
-    let key = cfg.key.first().map(|k| k.id).and_then(|id| ecfg.keys.get(&id).map(|k| (id, k.clone())));
-    let (key_id, key) = match key {
-        Some(k) => k,
-        None if cfg.mode == Mode::Dhcp => {
-            // A DHCP client still: the lease is kept, but no server can be followed or reached.
-            log::warn!(
-                "{}: no [[key]]: ANNOUNCEs cannot be authenticated and HELLO cannot be signed; the lease is kept and a server from option {} is pinned, but every connection attempt fails",
-                config_path.display(),
-                cfg.server.dhcp_option
-            );
-            (0, Vec::new())
+    if ecfg.keys.is_empty() {
+        if cfg.mode == Mode::Follow {
+            return Err(cfg_err("[[key]]: at least one key is needed to authenticate the server".into()));
         }
-        None => return Err(cfg_err("[[key]]: at least one key is needed to authenticate the server".into())),
-    };
-
+        // A DHCP client still: the lease is kept, but no server can be followed or reached.
+        log::warn!(
+            "{}: no [[key]]: ANNOUNCEs cannot be authenticated and no HELLO is sent; the lease is kept and a server from option {} is pinned but never confirmed",
+            config_path.display(),
+            cfg.server.dhcp_option
+        );
+    }
+    let (key_id, key) = cfg.hello_key().unwrap_or_default();
+    if key.is_empty() && !ecfg.keys.is_empty() {
+        log::info!("no shared [[key]] secret: no HELLO is sent; a move completes on its authenticated ANNOUNCE");
+    }
+    if cfg.ipsync_keys().values().any(|k| matches!(k, crate::config::IpsyncKey::Ed25519 { signing: Some(_), .. })) {
+        log::warn!(
+            "{}: a [[key]] holds an Ed25519 signing_key: a terminal needs only public_key, and whoever takes this terminal could move the fleet",
+            config_path.display()
+        );
+    }
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| DaemonError::Runtime(format!("{}: cannot create state_dir: {e}", cfg.state_dir.display())))?;
     let state = match state_file::load(&cfg.state_dir, super::clock::unix_secs())
@@ -148,7 +154,7 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         ifname.clone(),
         Duration::from_millis(cfg.hook_timeout_ms),
     );
-    let terminal = std::sync::Arc::new(parking_lot::RwLock::new(Terminal { key_id, key, mac, ip: own_ip }));
+    let terminal = std::sync::Arc::new(parking_lot::RwLock::new(Terminal { key_id, key, keys: cfg.keys(), mac, ip: own_ip }));
     let hup_terminal = std::sync::Arc::clone(&terminal);
     let tx = std::sync::Arc::new(
         super::capture::Transmitter::open(link.index)
@@ -175,11 +181,11 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
                 Ok(Signal::SIGHUP) => match Config::load(&reload_path) {
                     Ok(c) => {
                         let keys = c.keys();
-                        // HELLO is signed with the first [[key]], as at start.
-                        if let Some((id, k)) = c.key.first().and_then(|e| keys.get(&e.id).map(|k| (e.id, k.clone()))) {
+                        // HELLO is signed with the first shared [[key]], as at start.
+                        {
                             let mut t = hup_terminal.write();
-                            t.key_id = id;
-                            t.key = k;
+                            (t.key_id, t.key) = c.hello_key().unwrap_or_default();
+                            t.keys = keys.clone();
                         }
                         let _ = ctl_tx.send(Control::ReloadKeys { keys, dhcp_keys: c.dhcp_keys() });
                     }

@@ -7,10 +7,12 @@
 //! otherwise writes [`Repr::normalised`] (SERVER_NAME cut to 64 bytes at a character boundary),
 //! so `parse(emit(r)) == r.normalised()` for every Repr. Authentication is separate
 //! ([`Packet::verify`]) so the engine can order its checks as DESIGN §5 requires: structure, key
-//! id, HMAC, sequence.
+//! id, HMAC or signature, sequence. The trailer is 32 bytes of HMAC-SHA256 or a 64-byte Ed25519
+//! signature; which one is named by the key_id (the receiver's key says, [`super::sig`]), so the
+//! TLV walk is told the trailer ([`Repr::parse_with`]) rather than guessing it from the bytes.
 
-use super::auth;
 use super::bytes::{be16, be32, be64, byte, put, BufferTooSmall, Mac};
+use super::sig::{Signer, Trailer, VerifyKey};
 use std::net::Ipv4Addr;
 
 mod field {
@@ -22,7 +24,7 @@ mod field {
     pub const KEY_ID: Field = 8..12;
     pub const SEQUENCE: Field = 12..20;
     pub const TLVS: usize = 20;
-    pub const HMAC_LEN: usize = 32;
+    pub const HMAC_LEN: usize = crate::wire::sig::HMAC_LEN;
 }
 
 pub const MAGIC: [u8; 4] = *b"IPSY";
@@ -69,6 +71,8 @@ pub enum Error {
     Version(u8),
     Type(u8),
     Length(u16),
+    /// Too short for the trailer its key_id names (an Ed25519 message is at least 84 bytes).
+    Trailer(u16),
     TlvOverrun { tlv: u8 },
     TlvDuplicate { tlv: u8 },
     TlvUnknown { tlv: u8 },
@@ -85,6 +89,7 @@ impl Error {
             Error::Version(_) => "ipsync_version",
             Error::Type(_) => "ipsync_type",
             Error::Length(_) => "ipsync_length",
+            Error::Trailer(_) => "ipsync_trailer",
             Error::TlvOverrun { .. } => "ipsync_tlv_overrun",
             Error::TlvDuplicate { .. } => "ipsync_tlv_duplicate",
             Error::TlvUnknown { .. } => "ipsync_tlv_unknown",
@@ -179,21 +184,36 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn sequence(&self) -> u64 {
         be64(self.buffer.as_ref(), field::SEQUENCE)
     }
-    fn hmac_start(&self) -> usize {
-        self.buffer.as_ref().len().saturating_sub(field::HMAC_LEN)
-    }
-    pub fn tlv_bytes(&self) -> &[u8] {
+    /// The message is long enough for the header and `trailer` (at least 84 bytes for Ed25519;
+    /// [`Packet::check_len`] already proved the 52 an HMAC trailer needs).
+    pub fn check_trailer(&self, trailer: Trailer) -> Result<(), Error> {
         let b = self.buffer.as_ref();
-        b.get(field::TLVS..self.hmac_start()).unwrap_or(&[])
+        if b.len() < HEADER_LEN + trailer.len() {
+            return Err(Error::Trailer(u16::try_from(b.len()).unwrap_or(u16::MAX)));
+        }
+        Ok(())
     }
-    pub fn hmac(&self) -> &[u8] {
-        let b = self.buffer.as_ref();
-        b.get(self.hmac_start()..).unwrap_or(&[])
+    fn trailer_start(&self, trailer: Trailer) -> usize {
+        self.buffer.as_ref().len().saturating_sub(trailer.len())
     }
-    /// HMAC-SHA256 over everything before the tag, compared in constant time.
-    pub fn verify(&self, key: &[u8]) -> bool {
+    pub fn tlv_bytes(&self, trailer: Trailer) -> &[u8] {
         let b = self.buffer.as_ref();
-        auth::verify_sha256(key, b.get(..self.hmac_start()).unwrap_or(&[]), self.hmac())
+        b.get(field::TLVS..self.trailer_start(trailer)).unwrap_or(&[])
+    }
+    /// The HMAC tag or signature.
+    pub fn trailer(&self, trailer: Trailer) -> &[u8] {
+        let b = self.buffer.as_ref();
+        b.get(self.trailer_start(trailer).max(field::TLVS)..).unwrap_or(&[])
+    }
+    /// The trailer `key` names, checked over everything before it: HMAC-SHA256 compared in
+    /// constant time, or an Ed25519 signature under `verify_strict`.
+    pub fn verify(&self, key: &VerifyKey) -> bool {
+        let t = key.trailer();
+        if self.check_trailer(t).is_err() {
+            return false;
+        }
+        let b = self.buffer.as_ref();
+        key.verify(b.get(..self.trailer_start(t)).unwrap_or(&[]), self.trailer(t))
     }
 }
 
@@ -219,7 +239,7 @@ pub const MAX_SERVER_NAME: usize = 64;
 /// Every TLV we emit, each at its largest: 3 addresses, 2 MACs, the name, port, nonce, status.
 const MAX_TLVS_LEN: usize = 3 * (2 + 4) + 2 * (2 + 6) + (2 + MAX_SERVER_NAME) + (2 + 2) + (2 + 16) + (2 + 1);
 // Emit cannot outgrow the length field's range, whatever the Repr holds: checked at compile time.
-const _: () = assert!(HEADER_LEN + MAX_TLVS_LEN + field::HMAC_LEN <= MAX_LEN);
+const _: () = assert!(HEADER_LEN + MAX_TLVS_LEN + crate::wire::sig::ED25519_LEN <= MAX_LEN);
 const _: () = assert!(HEADER_LEN + field::HMAC_LEN == MIN_LEN);
 
 /// Why [`Repr::emit`] wrote nothing.
@@ -287,13 +307,19 @@ impl<'a> Repr<'a> {
         }
     }
 
-    /// Walks the TLVs once. Unknown types from [`tlv::FIRST_SKIPPABLE`] up are skipped; the
-    /// first of any other problem is the error.
+    /// [`Repr::parse_with`] for a message under an HMAC key (32-byte trailer).
     pub fn parse(packet: &Packet<&'a [u8]>) -> Result<Repr<'a>, Error> {
+        Repr::parse_with(packet, Trailer::HmacSha256)
+    }
+
+    /// Walks the TLVs between the header and `trailer` once. Unknown types from
+    /// [`tlv::FIRST_SKIPPABLE`] up are skipped; the first of any other problem is the error.
+    pub fn parse_with(packet: &Packet<&'a [u8]>, trailer: Trailer) -> Result<Repr<'a>, Error> {
         let b: &'a [u8] = packet.buffer;
         let p = Packet::new_checked(b)?;
+        p.check_trailer(trailer)?;
         let mut r = Repr::new(p.msg_type(), p.key_id(), p.sequence());
-        let mut tlvs: &'a [u8] = b.get(field::TLVS..p.hmac_start()).unwrap_or(&[]);
+        let mut tlvs: &'a [u8] = b.get(field::TLVS..p.trailer_start(trailer)).unwrap_or(&[]);
         // One bit per type below 128: "each type at most once".
         let mut seen = 0u128;
         while let [t, rest @ ..] = tlvs {
@@ -392,18 +418,34 @@ impl<'a> Repr<'a> {
         n
     }
 
-    /// Header, TLVs and tag. Header plus tag is exactly the 52-byte minimum, so no padding is
-    /// ever needed, and every TLV at its largest still fits in 1024 (checked at compile time).
+    /// Header, TLVs and an HMAC tag. Header plus tag is exactly the 52-byte minimum, so no
+    /// padding is ever needed, and every TLV at its largest still fits in 1024 (checked at
+    /// compile time, for the longer Ed25519 trailer too).
     pub fn buffer_len(&self) -> usize {
-        HEADER_LEN + self.tlvs_len() + field::HMAC_LEN
+        self.buffer_len_with(Trailer::HmacSha256)
     }
 
-    /// Writes [`Repr::normalised`] and signs it with `key`. TLVs go in type order. Refuses (and
-    /// writes nothing) what [`Repr::check_required`] refuses.
+    pub fn buffer_len_with(&self, trailer: Trailer) -> usize {
+        HEADER_LEN + self.tlvs_len() + trailer.len()
+    }
+
+    /// [`Repr::emit_signed`] with an HMAC-SHA256 key.
     pub fn emit(&self, buf: &mut [u8], key: &[u8]) -> Result<usize, EmitError> {
+        self.emit_signed(buf, Signer::Hmac(key))
+    }
+
+    /// Writes [`Repr::normalised`] and signs it with `signer`. TLVs go in type order. Refuses
+    /// (and writes nothing) what [`Repr::check_required`] refuses. An Ed25519 message whose TLVs
+    /// are shorter than 20 bytes would be under the 84-byte minimum; every type's required TLVs
+    /// exceed that, and the check below refuses rather than pads if one ever did not.
+    pub fn emit_signed(&self, buf: &mut [u8], signer: Signer<'_>) -> Result<usize, EmitError> {
         self.check_required().map_err(EmitError::Invalid)?;
         let r = self.normalised();
-        let len = r.buffer_len();
+        let trailer = signer.trailer();
+        let len = r.buffer_len_with(trailer);
+        if len < HEADER_LEN + trailer.len() || len < MIN_LEN {
+            return Err(EmitError::Invalid(Error::Trailer(u16::try_from(len).unwrap_or(u16::MAX))));
+        }
         let len16 = u16::try_from(len).ok().filter(|_| len <= MAX_LEN).ok_or(BufferTooSmall)?;
         let buf = buf.get_mut(..len).ok_or(BufferTooSmall)?;
         buf.fill(0);
@@ -413,7 +455,7 @@ impl<'a> Repr<'a> {
         put(buf, field::LENGTH, &len16.to_be_bytes())?;
         put(buf, field::KEY_ID, &r.key_id.to_be_bytes())?;
         put(buf, field::SEQUENCE, &r.sequence.to_be_bytes())?;
-        let hmac_at = len - field::HMAC_LEN;
+        let hmac_at = len - trailer.len();
         let (signed, tag_out) = buf.split_at_mut(hmac_at);
         let mut pos = field::TLVS;
         let mut w = |t: u8, v: &[u8]| -> Result<(), BufferTooSmall> {
@@ -455,15 +497,20 @@ impl<'a> Repr<'a> {
         if pos != hmac_at {
             return Err(EmitError::Buffer(BufferTooSmall));
         }
-        let tag = auth::hmac_sha256(key, signed);
-        put(tag_out, 0..field::HMAC_LEN, &tag)?;
+        let tag = tag_out.get_mut(..trailer.len()).ok_or(BufferTooSmall)?;
+        signer.sign(signed, tag);
         Ok(len)
     }
 
-    /// The signed message, or an empty vector when [`Repr::emit`] refuses the Repr.
+    /// The HMAC-signed message, or an empty vector when [`Repr::emit`] refuses the Repr.
     pub fn to_bytes(&self, key: &[u8]) -> Vec<u8> {
-        let mut v = vec![0; self.buffer_len()];
-        let n = self.emit(&mut v, key).unwrap_or(0);
+        self.to_bytes_signed(Signer::Hmac(key))
+    }
+
+    /// The signed message, or an empty vector when [`Repr::emit_signed`] refuses the Repr.
+    pub fn to_bytes_signed(&self, signer: Signer<'_>) -> Vec<u8> {
+        let mut v = vec![0; self.buffer_len_with(signer.trailer())];
+        let n = self.emit_signed(&mut v, signer).unwrap_or(0);
         v.truncate(n);
         v
     }
@@ -490,7 +537,7 @@ mod tests {
         b.extend_from_slice(&1u32.to_be_bytes());
         b.extend_from_slice(&1_764_138_625_000_000u64.to_be_bytes());
         b.extend_from_slice(&[1, 4, 10, 77, 0, 20, 2, 6, 2, 0, 0, 0, 0, 2, 3, 4, 10, 77, 0, 1]);
-        let tag = auth::hmac_sha256(KEY, &b);
+        let tag = crate::wire::auth::hmac_sha256(KEY, &b);
         b.extend_from_slice(&tag);
         b
     }
@@ -500,8 +547,8 @@ mod tests {
         let raw = announce_bytes();
         assert_eq!(announce().to_bytes(KEY), raw);
         let p = Packet::new_checked(&raw[..]).unwrap();
-        assert!(p.verify(KEY));
-        assert!(!p.verify(b"wrong"));
+        assert!(p.verify(&VerifyKey::Hmac(KEY.to_vec())));
+        assert!(!p.verify(&VerifyKey::Hmac(b"wrong".to_vec())));
         assert_eq!(Repr::parse(&p).unwrap(), announce());
     }
 
@@ -540,7 +587,7 @@ mod tests {
         raw.truncate(raw.len() - 32);
         raw.drain(26..34);
         raw[7] = 64;
-        let tag = auth::hmac_sha256(KEY, &raw);
+        let tag = crate::wire::auth::hmac_sha256(KEY, &raw);
         raw.extend_from_slice(&tag);
         let p = Packet::new_checked(&raw[..]).unwrap();
         assert_eq!(Repr::parse(&p).unwrap_err(), Error::TlvMissing { tlv: tlv::SERVER_MAC });
@@ -550,7 +597,7 @@ mod tests {
         let raw = r.to_bytes(KEY);
         assert_eq!(raw.len(), r.buffer_len());
         let p = Packet::new_checked(&raw[..]).unwrap();
-        assert!(p.verify(KEY));
+        assert!(p.verify(&VerifyKey::Hmac(KEY.to_vec())));
         assert_eq!(Repr::parse(&p).unwrap(), r.normalised());
         raw
     }

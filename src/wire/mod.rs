@@ -12,6 +12,7 @@ pub mod dhcpv4;
 pub mod frame;
 pub mod hex;
 pub mod ipsync;
+pub mod sig;
 
 pub use bytes::{checksum_accumulate, checksum_fold, BufferTooSmall, Field, Mac};
 pub use frame::Malformed;

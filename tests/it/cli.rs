@@ -184,12 +184,23 @@ fn corrupt_state_is_moved_aside_loudly() {
 
 #[test]
 fn keygen_prints_a_key_section_the_config_accepts() {
-    let out = bin().arg("keygen").output().unwrap();
+    // The default is an Ed25519 pair: the server's section signs, the terminals' cannot.
+    let out = bin().args(["keygen", "--id", "4"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let at = text.find("for every TERMINAL").unwrap();
+    let (server, terminal) = text.split_at(text[..at].rfind('#').unwrap());
+    assert!(ipsyncd::config::Config::parse(server).unwrap().signing_key().is_some(), "{server}");
+    let t = ipsyncd::config::Config::parse(terminal).unwrap();
+    assert!(t.signing_key().is_none() && !terminal.contains("signing_key"), "{terminal}");
+    assert!(matches!(&t.keys()[&4], ipsyncd::wire::sig::VerifyKey::Ed25519(_)));
+
+    let out = bin().args(["keygen", "--kind", "hmac"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     let c = ipsyncd::config::Config::parse(&text).unwrap();
-    assert_eq!(c.keys()[&1].len(), 32);
-    let again = String::from_utf8(bin().arg("keygen").output().unwrap().stdout).unwrap();
+    assert!(matches!(&c.keys()[&1], ipsyncd::wire::sig::VerifyKey::Hmac(k) if k.len() == 32));
+    let again = String::from_utf8(bin().args(["keygen", "--kind", "hmac"]).output().unwrap().stdout).unwrap();
     assert_ne!(text, again, "keys must be fresh");
 }
 

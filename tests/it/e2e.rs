@@ -7,6 +7,7 @@ use crate::lab::{within, Lab, EVIL_MAC, SRV_MAC, TERM_MAC};
 use ipsyncd::server::Announce;
 use ipsyncd::shell::capture::Transmitter;
 use ipsyncd::shell::netlink::Netlink;
+use ipsyncd::wire::sig::Signer;
 use ipsyncd::wire::{arp, frame, Mac};
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -81,7 +82,7 @@ fn follow_mode_end_to_end() {
         for i in 0..1000u64 {
             let forged = Announce {
                 key_id: 1,
-                key: &KEY,
+                key: Signer::Hmac(&KEY),
                 sequence: valid_seq + 10 + i,
                 server_ip: evil,
                 server_mac: EVIL_MAC,
@@ -96,7 +97,7 @@ fn follow_mode_end_to_end() {
             tx.send(&f).unwrap();
             let replayed = Announce { sequence: valid_seq, ..forged.clone() };
             tx.send(&replayed.frame(47474)).unwrap();
-            let wrong = Announce { key: &[7u8; 32], sequence: valid_seq + 5000 + i, ..forged.clone() };
+            let wrong = Announce { key: Signer::Hmac(&[7u8; 32]), sequence: valid_seq + 5000 + i, ..forged.clone() };
             tx.send(&wrong.frame(47474)).unwrap();
         }
     });
@@ -293,9 +294,9 @@ fn follow_mode_runs_renew_command_on_an_authenticated_forcerenew_only() {
         &format!("renew_command = \"echo renewed >> {}/renew.log\"\nhook_timeout_ms", d.display()),
         1,
     );
-    cfg.push_str("\n[[dhcp_key]]\nid = 1\nsecret = \"dhcpsecret\"\n");
+    cfg.push_str("\n[[dhcp_key]]\nid = 1\nsecret = \"dhcpsecret-at-least-16\"\n");
     std::fs::write(&term_toml, cfg).unwrap();
-    for (name, secret) in [("fr-right", "dhcpsecret"), ("fr-wrong", "not-the-secret")] {
+    for (name, secret) in [("fr-right", "dhcpsecret-at-least-16"), ("fr-wrong", "not-the-right-secret")] {
         std::fs::create_dir_all(d.join(name)).unwrap();
         std::fs::write(
             d.join(format!("{name}.toml")),

@@ -8,6 +8,7 @@ use ipsyncd::engine::{
 use ipsyncd::server::{Announce, ForceRenew, ForceRenewAuth};
 use ipsyncd::wire::dhcpv4::{self, CloudServer, MessageType, ServerForm};
 use ipsyncd::wire::frame::{Checksum, UdpFrameRepr};
+use ipsyncd::wire::sig::{Signer, VerifyKey};
 use ipsyncd::wire::{arp, frame, Mac};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -27,8 +28,8 @@ fn cfg(mode: Mode, acd: AcdMode) -> EngineConfig {
         initial_server: None,
         server_option: 224,
         port: 47474,
-        keys: BTreeMap::from([(1, KEY.to_vec())]),
-        dhcp_keys: BTreeMap::from([(1, b"dhcpsecret".to_vec())]),
+        keys: BTreeMap::from([(1, VerifyKey::Hmac(KEY.to_vec()))]),
+        dhcp_keys: BTreeMap::from([(1, b"dhcpsecret-at-least-16".to_vec())]),
         allow_unauthenticated: false,
         acd,
         // These scenarios use small sequence numbers; freshness has its own test.
@@ -182,7 +183,7 @@ fn acd_conflict_while_probing_declines_and_restarts() {
 fn announce_frame(seq: u64, src: Mac, key: &[u8]) -> Vec<u8> {
     Announce {
         key_id: 1,
-        key,
+        key: Signer::Hmac(key),
         sequence: seq,
         server_ip: Ipv4Addr::new(10, 77, 0, 20),
         server_mac: Mac([2, 0, 0, 0, 0, 2]),
@@ -252,7 +253,7 @@ fn unauthenticated_forcerenew_only_with_the_explicit_option() {
 fn forcerenew_in_renewing_is_wrong_state_and_accepted_renewal_transmits() {
     let mut e = Engine::new(cfg(Mode::Dhcp, AcdMode::Optimistic), State::default(), 3);
     let _ = bind(&mut e, 3600, 1800, 3150);
-    let key = ForceRenewAuth::Delayed { secret_id: 1, key: b"dhcpsecret" };
+    let key = ForceRenewAuth::Delayed { secret_id: 1, key: b"dhcpsecret-at-least-16" };
     e.handle_frame(T0.add_secs(5), &inbound(&forcerenew_frame(key, 10)));
     let mut tx = Vec::new();
     while let Some(a) = e.poll_action() {
@@ -351,7 +352,7 @@ fn request_xid(actions: &[Action]) -> u32 {
     dhcpv4::Repr::parse(&dhcpv4::Packet::new_checked(u.payload).unwrap(), 224).unwrap().xid
 }
 
-const DHCP_KEY: ForceRenewAuth<'static> = ForceRenewAuth::Delayed { secret_id: 1, key: b"dhcpsecret" };
+const DHCP_KEY: ForceRenewAuth<'static> = ForceRenewAuth::Delayed { secret_id: 1, key: b"dhcpsecret-at-least-16" };
 
 #[test]
 fn r7_strict_acd_probes_a_changed_address_and_swaps_only_when_bound() {

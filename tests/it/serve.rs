@@ -3,7 +3,9 @@
 
 use crate::common::{bin, tmpdir};
 use ipsyncd::shell::channel::{hello, ChannelError, Terminal};
+use ipsyncd::wire::sig::VerifyKey;
 use ipsyncd::wire::Mac;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Stdio};
@@ -39,7 +41,7 @@ fn serve_answers_hello_and_refuses_the_rest() {
         .unwrap();
     let _guard = Killed(child);
     let t =
-        Terminal { key_id: 1, key: vec![0x42; 32], mac: Mac([2, 0, 0, 0, 0, 0x10]), ip: Ipv4Addr::new(127, 0, 0, 1) };
+        Terminal { key_id: 1, key: vec![0x42; 32], keys: BTreeMap::from([(1, VerifyKey::Hmac(vec![0x42; 32]))]), mac: Mac([2, 0, 0, 0, 0, 0x10]), ip: Ipv4Addr::new(127, 0, 0, 1) };
     let lo = Ipv4Addr::LOCALHOST;
     let timeout = Duration::from_secs(2);
     // Wait for the listener (bounded).

@@ -103,7 +103,7 @@ pub fn follow_config(i: u32, key: &[u8]) -> EngineConfig {
     let b = i.to_be_bytes();
     let mut c = EngineConfig::new(Mode::Follow, Mac([2, 0x10, b[0], b[1], b[2], b[3]]));
     c.address = Some(ipsyncd::engine::Cidr::new(Ipv4Addr::new(10, 77, 100 + b[2], b[3].max(1)), 16));
-    c.keys = BTreeMap::from([(1, key.to_vec())]);
+    c.keys = BTreeMap::from([(1, ipsyncd::wire::sig::VerifyKey::Hmac(key.to_vec()))]);
     c
 }
 

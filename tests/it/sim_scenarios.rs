@@ -5,6 +5,7 @@
 use crate::sim::{follow_config, Network, Sim, T0};
 use ipsyncd::engine::{HookReason, Instant, State};
 use ipsyncd::server::Announce;
+use ipsyncd::wire::sig::Signer;
 use ipsyncd::wire::{arp, frame, Mac};
 use std::net::Ipv4Addr;
 
@@ -19,7 +20,7 @@ const C_MAC: Mac = Mac([2, 0, 0, 0, 0, 3]);
 fn announce(n: u64, ip: Ipv4Addr, mac: Mac, previous: Option<Ipv4Addr>) -> Vec<u8> {
     Announce {
         key_id: 1,
-        key: &KEY,
+        key: Signer::Hmac(&KEY),
         sequence: T0.micros() + n,
         server_ip: ip,
         server_mac: mac,

@@ -14,7 +14,12 @@ ns_bridge
 ns_host srv srv0 02:00:00:00:00:01 10.77.0.1/24
 ns_host term term0 02:00:00:00:00:10 10.77.0.10/24
 ns_host attacker att0 02:00:00:00:00:66 10.77.0.66/24
-key=$("$bin" keygen | sed -n 's/^secret = //p')
+# The recommended keys (README): an Ed25519 pair for ANNOUNCE and WELCOME, of which the terminal
+# holds only the public half, and a shared secret the terminal signs HELLO with.
+ed=$("$bin" keygen --kind ed25519 --id 2)
+server_half=$(printf '%s\n' "$ed" | sed -n '/for the SERVER/,/for every TERMINAL/p' | grep -v '^#')
+terminal_half=$(printf '%s\n' "$ed" | sed -n '/for every TERMINAL/,$p' | grep -v '^#')
+hello_key=$("$bin" keygen --kind hmac --id 1)
 mkdir -p "$work/term" "$work/srv"
 cat > "$work/term.toml" <<CONF
 interface = "term0"
@@ -25,15 +30,13 @@ hook = "$work/hook.sh"
 address = "10.77.0.10/24"
 [server]
 address = "10.77.0.1"
-[[key]]
-id = 1
-secret = $key
+$hello_key
+$terminal_half
 CONF
 cat > "$work/srv.toml" <<CONF
 state_dir = "$work/srv"
-[[key]]
-id = 1
-secret = $key
+$hello_key
+$server_half
 CONF
 printf '#!/bin/sh\necho "    hook: REASON=$REASON OLD_SERVER_IP=$OLD_SERVER_IP NEW_SERVER_IP=$NEW_SERVER_IP SERVER_MAC=$SERVER_MAC"\n' > "$work/hook.sh"
 chmod +x "$work/hook.sh"

@@ -25,7 +25,7 @@ ipv4only
 noarp
 script /bin/true
 authprotocol delayed
-authtoken 1 "" forever "dhcpsecret"
+authtoken 1 "" forever "dhcpsecret-at-least-16"
 noauthrequired
 CONF
 # dhcpcd keeps to a private /run and /var/lib (LAB-NOTES); -w returns once it has a lease.
@@ -39,7 +39,7 @@ ip=$(echo "$ack" | awk '{print $4}')
 [ -n "$xid" ] && [ -n "$ip" ] || { echo "no lease:"; cat "$work/dnsmasq.log" "$work/dhcpcd.log"; echo "0 passed, 1 failed"; exit 1; }
 printf '# learned from dnsmasq --log-dhcp\n02:00:00:00:00:20 0x%08x\n' "$xid" > "$work/xids"
 for who in right wrong; do
-  secret=dhcpsecret; [ $who = wrong ] && secret=not-the-secret
+  secret=dhcpsecret-at-least-16; [ $who = wrong ] && secret=not-the-right-secret
   mkdir -p "$work/state-$who"
   cat > "$work/$who.toml" <<CONF
 state_dir = "$work/state-$who"
