@@ -7,12 +7,12 @@
 //! never uses the server side.
 
 pub mod announce;
+mod conn_table;
 pub mod error;
 pub mod forcerenew;
 pub mod keygen;
 pub mod sequence;
 pub mod serve;
-mod conn_table;
 
 use crate::wire::auth::{
     AuthRepr, Scheme, ALGORITHM_HMAC_MD5, PROTOCOL_DELAYED, PROTOCOL_RECONFIGURE_KEY, RDM_MONOTONIC,

@@ -25,7 +25,7 @@
 //! - [`Server::answer`] is the one place a HELLO becomes a WELCOME. One record each way: bytes
 //!   after the HELLO are ignored, and the connection closes once the WELCOME is written.
 
-use super::conn_table::{Eviction, Evicted, Table, Token};
+use super::conn_table::{Evicted, Eviction, Table, Token};
 use super::error::ToolError;
 use crate::config::Config;
 use crate::shell::clock;
@@ -66,7 +66,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 #[derive(Debug, Default)]
 pub struct Stats {
     pub accepted: AtomicU64,
-    /// The WELCOME was written in full.
+    /// The WELCOME was written in full (counted just after, so a terminal may read it first).
     pub welcomed: AtomicU64,
     /// Closed unanswered: not a HELLO, a length outside the ipsync bounds, an unknown key id, a
     /// bad HMAC, or a connection to a non-IPv4 address (a WELCOME must name an IPv4).
@@ -184,8 +184,9 @@ fn record_len(prefix: &[u8]) -> Result<Option<usize>, Refusal> {
 }
 
 /// The connection cap the file limit allows, each connection being one descriptor. A soft
-/// RLIMIT_NOFILE short of `want` plus a reserve is raised toward the hard limit first (logged),
-/// so that accept does not fail for want of a descriptor the cap counted on.
+/// RLIMIT_NOFILE short of `want` plus a reserve is first raised to the hard limit (logged): the
+/// process's other descriptors (in tests, the clients' own sockets) count against it too, so
+/// raising it only to our own need would move the shortage elsewhere.
 fn connection_cap(want: usize) -> usize {
     let need = (want + FD_RESERVE) as libc::rlim_t;
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -195,7 +196,7 @@ fn connection_cap(want: usize) -> usize {
         return want;
     }
     if lim.rlim_cur < need {
-        let raised = libc::rlimit { rlim_cur: need.min(lim.rlim_max), rlim_max: lim.rlim_max };
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
         // SAFETY: setrlimit reads one rlimit that we own.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
             log::info!("serve: raised the soft file limit from {} to {}", lim.rlim_cur, raised.rlim_cur);
@@ -224,8 +225,14 @@ struct Conn {
 enum Phase {
     /// `filled` < the buffer's length always holds: once 8 bytes are in, the record's length is
     /// known and at most the buffer's, and a complete record leaves this phase.
-    Reading { buf: Box<[u8; ipsync::MAX_LEN]>, filled: usize },
-    Writing { reply: Vec<u8>, written: usize },
+    Reading {
+        buf: Box<[u8; ipsync::MAX_LEN]>,
+        filled: usize,
+    },
+    Writing {
+        reply: Vec<u8>,
+        written: usize,
+    },
 }
 
 enum Step {

@@ -8,6 +8,7 @@
 //! (non-blocking, reconnecting whatever the server closes, as a real attacker would), and the
 //! genuine terminals share a few threads.
 
+use crate::lab::within;
 use ipsyncd::server::serve::{self, Server, HELLO_DEADLINE, MAX_CONNECTIONS, MAX_PER_PEER};
 use ipsyncd::shell::channel::{hello, Terminal};
 use ipsyncd::wire::{ipsync, Mac};
@@ -188,18 +189,6 @@ fn genuine_hellos(port: u16, n: usize, until: Instant) -> Vec<String> {
     handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
 }
 
-/// Waits (bounded) until `cond` holds.
-fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
-}
-
 /// The attack of issue 8: `n` slow-drip connections from `attackers`, held for two deadlines so
 /// the server is saturated and churning, then 40 genuine HELLOs, every one answered within 20 s.
 fn slow_drip_then_hellos(attackers: &[Ipv4Addr], n: usize) -> (Arc<Server>, DripReport) {
@@ -207,7 +196,7 @@ fn slow_drip_then_hellos(attackers: &[Ipv4Addr], n: usize) -> (Arc<Server>, Drip
     let t0 = Instant::now();
     let dripper = drip(port, attackers, n, Duration::from_millis(1500));
     assert!(
-        within(Duration::from_secs(10), || stat(&server.stats.accepted) >= n as u64),
+        within(Duration::from_secs(10), || stat(&server.stats.accepted) >= n as u64).is_some(),
         "only {} of {n} dripping connections accepted",
         stat(&server.stats.accepted)
     );
@@ -237,7 +226,7 @@ fn slow_drip_then_hellos(attackers: &[Ipv4Addr], n: usize) -> (Arc<Server>, Drip
     );
     assert!(failures.is_empty(), "{} of 40 genuine HELLOs unanswered:\n{}", failures.len(), failures.join("\n"));
     assert!(took < Duration::from_secs(20), "40 HELLOs took {took:?}");
-    assert!(stat(&st.welcomed) >= 40);
+    assert!(within(Duration::from_secs(1), || stat(&st.welcomed) >= 40).is_some());
     assert_eq!(report.answered, 0, "a dripper got an answer");
     (server, report)
 }
@@ -285,14 +274,17 @@ fn serve_per_peer_cap_closes_that_peers_oldest_connection() {
     let t0 = Instant::now();
     let mut conns: Vec<TcpStream> = (0..MAX_PER_PEER).map(|_| connect_from(peer, port, false).unwrap()).collect();
     let mut other = connect_from(Ipv4Addr::new(127, 0, 0, 78), port, false).unwrap();
-    assert!(within(Duration::from_secs(1), || stat(&server.stats.accepted) == MAX_PER_PEER as u64 + 1));
+    assert!(within(Duration::from_secs(1), || stat(&server.stats.accepted) == MAX_PER_PEER as u64 + 1).is_some());
     for s in conns.iter().chain([&other]) {
         s.set_nonblocking(true).unwrap();
     }
     // One more from the same address: its oldest goes, the newcomer stays.
     let mut newest = connect_from(peer, port, false).unwrap();
     newest.set_nonblocking(true).unwrap();
-    assert!(within(Duration::from_secs(1), || closed_by_server(&mut conns[0])), "the peer's oldest still open");
+    assert!(
+        within(Duration::from_secs(1), || closed_by_server(&mut conns[0])).is_some(),
+        "the peer's oldest still open"
+    );
     assert_eq!(stat(&server.stats.per_peer_capped), 1);
     // Well before the 2 s deadline: everyone else is still connected.
     assert!(t0.elapsed() < HELLO_DEADLINE, "too slow to tell the cap from the deadline: {:?}", t0.elapsed());
@@ -357,7 +349,8 @@ fn serve_hello_sequence_1_after_u64_max_for_the_same_mac_is_still_answered() {
     hello(&t, LO, port, timeout, [1; 16], u64::MAX).expect("WELCOME for u64::MAX");
     hello(&t, LO, port, timeout, [2; 16], 1).expect("WELCOME for sequence 1 after u64::MAX");
     hello(&t, LO, port, timeout, [3; 16], 1).expect("WELCOME for sequence 1 again");
-    assert_eq!(stat(&server.stats.welcomed), 3);
+    // The server counts a WELCOME once written, which the terminal may read first.
+    assert!(within(Duration::from_secs(1), || stat(&server.stats.welcomed) == 3).is_some());
 }
 
 #[test]
@@ -419,5 +412,6 @@ fn serve_garbage_and_bad_lengths_get_no_answer_and_others_are_served() {
     assert!(t0.elapsed() < HELLO_DEADLINE, "refusals took {:?}", t0.elapsed());
     let st = &server.stats;
     assert_eq!(stat(&st.rejected), cases.len() as u64);
-    assert_eq!((stat(&st.welcomed), stat(&st.deadline_expired)), (1, 0));
+    assert!(within(Duration::from_secs(1), || stat(&st.welcomed) == 1).is_some());
+    assert_eq!(stat(&st.deadline_expired), 0);
 }
