@@ -7,6 +7,7 @@
 //! never uses the server side.
 
 pub mod announce;
+mod conn_table;
 pub mod error;
 pub mod forcerenew;
 pub mod keygen;

@@ -1,35 +1,91 @@
 //! `ipsyncd serve`: answers each terminal's HELLO with a signed WELCOME ("connection success").
 //!
-//! Contract: a hostile or broken peer costs one bounded thread for at most the I/O timeout and
-//! never stops the server. A HELLO is answered only when its key id is known, its HMAC verifies
-//! and its sequence is newer than the last one from that terminal and key (replays get no
-//! answer). Memory is bounded: at most [`MAX_CONNECTIONS`] at once, and the replay table forgets
-//! the stalest terminal beyond [`MAX_TERMINALS`].
+//! Contract (DESIGN §4.3, §10):
+//! - One thread runs an event loop (epoll, non-blocking sockets). A connection costs one socket
+//!   and one record's buffer, never a thread, so many idle peers are cheap and no peer, hostile
+//!   or broken, stops the server or blocks another's answer.
+//! - Each connection has one deadline, [`HELLO_DEADLINE`] after it was accepted, for its whole
+//!   HELLO and the WELCOME written back. A peer that drips one byte at a time is closed at that
+//!   deadline however quick each read is.
+//! - At most [`MAX_PER_PEER`] connections per peer address: a newcomer from a peer at its cap
+//!   closes that peer's *oldest* connection, so an attacker cannot lock out terminals that share
+//!   its address (NAT), only churn its own connections. At most [`MAX_CONNECTIONS`] in all
+//!   (fewer when the file limit is lower; the soft limit is raised toward the hard one first):
+//!   when full, the oldest connection is closed, never the new one. "Oldest" is by accept time:
+//!   a genuine terminal sends its HELLO at once and is answered in the wakeup that reads it, so
+//!   the connections that grow old are the idle and slow ones, and they are nearest their
+//!   deadline anyway.
+//! - Memory is bounded: one record in (at most 1024 bytes, the ipsync maximum, its length checked
+//!   from the 8-byte prefix) and one out per connection, and a bounded number of connections.
+//!   Bytes that cannot begin a HELLO close the connection at once, without an answer.
+//! - A HELLO is answered when its key id is known and its HMAC verifies. There is no replay
+//!   state: a WELCOME is valid only for the nonce of the HELLO its terminal is waiting on, so a
+//!   replayed HELLO earns a WELCOME that nobody accepts, while a replay table would let whoever
+//!   holds the HMAC key lock a terminal out by claiming its MAC with a huge sequence.
+//! - [`Server::answer`] is the one place a HELLO becomes a WELCOME. One record each way: bytes
+//!   after the HELLO are ignored, and the connection closes once the WELCOME is written.
 
+use super::conn_table::{Evicted, Eviction, Table, Token};
 use super::error::ToolError;
 use crate::config::{Config, IpsyncKey};
-use crate::shell::channel::read_record;
 use crate::shell::clock;
 use crate::wire::sig::{Signer, SigningKey, VerifyKey};
 use crate::wire::{ipsync, Mac};
+use nix::errno::Errno;
+use nix::poll::PollTimeout;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::socket::{self as sock, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-pub const MAX_CONNECTIONS: usize = 512;
-pub const MAX_TERMINALS: usize = 65_536;
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections open at once, when the file limit allows.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections open at once from one peer address.
+pub const MAX_PER_PEER: usize = 32;
+/// From accept to the WELCOME written: the whole exchange, not each read.
+pub const HELLO_DEADLINE: Duration = Duration::from_secs(2);
+/// Descriptors left for the rest of the process (listener, epoll, logs, config, the caller's).
+const FD_RESERVE: usize = 64;
+/// epoll user data of the listener; connection tokens never take it (see `conn_table`).
+const LISTENER: u64 = u64::MAX;
+const EVENTS_PER_WAIT: usize = 256;
+/// Accepts per wakeup, so a connect flood cannot starve the reads of connections already open.
+const ACCEPT_BATCH: usize = 128;
+/// Pause after an accept error that closing our own connections cannot cure (ENOBUFS, ENOMEM,
+/// descriptors held elsewhere): the listener stays ready, and retrying at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
+/// Counters over the server's life. Every connection accepted ends in exactly one of the outcome
+/// counters, so `accepted` is their sum plus the connections open now.
 #[derive(Debug, Default)]
 pub struct Stats {
+    pub accepted: AtomicU64,
+    /// The WELCOME was written in full (counted just after, so a terminal may read it first).
     pub welcomed: AtomicU64,
+    /// Closed unanswered: not a HELLO, a length outside the ipsync bounds, an unknown key id, a
+    /// bad HMAC, or a connection to a non-IPv4 address (a WELCOME must name an IPv4).
     pub rejected: AtomicU64,
-    pub refused_busy: AtomicU64,
+    /// Closed at its deadline before the exchange finished.
+    pub deadline_expired: AtomicU64,
+    /// Closed, as the oldest of all, to admit a newcomer while the table was full.
+    pub evicted_idle: AtomicU64,
+    /// Closed, as its peer's oldest, to admit a newcomer from a peer address at its cap.
+    pub per_peer_capped: AtomicU64,
+    /// The peer hung up or reset, or an I/O call failed, before the exchange finished.
+    pub io_closed: AtomicU64,
+}
+
+impl Stats {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub struct Server {
@@ -38,64 +94,51 @@ pub struct Server {
     /// Signs every WELCOME when the config has one (DESIGN §4.3); else the HELLO's own key does.
     ed25519: Option<(u32, SigningKey)>,
     server_mac: Option<Mac>,
-    /// (terminal MAC, key id) → last HELLO sequence accepted.
-    seen: Mutex<HashMap<(Mac, u32), u64>>,
     last_sent: Mutex<Option<u64>>,
-    active: AtomicUsize,
     pub stats: Stats,
 }
 
+/// Why a connection got no WELCOME; logged at debug level with the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
+    /// Wrong magic or version, or a record that does not parse.
     Garbage,
+    /// The prefix's length field, outside 52..=1024.
+    Length(u16),
     NotHello,
-    UnknownKey,
+    UnknownKey(u32),
     BadMac,
-    Replayed,
+    /// The terminal dialled an address that is not IPv4, which a WELCOME cannot name.
+    NotIpv4,
 }
 
 impl Server {
+    /// `keys` are the config's `[[key]]`s: the shared ones check HELLO, and an Ed25519 one
+    /// with its signing half signs every WELCOME.
     pub fn new(keys: BTreeMap<u32, IpsyncKey>, server_mac: Option<Mac>) -> Arc<Server> {
         let ed25519 = keys.iter().find_map(|(id, k)| match k {
             IpsyncKey::Ed25519 { signing: Some(s), .. } => Some((*id, s.clone())),
             _ => None,
         });
-        let keys = keys.into_iter().filter(|(_, k)| matches!(k, IpsyncKey::Hmac(_))).map(|(id, k)| (id, k.verify_key())).collect();
-        Arc::new(Server {
-            keys,
-            ed25519,
-            server_mac,
-            seen: Mutex::new(HashMap::new()),
-            last_sent: Mutex::new(None),
-            active: AtomicUsize::new(0),
-            stats: Stats::default(),
-        })
+        let keys = keys
+            .into_iter()
+            .filter(|(_, k)| matches!(k, IpsyncKey::Hmac(_)))
+            .map(|(id, k)| (id, k.verify_key()))
+            .collect();
+        Arc::new(Server { keys, ed25519, server_mac, last_sent: Mutex::new(None), stats: Stats::default() })
     }
 
     /// Checks a HELLO and builds the signed WELCOME for it. `local` is the address the terminal
-    /// dialled, which the WELCOME must name.
+    /// dialled, which the WELCOME must name. No replay check (see the module's contract).
     fn answer(&self, hello: &[u8], local: Ipv4Addr) -> Result<Vec<u8>, Refusal> {
         let p = ipsync::Packet::new_checked(hello).map_err(|_| Refusal::Garbage)?;
         let h = ipsync::Repr::parse(&p).map_err(|_| Refusal::Garbage)?;
         if h.msg_type != ipsync::MessageType::Hello {
             return Err(Refusal::NotHello);
         }
-        let key = self.keys.get(&h.key_id).ok_or(Refusal::UnknownKey)?;
+        let key = self.keys.get(&h.key_id).ok_or(Refusal::UnknownKey(h.key_id))?;
         if !p.verify(key) {
             return Err(Refusal::BadMac);
-        }
-        let terminal = h.terminal_mac.unwrap_or(Mac::ZERO);
-        {
-            let mut seen = self.seen.lock();
-            if seen.get(&(terminal, h.key_id)).is_some_and(|&last| h.sequence <= last) {
-                return Err(Refusal::Replayed);
-            }
-            if seen.len() >= MAX_TERMINALS && !seen.contains_key(&(terminal, h.key_id)) {
-                if let Some(k) = seen.iter().min_by_key(|(_, s)| **s).map(|(k, _)| *k) {
-                    seen.remove(&k);
-                }
-            }
-            seen.insert((terminal, h.key_id), h.sequence);
         }
         let sequence = {
             let mut last = self.last_sent.lock();
@@ -106,7 +149,7 @@ impl Server {
         let (key_id, signer) = match (&self.ed25519, key) {
             (Some((id, sk)), _) => (*id, Signer::Ed25519(sk)),
             (None, VerifyKey::Hmac(k)) => (h.key_id, Signer::Hmac(k)),
-            (None, VerifyKey::Ed25519(_)) => return Err(Refusal::UnknownKey),
+            (None, VerifyKey::Ed25519(_)) => return Err(Refusal::UnknownKey(h.key_id)),
         };
         let mut w = ipsync::Repr::new(ipsync::MessageType::Welcome, key_id, sequence);
         w.server_ipv4 = Some(local);
@@ -116,61 +159,352 @@ impl Server {
         Ok(w.to_bytes_signed(signer))
     }
 
-    fn handle(&self, mut s: TcpStream) {
-        let _ = s.set_read_timeout(Some(IO_TIMEOUT));
-        let _ = s.set_write_timeout(Some(IO_TIMEOUT));
-        let _ = s.set_nodelay(true);
-        let local = match s.local_addr().map(|a| a.ip()) {
-            Ok(IpAddr::V4(ip)) => ip,
-            _ => return,
+    /// Serves on `listener` from the calling thread until waiting for events fails (it does not
+    /// in normal operation). Logs the bound address and the limits in force.
+    pub fn run(&self, listener: TcpListener) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let bound = listener.local_addr()?;
+        let cap = connection_cap(MAX_CONNECTIONS);
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
+        log::info!(
+            "serve: listening on {bound}; at most {cap} connections, {MAX_PER_PEER} per peer address, \
+             {} ms for each whole HELLO",
+            HELLO_DEADLINE.as_millis()
+        );
+        let bound_v4 = match bound.ip() {
+            IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+            _ => None,
         };
-        let peer = s.peer_addr().ok();
-        let reply = read_record(&mut s).map_err(|_| Refusal::Garbage).and_then(|hello| self.answer(&hello, local));
-        match reply {
-            Ok(w) => {
-                if s.write_all(&w).is_ok() {
-                    self.stats.welcomed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Err(why) => {
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                log::debug!("refused HELLO from {peer:?}: {why:?}");
-            }
-        }
-    }
-
-    /// Accepts until the listener fails. Each connection gets its own short-lived thread.
-    pub fn run(self: &Arc<Server>, listener: TcpListener) -> std::io::Result<()> {
-        for conn in listener.incoming() {
-            let s = match conn {
-                Ok(s) => s,
-                // Transient accept errors (EMFILE, ECONNABORTED) must not stop the service.
-                Err(e) => {
-                    log::warn!("accept: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            };
-            if self.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                self.active.fetch_sub(1, Ordering::AcqRel);
-                self.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
-                continue; // dropping `s` closes it
-            }
-            let me = Arc::clone(self);
-            let spawned = std::thread::Builder::new().name("serve-conn".into()).spawn(move || {
-                me.handle(s);
-                me.active.fetch_sub(1, Ordering::AcqRel);
-            });
-            if spawned.is_err() {
-                self.active.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        Ok(())
+        EventLoop { server: self, listener, bound_v4, epoll, table: Table::new(cap, MAX_PER_PEER) }.run()
     }
 }
 
-pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(listen)
+/// What the bytes received so far say about the record: `Ok(None)` needs more, `Ok(Some(len))`
+/// is its length, within the ipsync bounds; an error means these bytes can never begin a HELLO,
+/// so garbage is closed at its first wrong byte rather than at the deadline.
+fn record_len(prefix: &[u8]) -> Result<Option<usize>, Refusal> {
+    if prefix.iter().zip(ipsync::MAGIC).any(|(a, b)| *a != b) {
+        return Err(Refusal::Garbage);
+    }
+    if prefix.get(4).is_some_and(|&v| v != ipsync::VERSION) {
+        return Err(Refusal::Garbage);
+    }
+    if prefix.get(5).is_some_and(|&t| ipsync::MessageType::from(t) != ipsync::MessageType::Hello) {
+        return Err(Refusal::NotHello);
+    }
+    let (Some(&hi), Some(&lo)) = (prefix.get(6), prefix.get(7)) else {
+        return Ok(None);
+    };
+    let len = u16::from_be_bytes([hi, lo]);
+    if !(ipsync::MIN_LEN..=ipsync::MAX_LEN).contains(&usize::from(len)) {
+        return Err(Refusal::Length(len));
+    }
+    Ok(Some(usize::from(len)))
+}
+
+/// The connection cap the file limit allows, each connection being one descriptor. A soft
+/// RLIMIT_NOFILE short of `want` plus a reserve is first raised to the hard limit (logged): the
+/// process's other descriptors (in tests, the clients' own sockets) count against it too, so
+/// raising it only to our own need would move the shortage elsewhere.
+fn connection_cap(want: usize) -> usize {
+    let need = (want + FD_RESERVE) as libc::rlim_t;
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit that we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        // Unknown: keep the cap; an EMFILE on accept still closes our oldest (`accept_batch`).
+        return want;
+    }
+    if lim.rlim_cur < need {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit reads one rlimit that we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            log::info!("serve: raised the soft file limit from {} to {}", lim.rlim_cur, raised.rlim_cur);
+            lim.rlim_cur = raised.rlim_cur;
+        } else {
+            log::warn!("serve: could not raise the soft file limit {}: {}", lim.rlim_cur, io::Error::last_os_error());
+        }
+    }
+    let cap = usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE).clamp(1, want);
+    if cap < want {
+        log::warn!("serve: the file limit {} allows {cap} connections, not {want}", lim.rlim_cur);
+    }
+    cap
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// The address the terminal dialled, which the WELCOME must name.
+    local: Ipv4Addr,
+    phase: Phase,
+    /// What epoll watches for on this socket; `None` before it is registered.
+    interest: Option<EpollFlags>,
+}
+
+enum Phase {
+    /// `filled` < the buffer's length always holds: once 8 bytes are in, the record's length is
+    /// known and at most the buffer's, and a complete record leaves this phase.
+    Reading {
+        buf: Box<[u8; ipsync::MAX_LEN]>,
+        filled: usize,
+    },
+    Writing {
+        reply: Vec<u8>,
+        written: usize,
+    },
+}
+
+enum Step {
+    Pending,
+    /// The WELCOME is partly written and the socket's buffer is full.
+    Blocked,
+    Done(Outcome),
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Welcomed,
+    Refused(Refusal),
+    Closed(Option<io::ErrorKind>),
+}
+
+fn transient(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+}
+
+impl Conn {
+    /// One readiness report: at most one read (level-triggered epoll reports what is left, and
+    /// a drip costs one read, not a read and an EAGAIN), then, with the whole record in, its
+    /// answer and as much of the WELCOME as the socket takes.
+    fn on_ready(&mut self, server: &Server) -> Step {
+        let Phase::Reading { buf, filled } = &mut self.phase else {
+            return self.flush();
+        };
+        let Some(room) = buf.get_mut(*filled..).filter(|r| !r.is_empty()) else {
+            return Step::Done(Outcome::Refused(Refusal::Garbage)); // unreachable by the invariant
+        };
+        match (&self.stream).read(room) {
+            Ok(0) => return Step::Done(Outcome::Closed(None)),
+            Ok(n) => *filled += n,
+            Err(e) if transient(&e) => return Step::Pending,
+            Err(e) => return Step::Done(Outcome::Closed(Some(e.kind()))),
+        }
+        let record = match record_len(&buf[..*filled]) {
+            Err(why) => return Step::Done(Outcome::Refused(why)),
+            Ok(Some(len)) if *filled >= len => &buf[..len],
+            Ok(_) => return Step::Pending,
+        };
+        match server.answer(record, self.local) {
+            Ok(reply) => {
+                self.phase = Phase::Writing { reply, written: 0 };
+                self.flush()
+            }
+            Err(why) => Step::Done(Outcome::Refused(why)),
+        }
+    }
+
+    fn flush(&mut self) -> Step {
+        let Phase::Writing { reply, written } = &mut self.phase else {
+            return Step::Pending;
+        };
+        while let Some(rest) = reply.get(*written..).filter(|r| !r.is_empty()) {
+            match (&self.stream).write(rest) {
+                Ok(0) => return Step::Done(Outcome::Closed(None)),
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Blocked,
+                Err(e) => return Step::Done(Outcome::Closed(Some(e.kind()))),
+            }
+        }
+        Step::Done(Outcome::Welcomed)
+    }
+}
+
+struct EventLoop<'a> {
+    server: &'a Server,
+    listener: TcpListener,
+    /// The listener's address when it is one IPv4 address: then it is every connection's local
+    /// address, and accepting costs no getsockname.
+    bound_v4: Option<Ipv4Addr>,
+    epoll: Epoll,
+    table: Table<Conn>,
+}
+
+impl EventLoop<'_> {
+    fn run(mut self) -> io::Result<()> {
+        let mut events = [EpollEvent::empty(); EVENTS_PER_WAIT];
+        let mut now = Instant::now();
+        loop {
+            let n = match self.epoll.wait(&mut events, self.timeout(now)) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            // The clock is read once per wakeup: it stamps this wakeup's accepts and deadlines.
+            now = Instant::now();
+            for ev in events.get(..n).unwrap_or_default() {
+                match ev.data() {
+                    LISTENER => self.accept_batch(now),
+                    data => self.ready(Token::from_u64(data)),
+                }
+            }
+            // After the events: a HELLO that completes in the wakeup of its deadline is answered.
+            self.expire(now);
+        }
+    }
+
+    /// Until the oldest connection's deadline; forever with none open (no wakeups when idle).
+    fn timeout(&self, now: Instant) -> PollTimeout {
+        let Some((_, since)) = self.table.oldest() else {
+            return PollTimeout::NONE;
+        };
+        let left = since.checked_add(HELLO_DEADLINE).map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+        // Rounded up: waking before the deadline would find nothing due and spin until it is.
+        PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((token, since)) = self.table.oldest() {
+            if since.checked_add(HELLO_DEADLINE).is_some_and(|d| d > now) {
+                break;
+            }
+            if let Some(c) = self.table.remove(token) {
+                Stats::bump(&self.server.stats.deadline_expired);
+                log::debug!("serve: {}: HELLO deadline passed", c.peer);
+            }
+        }
+    }
+
+    fn accept_batch(&mut self, now: Instant) {
+        for _ in 0..ACCEPT_BATCH {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // That connection is gone (aborted before we took it) or a signal came: the
+                // next one is unaffected.
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted) => {}
+                // Out of descriptors: pressure like any other. The oldest connection goes and the
+                // next accept takes its descriptor.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) && self.evict_oldest() => {}
+                Err(e) => {
+                    log::warn!("serve: accept: {e}");
+                    std::thread::sleep(ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Closes the oldest connection to free its descriptor; false when none is open.
+    fn evict_oldest(&mut self) -> bool {
+        let Some((token, _)) = self.table.oldest() else { return false };
+        if let Some(c) = self.table.remove(token) {
+            Stats::bump(&self.server.stats.evicted_idle);
+            log::debug!("serve: {}: closed as the oldest, out of descriptors", c.peer);
+        }
+        true
+    }
+
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let stats = &self.server.stats;
+        Stats::bump(&stats.accepted);
+        if let Err(e) = stream.set_nonblocking(true) {
+            log::warn!("serve: {peer}: non-blocking: {e}");
+            Stats::bump(&stats.io_closed);
+            return;
+        }
+        let local = match self.bound_v4 {
+            Some(ip) => Some(ip),
+            None => stream.local_addr().ok().and_then(|a| match a.ip().to_canonical() {
+                IpAddr::V4(ip) => Some(ip),
+                IpAddr::V6(_) => None,
+            }),
+        };
+        let Some(local) = local else {
+            log::debug!("serve: {peer}: {:?}", Refusal::NotIpv4);
+            Stats::bump(&stats.rejected);
+            return;
+        };
+        let buf = Box::new([0u8; ipsync::MAX_LEN]);
+        let conn = Conn { stream, peer, local, phase: Phase::Reading { buf, filled: 0 }, interest: None };
+        // An IPv4 peer on a dual-stack listener counts as the same address as over IPv4.
+        let (token, evicted) = self.table.admit(peer.ip().to_canonical(), now, conn);
+        if let Some(e) = evicted {
+            self.count_eviction(e);
+        }
+        // A terminal writes its HELLO as soon as it is connected, so it is usually here already:
+        // read it now. It is then answered before any later accept in this batch could evict it,
+        // and without ever being registered with epoll.
+        self.ready(token);
+    }
+
+    fn count_eviction(&self, e: Evicted<Conn>) {
+        let stats = &self.server.stats;
+        match e.why {
+            Eviction::PerPeer => Stats::bump(&stats.per_peer_capped),
+            Eviction::Pressure => Stats::bump(&stats.evicted_idle),
+        }
+        log::debug!("serve: {}: closed to admit a newcomer ({:?})", e.conn.peer, e.why);
+    }
+
+    /// Drives one connection as far as it goes now, then watches for what it waits on (input,
+    /// or room for the rest of its WELCOME), or closes and counts it.
+    fn ready(&mut self, token: Token) {
+        // None: closed earlier in this same batch of events (evicted or finished).
+        let Some(conn) = self.table.get_mut(token) else { return };
+        let want = match conn.on_ready(self.server) {
+            Step::Pending => EpollFlags::EPOLLIN,
+            Step::Blocked => EpollFlags::EPOLLOUT,
+            Step::Done(o) => return self.finish(token, o),
+        };
+        if conn.interest == Some(want) {
+            return;
+        }
+        let mut ev = EpollEvent::new(want, token.to_u64());
+        let watched = match conn.interest {
+            None => self.epoll.add(&conn.stream, ev),
+            Some(_) => self.epoll.modify(&conn.stream, &mut ev),
+        };
+        match watched {
+            Ok(()) => conn.interest = Some(want),
+            Err(e) => {
+                log::warn!("serve: {}: epoll: {e}", conn.peer);
+                self.finish(token, Outcome::Closed(Some(io::Error::from(e).kind())));
+            }
+        }
+    }
+
+    /// Closes the connection (dropping its socket also takes it out of the epoll set) and counts
+    /// how it ended.
+    fn finish(&mut self, token: Token, outcome: Outcome) {
+        let Some(c) = self.table.remove(token) else { return };
+        let stats = &self.server.stats;
+        match outcome {
+            Outcome::Welcomed => Stats::bump(&stats.welcomed),
+            Outcome::Refused(why) => {
+                Stats::bump(&stats.rejected);
+                log::debug!("serve: refused HELLO from {}: {why:?}", c.peer);
+            }
+            Outcome::Closed(kind) => {
+                Stats::bump(&stats.io_closed);
+                log::debug!("serve: {}: closed before the exchange finished ({kind:?})", c.peer);
+            }
+        }
+    }
+}
+
+/// A listener for `serve`: SO_REUSEADDR (a restart does not wait out TIME_WAIT) and a backlog as
+/// deep as the connection cap, so a fleet that reconnects at once after a move is queued rather
+/// than dropped to a SYN retry a second later.
+pub fn bind(listen: SocketAddr) -> io::Result<TcpListener> {
+    let family = if listen.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = sock::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    sock::setsockopt(&fd, sock::sockopt::ReuseAddr, &true)?;
+    sock::bind(fd.as_raw_fd(), &SockaddrStorage::from(listen))?;
+    let backlog = Backlog::new(i32::try_from(MAX_CONNECTIONS).unwrap_or(i32::MAX)).unwrap_or(Backlog::MAXCONN);
+    sock::listen(&fd, backlog)?;
+    Ok(TcpListener::from(fd))
 }
 
 /// `ipsyncd serve`: WELCOME signed with the config's `[[key]]`s, on `listen` or on all addresses
@@ -188,6 +522,98 @@ pub fn run(cfg: &Config, config_path: &Path, listen: Option<&str>) -> Result<(),
         None => SocketAddr::from(([0, 0, 0, 0], cfg.server.port)),
     };
     let listener = bind(addr).map_err(|e| ToolError::Runtime(format!("listen {addr}: {e}")))?;
-    log::info!("serving HELLO on {addr}");
     Server::new(keys, None).run(listener).map_err(|e| ToolError::Runtime(format!("serve {addr}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(key_id: u32, key: &[u8], sequence: u64) -> Vec<u8> {
+        let mut h = ipsync::Repr::new(ipsync::MessageType::Hello, key_id, sequence);
+        h.nonce = Some([5; 16]);
+        h.terminal_mac = Some(Mac([2, 0, 0, 0, 0, 9]));
+        h.terminal_ipv4 = Some(Ipv4Addr::new(10, 0, 0, 9));
+        h.to_bytes(key)
+    }
+
+    #[test]
+    fn record_len_refuses_at_the_first_wrong_byte() {
+        let h = hello(1, &[7; 32], 1);
+        for cut in 0..8 {
+            assert_eq!(record_len(&h[..cut]), Ok(None), "prefix of {cut}");
+        }
+        assert_eq!(record_len(&h), Ok(Some(h.len())));
+        assert_eq!(record_len(b"G"), Err(Refusal::Garbage));
+        assert_eq!(record_len(b"IPSX"), Err(Refusal::Garbage));
+        assert_eq!(record_len(b"IPSY\x02"), Err(Refusal::Garbage));
+        assert_eq!(record_len(b"IPSY\x01\x01"), Err(Refusal::NotHello));
+        assert_eq!(record_len(b"IPSY\x01\x03"), Err(Refusal::NotHello));
+        assert_eq!(record_len(b"IPSY\x01\x02\xff\xff"), Err(Refusal::Length(0xffff)));
+        assert_eq!(record_len(b"IPSY\x01\x02\x04\x01"), Err(Refusal::Length(1025)));
+        assert_eq!(record_len(b"IPSY\x01\x02\x00\x33"), Err(Refusal::Length(51)));
+        assert_eq!(record_len(b"IPSY\x01\x02\x04\x00"), Ok(Some(1024)));
+    }
+
+    #[test]
+    fn answer_has_no_replay_state() {
+        // DESIGN §4.3: a huge sequence for a MAC must not lock that MAC out afterwards.
+        let s = Server::new(BTreeMap::from([(1, IpsyncKey::Hmac(vec![7; 32]))]), None);
+        let lo = Ipv4Addr::LOCALHOST;
+        assert!(s.answer(&hello(1, &[7; 32], u64::MAX), lo).is_ok());
+        assert!(s.answer(&hello(1, &[7; 32], 1), lo).is_ok());
+        assert!(s.answer(&hello(1, &[7; 32], 1), lo).is_ok());
+    }
+
+    #[test]
+    fn answer_refuses_unknown_keys_bad_macs_and_non_hellos() {
+        let s = Server::new(BTreeMap::from([(1, IpsyncKey::Hmac(vec![7; 32]))]), None);
+        let lo = Ipv4Addr::LOCALHOST;
+        assert_eq!(s.answer(&hello(2, &[7; 32], 1), lo), Err(Refusal::UnknownKey(2)));
+        assert_eq!(s.answer(&hello(1, &[8; 32], 1), lo), Err(Refusal::BadMac));
+        let mut a = ipsync::Repr::new(ipsync::MessageType::Announce, 1, 1);
+        a.server_ipv4 = Some(lo);
+        a.server_mac = Some(Mac([2, 0, 0, 0, 0, 1]));
+        assert_eq!(s.answer(&a.to_bytes(&[7; 32]), lo), Err(Refusal::NotHello));
+        assert_eq!(s.answer(b"IPSY", lo), Err(Refusal::Garbage));
+    }
+
+    #[test]
+    fn the_welcome_names_the_dialled_address_and_echoes_the_nonce() {
+        let s = Server::new(BTreeMap::from([(1, IpsyncKey::Hmac(vec![7; 32]))]), Some(Mac([2, 0, 0, 0, 0, 1])));
+        let at = Ipv4Addr::new(10, 0, 0, 1);
+        let w = s.answer(&hello(1, &[7; 32], 1), at).unwrap();
+        let p = ipsync::Packet::new_checked(&w[..]).unwrap();
+        assert!(p.verify(&VerifyKey::Hmac(vec![7; 32])));
+        let r = ipsync::Repr::parse(&p).unwrap();
+        assert_eq!(r.msg_type, ipsync::MessageType::Welcome);
+        assert_eq!((r.server_ipv4, r.nonce, r.status), (Some(at), Some([5; 16]), Some(ipsync::status::SUCCESS)));
+    }
+
+    #[test]
+    fn with_a_signing_key_every_welcome_is_signed_by_it() {
+        // DESIGN §4.3: HELLO under the shared key 1, WELCOME under Ed25519 key 2, so whoever
+        // holds key 1 (any terminal) still cannot make a WELCOME.
+        let sk = SigningKey::from_bytes(&[9; 32]);
+        let keys = BTreeMap::from([
+            (1, IpsyncKey::Hmac(vec![7; 32])),
+            (2, IpsyncKey::Ed25519 { public: sk.verifying_key(), signing: Some(sk.clone()) }),
+        ]);
+        let s = Server::new(keys, None);
+        let w = s.answer(&hello(1, &[7; 32], 1), Ipv4Addr::LOCALHOST).unwrap();
+        let p = ipsync::Packet::new_checked(&w[..]).unwrap();
+        assert_eq!(p.key_id(), 2);
+        assert!(p.verify(&VerifyKey::Ed25519(sk.verifying_key())));
+        assert!(!p.verify(&VerifyKey::Hmac(vec![7; 32])));
+        let r = ipsync::Repr::parse_with(&p, crate::wire::sig::Trailer::Ed25519).unwrap();
+        assert_eq!(r.nonce, Some([5; 16]));
+        // A HELLO under the Ed25519 key id is not one serve can check.
+        assert_eq!(s.answer(&hello(2, &[7; 32], 1), Ipv4Addr::LOCALHOST), Err(Refusal::UnknownKey(2)));
+    }
+
+    #[test]
+    fn the_file_limit_bounds_the_cap() {
+        let cap = connection_cap(MAX_CONNECTIONS);
+        assert!((1..=MAX_CONNECTIONS).contains(&cap));
+    }
 }

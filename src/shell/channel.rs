@@ -199,6 +199,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_terminal_with_an_ed25519_key_takes_welcomes_signed_by_one_only() {
+        let ed = VerifyKey::Ed25519(crate::wire::sig::SigningKey::from_bytes(&[9; 32]).verifying_key());
+        let hmac = VerifyKey::Hmac(vec![7; 32]);
+        let mut t = Terminal {
+            key_id: 1,
+            key: vec![7; 32],
+            keys: BTreeMap::from([(1, hmac.clone()), (2, ed.clone())]),
+            mac: Mac([2, 0, 0, 0, 0, 0x10]),
+            ip: Ipv4Addr::LOCALHOST,
+        };
+        // Whoever holds the shared HELLO key (any terminal) cannot stand in for the server.
+        assert_eq!(t.welcome_key(1), None);
+        assert_eq!(t.welcome_key(2), Some(&ed));
+        assert_eq!(t.welcome_key(3), None);
+        t.keys.remove(&2);
+        assert_eq!(t.welcome_key(1), Some(&hmac), "without Ed25519, the HELLO's own key signs");
+        t.keys.insert(4, VerifyKey::Hmac(vec![8; 32]));
+        assert_eq!(t.welcome_key(4), None, "another shared key is not the HELLO's");
+    }
+
+    #[test]
     fn record_reader_bounds_the_length() {
         let mut bad = &b"IPSY\x01\x02\xff\xff"[..];
         assert!(matches!(read_record(&mut bad), Err(ChannelError::Malformed(ipsync::Error::Length(0xffff)))));

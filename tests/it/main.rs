@@ -1,6 +1,7 @@
 //! The one integration test binary: fixture replay, engine scenarios, decoder properties,
 //! the dhcproto cross-check and the CLI contract.
 
+mod attack_serve;
 mod cli;
 mod common;
 mod complete_log;
