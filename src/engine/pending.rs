@@ -4,7 +4,7 @@
 //! Contract: plain data with absolute `*_at` deadlines; the rules that create and end each live
 //! in [`super::sync`] and [`super::channel`].
 
-use super::vocab::Instant;
+use super::vocab::{Instant, ServerName};
 use crate::wire::Mac;
 use std::net::Ipv4Addr;
 
@@ -32,6 +32,7 @@ pub struct PendingMove {
     pub mac: Mac,
     pub from: Ipv4Addr,
     pub service_port: Option<u16>,
+    pub server_name: Option<ServerName>,
 }
 
 /// The server being dialled.

@@ -133,7 +133,9 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 pub fn save(dir: &Path, state: &State) -> io::Result<()> {
     let mut json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
     json.push(b'\n');
+    // The path in the message: it reaches the `alarm persist_failed` line.
     atomic_file::write_atomic(dir, FILE_NAME, &json)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path(dir).display())))
 }
 
 #[cfg(test)]
