@@ -12,8 +12,7 @@ use super::decision::{Counters, Decision, Input, Verdict};
 use super::input::{input_of, Inbound, InboundKind};
 use super::lease::Client;
 use super::limits::{Alarms, ArpCache, RateLimiter};
-use super::pending::{Dial, FollowRequest, PendingMove, Resolving, RESOLVE_REQUESTS};
-use super::persist::PersistRetry;
+use super::pending::{Dial, FollowRequest, PendingMove, PersistRetry, Resolving, RESOLVE_REQUESTS};
 use super::state::{ServerState, State};
 use super::vocab::{
     reserved_address, Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Wall,

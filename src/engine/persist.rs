@@ -17,6 +17,7 @@
 
 use super::core::Engine;
 use super::decision::{Decision, Input, Verdict};
+use super::pending::PersistRetry;
 use super::vocab::{Action, Instant};
 use std::net::Ipv4Addr;
 
@@ -28,15 +29,6 @@ pub const PERSIST_FAILED: &str = "persist_failed";
 /// Nominal backoff before the `attempts`-th retry: 1 s, 2 s, 4 s, 8 s, 16 s, then 30 s.
 pub fn backoff_ms(attempts: u32) -> u64 {
     BACKOFF_FIRST_MS.saturating_mul(1u64 << attempts.saturating_sub(1).min(16)).min(BACKOFF_MAX_MS)
-}
-
-/// A state write outage: the state on disk is older than the engine's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PersistRetry {
-    /// Retries scheduled so far in this outage.
-    pub attempts: u32,
-    /// When the next write is due; `None` while one is on its way and its outcome is awaited.
-    pub next_at: Option<Instant>,
 }
 
 impl Engine {

@@ -23,12 +23,12 @@
 //!   give any back, and root's exec does not refill the sets: the kernel then grants no more
 //!   than was held before exec); when the daemon holds CAP_SETPCAP (root), SECBIT_NOROOT is
 //!   locked on and every capability is dropped from the bounding set; the ambient set is
-//!   cleared; and the effective, permitted and inheritable sets are emptied. If no_new_privs or
-//!   emptying the sets fails, the program is not started (and that is logged); the rest is best
-//!   effort. After the start the daemon reads `/proc/PID/status` and says once, at warn level,
-//!   if any capability survived. Without CAP_SETPCAP the bounding set stays as inherited
-//!   (systemd's CapabilityBoundingSet), which is said once at start. The program still runs
-//!   under the daemon's uid: a root daemon's hook owns root's files. Only a non-root `User=`
+//!   cleared; and the effective, permitted and inheritable sets are emptied (capset). Each step
+//!   is best effort, so a sandbox that refuses one never costs the hook: after the start the
+//!   daemon reads `/proc/PID/status` and says once, at error level, if any capability
+//!   survived. Without CAP_SETPCAP the bounding set stays as inherited (systemd's
+//!   CapabilityBoundingSet), which is said once at start. The program still runs under the
+//!   daemon's uid: a root daemon's hook owns root's files. Only a non-root `User=`
 //!   (capabilities/) takes that away.
 //! - **`hook` may be a directory.** Then, at each run, its entries are listed and those that are
 //!   regular files (or links to one) with an execute bit run one after another in the byte
@@ -331,54 +331,24 @@ impl Confine {
         Confine { drop_bounding: ok && data[0].effective & (1 << CAP_SETPCAP) != 0, last_cap }
     }
 
-    /// Runs in the child between fork and exec: raw system calls only.
+    /// Runs in the child between fork and exec: raw system calls only. Every step is best
+    /// effort: a sandbox that refuses one (a seccomp filter without capset, a kernel without
+    /// ambient capabilities, a securebit systemd already locked) must not cost the integrator
+    /// the hook, and any one of no_new_privs + an empty bounding set, SECBIT_NOROOT or capset
+    /// keeps a root hook from holding anything. [`Confine::check`] reports what survived.
     fn apply(self) -> std::io::Result<()> {
-        // SAFETY (all calls): prctl and capset take integers and pointers to live locals.
-        unsafe {
-            if libc::prctl(
-                libc::PR_SET_NO_NEW_PRIVS,
-                1 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if self.drop_bounding {
-                // Best effort: a lock systemd already set, or a kernel without a bit, must not
-                // stop the hook; the daemon checks what the hook ended up with.
-                libc::prctl(
-                    libc::PR_SET_SECUREBITS,
-                    HOOK_SECUREBITS,
-                    0 as libc::c_ulong,
-                    0 as libc::c_ulong,
-                    0 as libc::c_ulong,
-                );
-                for cap in 0..=self.last_cap {
-                    libc::prctl(
-                        libc::PR_CAPBSET_DROP,
-                        libc::c_ulong::from(cap),
-                        0 as libc::c_ulong,
-                        0 as libc::c_ulong,
-                        0 as libc::c_ulong,
-                    );
-                }
-            }
-            // EINVAL before Linux 4.3, which has no ambient set to clear.
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            );
-            let mut hdr = CapHeader { version: CAP_VERSION_3, pid: 0 };
-            let data = [CapData::default(); 2];
-            if libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) != 0 {
-                return Err(std::io::Error::last_os_error());
+        let _ = prctl(libc::PR_SET_NO_NEW_PRIVS, 1);
+        if self.drop_bounding {
+            let _ = prctl(libc::PR_SET_SECUREBITS, HOOK_SECUREBITS);
+            for cap in 0..=self.last_cap {
+                let _ = prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap));
             }
         }
+        let _ = prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong);
+        let mut hdr = CapHeader { version: CAP_VERSION_3, pid: 0 };
+        let data = [CapData::default(); 2];
+        // SAFETY: capset reads the live header and two CapData from the live array.
+        let _ = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
         Ok(())
     }
 
@@ -388,16 +358,22 @@ impl Confine {
         else {
             return;
         };
-        let kept = caps.effective | caps.permitted != 0 || (self.drop_bounding && caps.bounding != 0);
+        let kept = caps.effective | caps.permitted | caps.ambient != 0 || (self.drop_bounding && caps.bounding != 0);
         if kept && !CAPS_WARNED.swap(true, Ordering::Relaxed) {
-            log::warn!(
-                "{what}: the kernel left the hook capabilities (CapEff {:016x}, CapPrm {:016x}, CapBnd {:016x}); hooks are not confined as DESIGN §9 asks",
+            log::error!(
+                "{what}: the system refused to drop the hook's capabilities (CapEff {:016x}, CapPrm {:016x}, CapBnd {:016x}); hooks run with them, against DESIGN §9 (is capset or prctl filtered?)",
                 caps.effective,
                 caps.permitted,
                 caps.bounding
             );
         }
     }
+}
+
+/// prctl(2) with one argument, the rest zero: async-signal-safe.
+fn prctl(option: libc::c_int, arg: libc::c_ulong) -> libc::c_int {
+    // SAFETY: every option used here takes integers only.
+    unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) }
 }
 
 /// The capability sets of a `/proc/PID/status`.
