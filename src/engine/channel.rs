@@ -88,6 +88,7 @@ impl Engine {
                 actions.push(Action::SetServer { ip, mac: Some(p.mac) });
                 let mut env = self.hook_env(Some(ip), Some(p.mac));
                 env.service_port = p.service_port;
+                env.server_name = p.server_name;
                 self.set_server_state(now, ip, Some(p.mac), false);
                 let mut connected = env.clone();
                 connected.old_server_ip = Some(p.from);

@@ -3,15 +3,16 @@
 //! Contract: the shell feeds [`Engine::handle_frame`], [`Engine::handle_timeout`] and
 //! [`Engine::handle_result`], then drains [`Engine::poll_decision`] and [`Engine::poll_action`],
 //! and sleeps until [`Engine::poll_timeout`], the earliest of every deadline the engine owns (the
-//! DHCP client's, ACD's, the ARP resolution window and the connection channel's retry). Time and
-//! randomness come in as arguments; wall time only through [`Engine::set_wall_clock`]. Actions
-//! are queued only through [`Engine::decide`], so the decision log is the complete record.
+//! DHCP client's, ACD's, the ARP resolution window, the connection channel's retry and a failed
+//! state write's retry). Time and randomness come in as arguments; wall time only through
+//! [`Engine::set_wall_clock`]. Actions are queued only through [`Engine::decide`], so the
+//! decision log is the complete record.
 
 use super::decision::{Counters, Decision, Input, Verdict};
 use super::input::{input_of, Inbound, InboundKind, IpsyncMsg};
 use super::lease::Client;
 use super::limits::{Alarms, ArpCache, RateLimiter};
-use super::pending::{Dial, FollowRequest, PendingMove, Resolving, RESOLVE_REQUESTS};
+use super::pending::{Dial, FollowRequest, PendingMove, PersistRetry, Resolving, RESOLVE_REQUESTS};
 use super::state::{ServerState, State};
 use super::vocab::{
     reserved_address, Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Wall,
@@ -53,6 +54,8 @@ pub struct Engine {
     actions: VecDeque<Action>,
     pub(super) counters: Counters,
     dirty: bool,
+    /// The last state write failed and is being retried (persist.rs).
+    pub(super) persist: Option<PersistRetry>,
     last_decision: Option<(Input, Verdict, Instant)>,
     /// The server we last got a WELCOME from, and when.
     pub(super) welcomed: Option<(Ipv4Addr, Instant)>,
@@ -91,6 +94,7 @@ impl Engine {
             actions: VecDeque::new(),
             counters: Counters::default(),
             dirty: false,
+            persist: None,
             last_decision: None,
             welcomed: None,
         }
@@ -221,6 +225,7 @@ impl Engine {
         self.client_timeout(now);
         self.resolve_timeout(now);
         self.channel_timeout(now);
+        self.persist_timeout(now);
     }
 
     pub fn handle_result(&mut self, now: Instant, result: ActionResult) {
@@ -230,10 +235,8 @@ impl Engine {
                 log::warn!("{op} failed: {error}");
                 self.counters.drop("action_failed");
             }
-            ActionResult::PersistFailed { error } => {
-                log::error!("state not persisted: {error}");
-                self.counters.drop("persist_failed");
-            }
+            ActionResult::PersistFailed { error } => self.persist_failed(now, error),
+            ActionResult::Persisted => self.persisted(),
             ActionResult::Welcome { ip, mac, status } => self.handle_welcome(now, ip, mac, status),
             ActionResult::WelcomeRejected { ip, reason } => self.handle_welcome_rejected(now, ip, reason),
             ActionResult::ChannelFailed { ip, failure } => self.handle_channel_failed(now, ip, failure.as_str()),
@@ -252,7 +255,10 @@ impl Engine {
     /// daemon never wakes up.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let resolve = self.resolving.map(|r| if r.requests < RESOLVE_REQUESTS { r.next_at } else { r.until });
-        [self.client.deadline(), resolve, self.dial.and_then(|d| d.next_at)].into_iter().flatten().min()
+        [self.client.deadline(), resolve, self.dial.and_then(|d| d.next_at), self.persist_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {

@@ -394,7 +394,7 @@ impl Engine {
                 self.hang_up(p.to);
                 actions.push(Action::UnpinNeighbour { ip: p.to });
             }
-            actions.extend(self.switch_server(now, b, None, None));
+            actions.extend(self.switch_server(now, b, None, None, None));
             return (Verdict::Apply, None, actions);
         }
         if self.state.server.map_or(true, |s| s.mac.is_none())

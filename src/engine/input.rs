@@ -15,6 +15,7 @@ use std::net::Ipv4Addr;
 use std::ops::Range;
 
 use super::decision::Input;
+use super::vocab::ServerName;
 
 /// The owned summary of a DHCP message: what the engine decides on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +76,8 @@ pub struct IpsyncMsg {
     pub server_mac: Option<Mac>,
     pub previous_ipv4: Option<Ipv4Addr>,
     pub service_port: Option<u16>,
+    /// SERVER_NAME, for the hook; `None` also when it has a control character.
+    pub server_name: Option<ServerName>,
     pub nonce: Option<[u8; 16]>,
     pub status: Option<u8>,
     pub src_ip: Ipv4Addr,
@@ -104,6 +107,7 @@ impl IpsyncMsg {
             server_mac: r.server_mac,
             previous_ipv4: r.previous_ipv4,
             service_port: r.service_port,
+            server_name: r.server_name.and_then(ServerName::new),
             nonce: r.nonce,
             status: r.status,
             src_ip,

@@ -13,7 +13,7 @@
 //! - [`limits`]: rate limits, ARP evidence and alarm coalescing, all bounded;
 //! - [`core`]: the [`Engine`] and its API; [`sync`], [`channel`], [`dhcp_client`] and [`acd`]
 //!   hold its rules; [`lease`] and [`pending`] what it waits on; [`input`] turns a frame into an
-//!   [`Inbound`]; [`state`] is what persists.
+//!   [`Inbound`]; [`state`] is what persists, and [`persist`] what a failed write leads to.
 
 pub mod acd;
 pub mod channel;
@@ -24,6 +24,7 @@ pub mod input;
 pub mod lease;
 pub mod limits;
 pub mod pending;
+pub mod persist;
 pub mod state;
 pub mod sync;
 pub mod vocab;
@@ -33,6 +34,6 @@ pub use decision::{reason, Counters, Decision, Input, Verdict};
 pub use input::{DhcpMsg, Inbound, InboundKind, IpsyncMsg};
 pub use state::State;
 pub use vocab::{
-    AcdMode, Action, ActionResult, ChannelFailure, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, TxKind,
-    Wall,
+    AcdMode, Action, ActionResult, ChannelFailure, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng,
+    ServerName, TxKind, Wall,
 };

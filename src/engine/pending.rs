@@ -1,10 +1,10 @@
 //! What the engine is waiting on between inputs, besides the persisted state: an ARP resolution,
-//! a make-before-break move, and the server being dialled.
+//! a make-before-break move, the server being dialled, and a state write being retried.
 //!
 //! Contract: plain data with absolute `*_at` deadlines; the rules that create and end each live
-//! in [`super::sync`] and [`super::channel`].
+//! in [`super::sync`], [`super::channel`] and [`super::persist`].
 
-use super::vocab::Instant;
+use super::vocab::{Instant, ServerName};
 use crate::wire::Mac;
 use std::net::Ipv4Addr;
 
@@ -32,6 +32,16 @@ pub struct PendingMove {
     pub mac: Mac,
     pub from: Ipv4Addr,
     pub service_port: Option<u16>,
+    pub server_name: Option<ServerName>,
+}
+
+/// A state write outage: the state on disk is older than the engine's (DESIGN §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistRetry {
+    /// Retries scheduled so far in this outage.
+    pub attempts: u32,
+    /// When the next write is due; `None` while one is on its way and its outcome is awaited.
+    pub next_at: Option<Instant>,
 }
 
 /// The server being dialled.

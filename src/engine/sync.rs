@@ -12,7 +12,7 @@ use super::core::Engine;
 use super::decision::{reason, Decision, Input, Verdict};
 use super::input::IpsyncMsg;
 use super::pending::{PendingMove, Resolving, RESOLVE_REQUESTS, RESOLVE_WINDOW_MS};
-use super::vocab::{Action, HookReason, Instant, Mode, TxKind};
+use super::vocab::{Action, HookReason, Instant, Mode, ServerName, TxKind};
 use crate::wire::{arp, frame, ipsync, Mac};
 use std::net::Ipv4Addr;
 
@@ -101,9 +101,15 @@ impl Engine {
                 // Make-before-break: pin and dial B, keep A until B's WELCOME.
                 actions.push(Action::PinNeighbour { ip, mac });
                 actions.extend(self.dial_now(ip));
-                self.pending = Some(PendingMove { to: ip, mac, from, service_port: msg.service_port });
+                self.pending = Some(PendingMove {
+                    to: ip,
+                    mac,
+                    from,
+                    service_port: msg.service_port,
+                    server_name: msg.server_name,
+                });
             }
-            _ => actions.extend(self.switch_server(now, ip, Some(mac), msg.service_port)),
+            _ => actions.extend(self.switch_server(now, ip, Some(mac), msg.service_port, msg.server_name)),
         }
         actions.extend(evidence);
         self.decide(line(Verdict::Apply).actions(actions));
@@ -118,6 +124,7 @@ impl Engine {
         ip: Ipv4Addr,
         mac: Option<Mac>,
         port: Option<u16>,
+        name: Option<ServerName>,
     ) -> Vec<Action> {
         let old = self.current_server();
         let mut actions = Vec::new();
@@ -134,6 +141,7 @@ impl Engine {
         actions.push(Action::SetServer { ip, mac });
         let mut env = self.hook_env(Some(ip), mac);
         env.service_port = port;
+        env.server_name = name;
         actions.push(Action::Hook { reason: HookReason::ServerChanged, env });
         self.set_server_state(now, ip, mac, false);
         actions

@@ -155,6 +155,12 @@ pub enum HookReason {
 }
 
 impl HookReason {
+    /// CONFLICT and SERVER_UNREACHABLE report evidence (coalesced, rate-limited, never holding a
+    /// life-cycle hook back); every other reason follows a change (DESIGN §5, §10).
+    pub fn is_alarm(self) -> bool {
+        matches!(self, HookReason::Conflict | HookReason::ServerUnreachable)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             HookReason::ServerChanged => "SERVER_CHANGED",
@@ -170,6 +176,40 @@ impl HookReason {
     }
 }
 
+/// An ANNOUNCE's SERVER_NAME as a hook may see it (DESIGN §9): at most 64 bytes of UTF-8 with no
+/// control character, held inline so that the records carrying it stay `Copy` and a frame
+/// costs no allocation for it. A name with a control character (a newline written into a
+/// viewer's config file starts a new key there) is not passed on at all.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ServerName {
+    len: u8,
+    bytes: [u8; ServerName::MAX],
+}
+
+impl ServerName {
+    pub const MAX: usize = 64;
+
+    pub fn new(s: &str) -> Option<ServerName> {
+        if s.is_empty() || s.len() > ServerName::MAX || s.chars().any(char::is_control) {
+            return None;
+        }
+        let mut bytes = [0; ServerName::MAX];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(ServerName { len: s.len() as u8, bytes })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Built only from a whole &str in `new`, so this is its bytes; the fallback is unreachable.
+        self.bytes.get(..usize::from(self.len)).and_then(|b| core::str::from_utf8(b).ok()).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for ServerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// The hook's environment (DESIGN §9), filled by the engine so hooks see what it decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HookEnv {
@@ -180,6 +220,8 @@ pub struct HookEnv {
     pub own_ip: Option<Ipv4Addr>,
     pub old_own_ip: Option<Ipv4Addr>,
     pub conflict_kind: Option<&'static str>,
+    /// SERVER_NAME, from the ANNOUNCE that moved us, when it carried one.
+    pub server_name: Option<ServerName>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -308,8 +350,11 @@ pub enum ActionResult {
     /// The interface came back up (an admin down flushed every permanent entry), or netlink
     /// events were lost: every pin is re-asserted.
     LinkUp,
-    /// `set_server` could not be written to disk (DESIGN §10).
+    /// The state could not be written to disk (DESIGN §10); nothing that waits on it has run.
     PersistFailed { error: String },
+    /// The state reached the disk after a [`ActionResult::PersistFailed`]; the hooks held behind
+    /// it have been released.
+    Persisted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -403,6 +448,15 @@ impl Wall {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_names_keep_text_and_refuse_control_characters() {
+        assert_eq!(ServerName::new("vdi-1.example").map(|n| n.as_str().to_string()), Some("vdi-1.example".into()));
+        assert_eq!(ServerName::new(&"é".repeat(32)).map(|n| n.as_str().len()), Some(64));
+        for bad in ["", "a\nHOST=evil", "a\u{1b}[2J", "a\u{85}", &"x".repeat(65)] {
+            assert!(ServerName::new(bad).is_none(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn wall_maps_both_ways_and_saturates() {

@@ -3,16 +3,27 @@
 //!
 //! Contract: the next value follows DESIGN §4.3, max(last + 1, µs since the epoch), and is on
 //! disk (through the shell's one atomic writer) before it is returned, so a sender that crashes
-//! right after sending never reuses it. An unreadable counter file counts as none: the clock
-//! term still keeps the sequence above anything sent before.
+//! right after sending never reuses it. An unreadable counter file (a planted symlink, which is
+//! never followed, or anything over [`MAX_COUNTER_BYTES`] included) counts as none, with a
+//! warning: the clock term still keeps the sequence above anything sent before.
 
-use crate::shell::atomic_file::write_atomic;
+use crate::shell::atomic_file::{read_own, write_atomic};
 use crate::wire::ipsync::next_sequence;
 use std::path::Path;
 
+/// A counter file holds one u64 in decimal and a newline.
+pub const MAX_COUNTER_BYTES: u64 = 64;
+
 /// Takes the next sequence from the counter file `dir/name` and persists it before returning.
 pub fn take_persisted(dir: &Path, name: &str, now_unix_us: u64) -> std::io::Result<u64> {
-    let last = std::fs::read_to_string(dir.join(name)).ok().and_then(|s| s.trim().parse().ok());
+    let last = match read_own(dir, name, MAX_COUNTER_BYTES) {
+        Ok(Some(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.trim().parse().ok()),
+        Ok(None) => None,
+        Err(e) => {
+            log::warn!("{e}; counting from the clock");
+            None
+        }
+    };
     let next = next_sequence(last, now_unix_us);
     write_atomic(dir, name, format!("{next}\n").as_bytes())?;
     Ok(next)
@@ -31,6 +42,20 @@ mod tests {
         assert_eq!(take_persisted(&d, "announce.seq", 10).unwrap(), 1001);
         assert_eq!(std::fs::read_to_string(d.join("announce.seq")).unwrap(), "1001\n");
         assert_eq!(take_persisted(&d, "announce.seq", 5000).unwrap(), 5000);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_planted_counter_link_is_replaced_not_followed() {
+        let d = std::env::temp_dir().join(format!("ipsyncd-seq-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("victim"), b"99999999\n").unwrap();
+        std::os::unix::fs::symlink(d.join("victim"), d.join("forcerenew.replay")).unwrap();
+        // The link's target is not read as our counter, nor written.
+        assert_eq!(take_persisted(&d, "forcerenew.replay", 7).unwrap(), 7);
+        assert_eq!(std::fs::read(d.join("victim")).unwrap(), b"99999999\n");
+        assert!(!std::fs::symlink_metadata(d.join("forcerenew.replay")).unwrap().file_type().is_symlink());
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

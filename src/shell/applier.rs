@@ -14,7 +14,7 @@ pub trait Applier: Send {
     /// (connection outcomes, kernel events) go.
     fn start(&mut self, _results: Sender<ActionResult>) {}
     fn apply(&mut self, action: &Action) -> ActionResult;
-    /// Writes the state durably. Called after every change.
+    /// Writes the state durably. Called after every change, ahead of that change's hooks.
     fn persist(&mut self, state: &State) -> std::io::Result<()>;
 }
 

@@ -1,17 +1,24 @@
-//! The one way the daemon and its tools replace a file (DESIGN §10): the state file, the status
-//! file and the announce/forcerenew sequence files all go through [`write_atomic`].
+//! The one way the daemon and its tools write and read back their own files (DESIGN §10): the
+//! state file, the status file and the announce/forcerenew sequence files all go through
+//! [`write_atomic`] and [`read_own`].
 //!
 //! Contract: when [`write_atomic`] returns `Ok`, `dir/name` holds exactly the given bytes and
 //! survives a crash (the file and the directory are fsynced); a crash or an error at any point
 //! leaves either the old content or the new, never a torn file. The temp file is created with
-//! O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, under a fresh unpredictable name in `dir`: a symlink
-//! planted there is never followed, and a temp left by a crash never blocks the next write. On
-//! any error the temp file is removed.
+//! O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, mode 0600, under a fresh unpredictable name in `dir`: a
+//! symlink planted there is never followed, and a temp left by a crash never blocks the next
+//! write. On any error the temp file is removed. An existing entry at `dir/name`, a symlink
+//! included, is replaced by the rename, never written through.
+//!
+//! [`read_own`] opens `dir/name` with O_NOFOLLOW|O_NONBLOCK and reads at most `max` bytes: a
+//! symlink, a FIFO, a device or a directory planted there is reported as what it is (never
+//! followed, never blocked on), and a file larger than `max` is reported, not read.
 
 use super::clock;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Fresh names to try before giving up. A collision of 64 random bits means someone is
@@ -20,9 +27,7 @@ const CREATE_ATTEMPTS: usize = 8;
 
 /// Atomically replaces `dir/name` with `bytes`. `name` must be a plain file name.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?} is not a plain file name")));
-    }
+    plain_name(name)?;
     let (tmp, file) = create_temp(dir, name)?;
     if let Err(e) = fill_and_rename(file, bytes, &tmp, &dir.join(name)) {
         let _ = fs::remove_file(&tmp);
@@ -30,6 +35,109 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     }
     // The rename is only durable once the directory entry is on disk.
     File::open(dir)?.sync_all()
+}
+
+fn plain_name(name: &str) -> io::Result<()> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?} is not a plain file name")));
+    }
+    Ok(())
+}
+
+/// Why [`read_own`] did not return a file's bytes.
+#[derive(Debug)]
+pub enum ReadError {
+    /// A symbolic link: ours are never links, so someone planted it.
+    Symlink(PathBuf),
+    /// A directory, FIFO, socket or device: never something we wrote.
+    NotRegular {
+        path: PathBuf,
+        kind: &'static str,
+    },
+    /// Larger than the caller's bound (checked before reading, and again while reading).
+    TooLarge {
+        path: PathBuf,
+        len: u64,
+        max: u64,
+    },
+    Io {
+        path: PathBuf,
+        error: io::Error,
+    },
+}
+
+impl ReadError {
+    /// True when the entry is there but cannot be ours (a link, not a file, too large), as
+    /// opposed to an I/O error the system may recover from.
+    pub fn is_foreign(&self) -> bool {
+        !matches!(self, ReadError::Io { .. })
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Symlink(p) => write!(f, "{}: is a symbolic link (not followed)", p.display()),
+            ReadError::NotRegular { path, kind } => write!(f, "{}: is a {kind}, not a regular file", path.display()),
+            ReadError::TooLarge { path, len, max } => {
+                write!(f, "{}: {len} bytes is more than the {max} this file may have", path.display())
+            }
+            ReadError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl From<ReadError> for io::Error {
+    fn from(e: ReadError) -> io::Error {
+        let kind = match &e {
+            ReadError::Io { error, .. } => error.kind(),
+            ReadError::TooLarge { .. } => io::ErrorKind::InvalidData,
+            ReadError::Symlink(_) | ReadError::NotRegular { .. } => io::ErrorKind::InvalidInput,
+        };
+        io::Error::new(kind, e.to_string())
+    }
+}
+
+/// The bytes of `dir/name`, at most `max` of them; `Ok(None)` when there is no such entry.
+pub fn read_own(dir: &Path, name: &str, max: u64) -> Result<Option<Vec<u8>>, ReadError> {
+    let path = dir.join(name);
+    let io_err = |error: io::Error| ReadError::Io { path: path.clone(), error };
+    plain_name(name).map_err(io_err)?;
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+    let opened = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path);
+    let mut file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // ELOOP is what O_NOFOLLOW answers for a link as the last component.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+            return Err(if link { ReadError::Symlink(path) } else { io_err(e) });
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    let meta = file.metadata().map_err(io_err)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = match () {
+            _ if ft.is_dir() => "directory",
+            _ if ft.is_fifo() => "FIFO",
+            _ if ft.is_socket() => "socket",
+            _ => "device",
+        };
+        return Err(ReadError::NotRegular { path, kind });
+    }
+    if meta.len() > max {
+        return Err(ReadError::TooLarge { path, len: meta.len(), max });
+    }
+    // The file may grow between fstat and read: read one byte more than allowed to see it.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    (&mut file).take(max.saturating_add(1)).read_to_end(&mut bytes).map_err(io_err)?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::TooLarge { path, len: bytes.len() as u64, max });
+    }
+    Ok(Some(bytes))
 }
 
 /// `.NAME.<16 random hex digits>.tmp`: hidden, recognisably ours, and not guessable in advance.
@@ -43,6 +151,7 @@ fn create_temp(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
         let tmp = dir.join(temp_name(name));
         // create_new is O_CREAT|O_EXCL: it fails on any existing entry, a symlink included;
         // O_NOFOLLOW says so a second time for kernels and filesystems that we have not met.
+        // The standard library opens every file O_CLOEXEC, so no hook inherits it.
         let opened =
             OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp);
         match opened {
@@ -129,6 +238,32 @@ mod tests {
         assert!(leftovers(&d).is_empty(), "{:?}", leftovers(&d));
         assert_eq!(fs::read(d.join("state.json/keep")).unwrap(), b"x");
         assert!(write_atomic(&d, "../escape", b"no").is_err());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn read_own_refuses_links_fifos_directories_and_oversized_files() {
+        let d = tmpdir("read");
+        assert!(matches!(read_own(&d, "state.json", 16), Ok(None)));
+        fs::write(d.join("victim"), b"secret").unwrap();
+        std::os::unix::fs::symlink(d.join("victim"), d.join("state.json")).unwrap();
+        assert!(matches!(read_own(&d, "state.json", 16), Err(ReadError::Symlink(_))));
+        fs::remove_file(d.join("state.json")).unwrap();
+        // A FIFO: opening it without O_NONBLOCK would hang this test.
+        let fifo = std::ffi::CString::new(d.join("state.json").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(matches!(read_own(&d, "state.json", 16), Err(ReadError::NotRegular { kind: "FIFO", .. })));
+        fs::remove_file(d.join("state.json")).unwrap();
+        fs::create_dir(d.join("state.json")).unwrap();
+        assert!(matches!(read_own(&d, "state.json", 16), Err(ReadError::NotRegular { kind: "directory", .. })));
+        fs::remove_dir(d.join("state.json")).unwrap();
+        fs::write(d.join("state.json"), [b'x'; 17]).unwrap();
+        let e = read_own(&d, "state.json", 16).unwrap_err();
+        assert!(matches!(e, ReadError::TooLarge { len: 17, max: 16, .. }) && e.is_foreign(), "{e}");
+        fs::write(d.join("state.json"), [b'x'; 16]).unwrap();
+        assert_eq!(read_own(&d, "state.json", 16).unwrap().unwrap().len(), 16);
+        assert!(read_own(&d, "../victim", 16).is_err());
         fs::remove_dir_all(&d).unwrap();
     }
 }

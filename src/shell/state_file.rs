@@ -2,9 +2,13 @@
 //!
 //! Contract: [`save`] goes through [`atomic_file::write_atomic`], so a crash at any point leaves
 //! the old or the new state, never a torn one, and a symlink planted in `state_dir` is never
-//! followed. [`load`] moves a corrupt file aside (never silently empties it) under a name that
-//! never replaces an earlier moved-aside file, and says so loudly. [`read`] only looks: it is
-//! for `status`, which must not change the daemon's files.
+//! followed. Reading goes through [`atomic_file::read_own`]: a symlink, a FIFO or anything else
+//! that is not a regular file at `state.json` is never followed or blocked on, and nothing over
+//! [`MAX_STATE_BYTES`] is read. [`load`] moves a corrupt file (any of those included) aside,
+//! never silently empties it, under a name that never replaces an earlier moved-aside file
+//! (renameat2 RENAME_NOREPLACE, or a hard link where the filesystem has no such rename), and
+//! says so loudly. [`read`] only looks: it is for `status`, which must not change the daemon's
+//! files.
 
 use super::atomic_file;
 use crate::engine::State;
@@ -13,8 +17,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "state.json";
-/// A state file larger than this is not ours.
-const MAX_STATE_BYTES: u64 = 1 << 20;
+/// A state file larger than this is not ours (a real one is a few hundred bytes).
+pub const MAX_STATE_BYTES: u64 = 1 << 20;
 /// Moved-aside names tried per second before giving up; a thousand corrupt states within one
 /// second means something else is writing here.
 const MAX_ASIDE_PER_SECOND: u32 = 1000;
@@ -35,23 +39,19 @@ pub enum Loaded {
 }
 
 /// `None` when there is no state file; `Some(Err(why))` when there is one but it is not state.
-fn parse(p: &Path) -> io::Result<Option<Result<State, String>>> {
-    let meta = match fs::metadata(p) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if meta.len() > MAX_STATE_BYTES {
-        return Ok(Some(Err(format!("{} bytes is too large for a state file", meta.len()))));
+fn parse(dir: &Path) -> io::Result<Option<Result<State, String>>> {
+    match atomic_file::read_own(dir, FILE_NAME, MAX_STATE_BYTES) {
+        Ok(None) => Ok(None),
+        Ok(Some(text)) => Ok(Some(serde_json::from_slice::<State>(&text).map_err(|e| e.to_string()))),
+        Err(e) if e.is_foreign() => Ok(Some(Err(e.to_string()))),
+        Err(e) => Err(e.into()),
     }
-    let text = fs::read(p)?;
-    Ok(Some(serde_json::from_slice::<State>(&text).map_err(|e| e.to_string())))
 }
 
 /// Loads the state for a run; `now_unix` (seconds) names a moved-aside corrupt file.
 pub fn load(dir: &Path, now_unix: u64) -> io::Result<Loaded> {
     let p = path(dir);
-    match parse(&p)? {
+    match parse(dir)? {
         None => Ok(Loaded::Fresh),
         Some(Ok(s)) => Ok(Loaded::Restored(s)),
         Some(Err(error)) => {
@@ -69,12 +69,11 @@ pub fn load(dir: &Path, now_unix: u64) -> io::Result<Loaded> {
 /// The state as it is on disk, changing nothing: `Ok(None)` when there is none or it is corrupt
 /// (the daemon moves a corrupt one aside when it next starts).
 pub fn read(dir: &Path) -> io::Result<Option<State>> {
-    Ok(parse(&path(dir))?.and_then(Result::ok))
+    Ok(parse(dir)?.and_then(Result::ok))
 }
 
-/// Moves `p` to `state.json.corrupt-<now>` or, if that is taken, `…-<now>-<n>`. A hard link is
-/// made first because, unlike rename, it refuses to replace an existing name, so an earlier
-/// moved-aside file is never lost; then the corrupt name is removed.
+/// Moves `p` to `state.json.corrupt-<now>` or, if that is taken, `…-<now>-<n>`, with a move
+/// that refuses to replace an existing name, so an earlier moved-aside file is never lost.
 fn move_aside(dir: &Path, p: &Path, now_unix: u64) -> io::Result<PathBuf> {
     for n in 0..MAX_ASIDE_PER_SECOND {
         let name = match n {
@@ -82,9 +81,8 @@ fn move_aside(dir: &Path, p: &Path, now_unix: u64) -> io::Result<PathBuf> {
             n => format!("{FILE_NAME}.corrupt-{now_unix}-{n}"),
         };
         let to = dir.join(name);
-        match fs::hard_link(p, &to) {
+        match rename_noreplace(p, &to) {
             Ok(()) => {
-                fs::remove_file(p)?;
                 fs::File::open(dir)?.sync_all()?;
                 return Ok(to);
             }
@@ -98,10 +96,46 @@ fn move_aside(dir: &Path, p: &Path, now_unix: u64) -> io::Result<PathBuf> {
     ))
 }
 
+/// Renames `from` to `to` unless `to` exists (EEXIST then). renameat2(RENAME_NOREPLACE) does it
+/// in one step; on a filesystem or kernel without it (EINVAL, ENOSYS), a hard link, which never
+/// replaces a name either, then removing `from`. A crash between those two leaves both names,
+/// so the next start moves the same bytes aside once more: a copy too many, never one lost.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: two NUL-terminated paths that outlive the call; renameat2 reads nothing else.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        _ => Err(e),
+    }
+}
+
 pub fn save(dir: &Path, state: &State) -> io::Result<()> {
     let mut json = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
     json.push(b'\n');
+    // The path in the message: it reaches the `alarm persist_failed` line.
     atomic_file::write_atomic(dir, FILE_NAME, &json)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path(dir).display())))
 }
 
 #[cfg(test)]
@@ -165,6 +199,29 @@ mod tests {
             assert_eq!(&fs::read(to).unwrap()[..], *body);
         }
         assert!(matches!(load(&d, 1_764_138_625).unwrap(), Loaded::Fresh));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A planted link at state.json is neither followed for reading nor left to be written
+    /// through: it is moved aside as it is, and its target keeps its bytes.
+    #[test]
+    fn a_symlinked_or_oversized_state_is_moved_aside_unfollowed() {
+        let d = tmpdir("symlinked");
+        let victim = d.join("victim");
+        fs::write(&victim, b"{}").unwrap();
+        std::os::unix::fs::symlink(&victim, path(&d)).unwrap();
+        assert_eq!(read(&d).unwrap(), None, "a link is not state, even to valid JSON");
+        match load(&d, 7).unwrap() {
+            Loaded::MovedAside { to, error } => {
+                assert!(fs::symlink_metadata(&to).unwrap().file_type().is_symlink(), "{error}");
+                assert!(error.contains("symbolic link"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        save(&d, &State::default()).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"{}");
+        fs::write(path(&d), vec![b' '; MAX_STATE_BYTES as usize + 1]).unwrap();
+        assert!(matches!(load(&d, 7).unwrap(), Loaded::MovedAside { .. }));
         fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -4,8 +4,9 @@
 //! Contract: one function ([`build`]) makes every [`Status`]: the snapshot the running daemon
 //! writes to `state_dir/status.json` (through [`atomic_file::write_atomic`], so a reader never
 //! sees half a file) and the fallback made from the state file when the daemon is not running.
-//! The snapshot is not the source of truth: the state file is. Reading never changes a file;
-//! only the reader asks the kernel whether the pin is in place (`pin.in_kernel`).
+//! The snapshot is not the source of truth: the state file is. Reading never changes a file and
+//! never follows a link planted at either name (through [`atomic_file::read_own`]); only the
+//! reader asks the kernel whether the pin is in place (`pin.in_kernel`).
 
 use super::atomic_file;
 use super::netlink::Netlink;
@@ -219,8 +220,13 @@ pub fn write(dir: &Path, v: &Value) -> std::io::Result<()> {
     atomic_file::write_atomic(dir, FILE_NAME, &bytes)
 }
 
+/// A status file is a few kilobytes; anything much larger was not written by us.
+pub const MAX_STATUS_BYTES: u64 = 1 << 20;
+
+/// The status file, read without following a link and within [`MAX_STATUS_BYTES`].
 pub fn read(dir: &Path) -> std::io::Result<Status> {
-    let b = std::fs::read(dir.join(FILE_NAME))?;
+    let b = atomic_file::read_own(dir, FILE_NAME, MAX_STATUS_BYTES)?
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{FILE_NAME}: none")))?;
     serde_json::from_slice(&b).map_err(std::io::Error::other)
 }
 

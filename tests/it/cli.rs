@@ -235,8 +235,16 @@ fn r6_replay_exits_1_when_the_state_cannot_be_persisted() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("could not be persisted"), "{err}");
-    // Every decision was still printed.
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
+    // Every decision was still printed, and the failed write is a line of its own (DESIGN §10:
+    // `alarm persist_failed`; later failures within alarm_interval_s are only counted).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    let failed: Vec<&serde_json::Value> = lines.iter().filter(|v| v["reason"] == "persist_failed").collect();
+    assert_eq!(lines.len() - failed.len(), 4, "{stdout}");
+    assert_eq!(failed.len(), 1, "{stdout}");
+    assert_eq!((&failed[0]["input"], &failed[0]["verdict"]), (&"kernel".into(), &"retry".into()));
+    assert_eq!(failed[0]["actions"][0]["op"], "alarm");
+    assert_eq!(failed[0]["actions"][0]["kind"], "persist_failed");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The one integration test binary: fixture replay, engine scenarios, decoder properties,
-//! the dhcproto cross-check and the CLI contract.
+//! the dhcproto cross-check, the CLI contract and the attack suite (`attack_*`).
 
+mod attack_files;
+mod attack_hooks;
 mod attack_serve;
 mod cli;
 mod common;
