@@ -10,6 +10,7 @@ use ipsyncd::config::{self, Config};
 use ipsyncd::server::error::ToolError;
 use ipsyncd::server::{announce, forcerenew, keygen, serve};
 use ipsyncd::shell::daemon::{self, DaemonError};
+use ipsyncd::shell::preflight;
 use ipsyncd::shell::replay::{self, ReplayError};
 use ipsyncd::shell::status::{self, StatusError};
 use std::io::Write;
@@ -33,6 +34,13 @@ enum Cmd {
         /// Interface to follow on (overrides `interface` in the config).
         #[arg(long)]
         interface: Option<String>,
+    },
+    /// Validate a config as `run` (or, with no `interface`, the server tools) would; every problem
+    /// at once. Exit 0 when valid, 2 otherwise.
+    Check {
+        /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Replay a pcap or pcapng capture through the pipeline; decision log as JSON lines on stdout.
     Replay {
@@ -200,8 +208,33 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             Ok(())
         }
         Cmd::Run { config, interface } => {
-            let (cpath, cfg) = load_config(config)?;
+            // What `check` calls an error, `run` refuses at start (DESIGN §6).
+            let cpath = config.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+            let (cfg, problems) = preflight::load_and_check(&cpath, interface.as_deref(), Some(preflight::Role::Terminal))
+                .map_err(|e| Fail::Usage(e.to_string()))?;
+            let (errors, warnings): (Vec<_>, Vec<_>) =
+                problems.iter().partition(|p| p.severity == preflight::Severity::Error);
+            for w in warnings {
+                log::warn!("{}", preflight::render(&cpath, w));
+            }
+            if !errors.is_empty() {
+                let all: Vec<String> = errors.iter().map(|p| preflight::render(&cpath, p)).collect();
+                return Err(Fail::Usage(all.join("\n")));
+            }
             Ok(daemon::run(&cpath, cfg, interface)?)
+        }
+        Cmd::Check { config } => {
+            let cpath = config.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+            let (_, problems) = preflight::load_and_check(&cpath, None, None).map_err(|e| Fail::Usage(e.to_string()))?;
+            for p in &problems {
+                println!("{}", preflight::render(&cpath, p));
+            }
+            let errors = problems.iter().filter(|p| p.severity == preflight::Severity::Error).count();
+            if errors > 0 {
+                return Err(Fail::Usage(format!("{}: {errors} error(s)", cpath.display())));
+            }
+            println!("{}: OK ({} warning(s))", cpath.display(), problems.len());
+            Ok(())
         }
         Cmd::Status { config, json } => {
             let (cpath, cfg) = load_config(config)?;

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod netlink;
 pub mod pcap;
 pub mod pipeline;
+pub mod preflight;
 pub mod replay;
 pub mod source;
 pub mod state_file;

@@ -11,6 +11,7 @@
 //! files.
 
 use super::atomic_file;
+use crate::engine::state::STATE_VERSION;
 use crate::engine::State;
 use std::fs;
 use std::io;
@@ -38,11 +39,54 @@ pub enum Loaded {
     },
 }
 
+/// A state written by a build that reads another version: not corrupt, and never moved aside
+/// or overwritten (a downgrade must not destroy a newer build's state); `run` refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnsupportedVersion(pub u64);
+
+impl std::fmt::Display for UnsupportedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "state version {}, but this build reads version {STATE_VERSION} only; run the build that wrote it, or move the file away to start fresh",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnsupportedVersion {}
+
+/// The version a state file's JSON names, read before the strict parse: a newer version may
+/// hold fields this build does not know, and is then not "corrupt".
+fn version_of(text: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        version: u64,
+    }
+    serde_json::from_slice::<Versioned>(text).ok().map(|v| v.version)
+}
+
+/// Whether the state in `dir` (if any) is one this build reads; what `check` and `run` ask at
+/// start. A corrupt file is not an error here: `run` moves it aside.
+pub fn check_version(dir: &Path) -> Result<(), UnsupportedVersion> {
+    match atomic_file::read_own(dir, FILE_NAME, MAX_STATE_BYTES) {
+        Ok(Some(text)) => match version_of(&text) {
+            Some(v) if v != u64::from(STATE_VERSION) => Err(UnsupportedVersion(v)),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
 /// `None` when there is no state file; `Some(Err(why))` when there is one but it is not state.
+/// A state of another version is an error of its own ([`UnsupportedVersion`]), not corrupt.
 fn parse(dir: &Path) -> io::Result<Option<Result<State, String>>> {
     match atomic_file::read_own(dir, FILE_NAME, MAX_STATE_BYTES) {
         Ok(None) => Ok(None),
-        Ok(Some(text)) => Ok(Some(serde_json::from_slice::<State>(&text).map_err(|e| e.to_string()))),
+        Ok(Some(text)) => match version_of(&text) {
+            Some(v) if v != u64::from(STATE_VERSION) => Err(io::Error::new(io::ErrorKind::InvalidData, UnsupportedVersion(v))),
+            _ => Ok(Some(serde_json::from_slice::<State>(&text).map_err(|e| e.to_string()))),
+        },
         Err(e) if e.is_foreign() => Ok(Some(Err(e.to_string()))),
         Err(e) => Err(e.into()),
     }
@@ -160,6 +204,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(read(&d).unwrap(), Some(s));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn another_version_is_refused_and_left_in_place() {
+        let d = tmpdir("version");
+        let newer = b"{\"version\":2,\"field_of_the_future\":1}";
+        fs::write(path(&d), newer).unwrap();
+        assert_eq!(check_version(&d), Err(UnsupportedVersion(2)));
+        let e = load(&d, 0).unwrap_err();
+        assert!(e.to_string().contains("state version 2"), "{e}");
+        assert_eq!(fs::read(path(&d)).unwrap(), newer, "never moved aside or rewritten");
+        fs::write(path(&d), b"{\"version\":1}").unwrap();
+        assert_eq!(check_version(&d), Ok(()));
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -262,3 +262,82 @@ fn r6_deadlines_saturated_at_the_end_of_time_do_not_spin() {
     assert!(out.status.code().is_some(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(lines < 40, "{lines} lines: saturated deadlines must not run again and again");
 }
+
+/// A config with one problem of every kind `check` knows, and the line each is on.
+fn broken_config(d: &Path) -> String {
+    format!(
+        "interface = \"no-such-if0\"\nmode = \"follow\"\nhook = \"{0}/no-hook\"\nstate_dir = \"{0}/state\"\n\
+         [server]\nport = 68\ndhcp_option = 3\n[[key]]\nid = 1\nsecret = \"short\"\n[[dhcp_key]]\nid = 2\nsecret = \"0x00\"\n",
+        d.display()
+    )
+}
+
+#[test]
+fn check_lists_every_problem_with_file_line_and_key_and_exits_2() {
+    let d = tmpdir("check-broken");
+    let cfg = d.join("broken.toml");
+    std::fs::write(&cfg, broken_config(&d)).unwrap();
+    let out = bin().args(["check", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "broken.toml: line 6: server.port: 68 is a DHCP port",
+        "broken.toml: line 7: server.dhcp_option: option 3 is one DHCP itself uses",
+        "broken.toml: line 10: [[key]] id 1 secret: expected at least 16 bytes, got 5",
+        "broken.toml: line 13: [[dhcp_key]] id 2 secret: expected at least 16 bytes, got 1",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    // Fix the config's own problems: what only the machine can tell is listed next, all at once.
+    let machine = broken_config(&d)
+        .replace("port = 68", "port = 47474")
+        .replace("dhcp_option = 3", "dhcp_option = 224")
+        .replace("\"short\"", "\"0123456789abcdef0123456789abcdef\"")
+        .replace("\"0x00\"", "\"0123456789abcdef\"");
+    std::fs::write(&cfg, &machine).unwrap();
+    let out = bin().args(["check", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("broken.toml: error: line 1: interface: no network interface \"no-such-if0\""), "{text}");
+    assert!(text.contains("broken.toml: error: line 3: hook:") && text.contains("no-hook: does not exist"), "{text}");
+    // `run` refuses at start what `check` calls an error, with exit 2 and the same lines.
+    let out = bin().args(["run", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-hook: does not exist") && err.contains("no-such-if0"), "{err}");
+}
+
+#[test]
+fn check_passes_a_valid_server_config_with_its_warnings() {
+    let d = tmpdir("check-ok");
+    let cfg = d.join("srv.toml");
+    std::fs::write(
+        &cfg,
+        format!("state_dir = \"{}/state\"\n[[key]]\nid = 1\nsecret = \"0123456789abcdef\"\n", d.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = bin().args(["check", "--config"]).arg(&cfg).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("warning: line 4: [[key]] id 1 secret: 16 bytes; 32 or more"), "{text}");
+    assert!(text.contains("every user can read it"), "{text}");
+    assert!(text.contains("srv.toml: OK (2 warning(s))"), "{text}");
+}
+
+#[test]
+fn a_config_with_a_nul_byte_or_of_a_megabyte_is_refused_by_name() {
+    let d = tmpdir("cfg-nul");
+    let nul = d.join("nul.toml");
+    std::fs::write(&nul, b"mode = \"follow\"\n\0\0\0").unwrap();
+    let out = bin().args(["check", "--config"]).arg(&nul).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nul.toml: line 2: a NUL byte"), "{err}");
+    let huge = d.join("huge.toml");
+    std::fs::write(&huge, vec![b'#'; 2 << 20]).unwrap();
+    let out = bin().args(["check", "--config"]).arg(&huge).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("huge.toml: larger than"));
+}
