@@ -197,7 +197,7 @@ fn follow_mode_end_to_end() {
 }
 
 /// Recomputes the UDP checksum after a payload byte was changed.
-fn fix_udp(mut f: Vec<u8>) -> Vec<u8> {
+pub fn fix_udp(mut f: Vec<u8>) -> Vec<u8> {
     let src = Ipv4Addr::new(f[26], f[27], f[28], f[29]);
     let dst = Ipv4Addr::new(f[30], f[31], f[32], f[33]);
     f[40..42].fill(0);

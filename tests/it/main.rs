@@ -11,6 +11,7 @@ mod crosscheck;
 mod e2e;
 mod e2e_channel;
 mod e2e_dhcp;
+mod e2e_ed25519;
 mod golden;
 mod house;
 mod lab;
