@@ -37,10 +37,7 @@ fn follow_mode_end_to_end() {
     );
 
     // 2. The server moves A → B; `serve` moves with it.
-    // Without promote_secondaries, deleting the old primary deletes the new address too.
-    assert!(lab.sh("srv", &["sysctl", "-qw", "net.ipv4.conf.srv0.promote_secondaries=1"]));
-    assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.20/24", "dev", "srv0"]));
-    assert!(lab.sh("srv", &["ip", "addr", "del", "10.77.0.1/24", "dev", "srv0"]));
+    lab.readdress_server(A, B);
     lab.announce(B, Some(A));
     assert!(
         within(Duration::from_secs(2), || lab.pinned(B, SRV_MAC)).is_some(),
@@ -268,9 +265,7 @@ fn announce_watch_follows_an_address_change_on_the_server() {
     assert!(within(Duration::from_secs(3), || lab.pinned(A, SRV_MAC)).is_some(), "{}", lab.log("watch.log"));
     // The operator re-addresses the server; nobody runs announce by hand.
     let d = Ipv4Addr::new(10, 77, 0, 40);
-    assert!(lab.sh("srv", &["sysctl", "-qw", "net.ipv4.conf.srv0.promote_secondaries=1"]));
-    assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.40/24", "dev", "srv0"]));
-    assert!(lab.sh("srv", &["ip", "addr", "del", "10.77.0.1/24", "dev", "srv0"]));
+    lab.readdress_server(A, d);
     assert!(
         within(Duration::from_secs(3), || lab.pinned(d, SRV_MAC)).is_some(),
         "{}\n{}",

@@ -50,9 +50,7 @@ fn ed25519_public_key_terminal_follows_a_signed_move_and_refuses_every_forgery()
     );
 
     // The genuine move, signed by `ipsyncd announce` with the Ed25519 signing key.
-    assert!(lab.sh("srv", &["sysctl", "-qw", "net.ipv4.conf.srv0.promote_secondaries=1"]));
-    assert!(lab.sh("srv", &["ip", "addr", "add", "10.77.0.20/24", "dev", "srv0"]));
-    assert!(lab.sh("srv", &["ip", "addr", "del", "10.77.0.1/24", "dev", "srv0"]));
+    lab.readdress_server(A, B);
     lab.announce(B, Some(A));
     assert!(
         within(Duration::from_secs(2), || lab.pinned(B, SRV_MAC)).is_some(),

@@ -235,6 +235,14 @@ impl Lab {
         .unwrap();
     }
 
+    /// The operator re-addresses the server: `to` (a /24) is added to srv0, then `from` removed.
+    /// Without promote_secondaries, deleting the old primary would delete the new address too.
+    pub fn readdress_server(&self, from: Ipv4Addr, to: Ipv4Addr) {
+        assert!(self.sh("srv", &["sysctl", "-qw", "net.ipv4.conf.srv0.promote_secondaries=1"]));
+        assert!(self.sh("srv", &["ip", "addr", "add", &format!("{to}/24"), "dev", "srv0"]));
+        assert!(self.sh("srv", &["ip", "addr", "del", &format!("{from}/24"), "dev", "srv0"]));
+    }
+
     /// `ipsyncd announce` from srv: `address`, optionally moving from `previous`.
     pub fn announce(&self, address: Ipv4Addr, previous: Option<Ipv4Addr>) {
         let cfg = self.dir.join("srv.toml").display().to_string();
