@@ -2,8 +2,11 @@
 //! the dhcproto cross-check, the CLI contract and the attack suite (`attack_*`).
 
 mod attack_files;
+mod attack_forcerenew;
 mod attack_hooks;
+mod attack_inputs;
 mod attack_serve;
+mod attack_wire;
 mod cli;
 mod common;
 mod complete_log;
@@ -12,6 +15,7 @@ mod e2e;
 mod e2e_channel;
 mod e2e_dhcp;
 mod golden;
+mod heap;
 mod house;
 mod lab;
 mod netns;
