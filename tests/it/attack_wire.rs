@@ -724,6 +724,11 @@ impl RandomMacs {
 /// MAC still applies at once.
 #[test]
 fn attack_arp_flood_from_random_macs_never_moves_the_pin_and_memory_stays_bounded() {
+    // The measure itself: a MiB held on this thread shows as a MiB.
+    let before = live_bytes();
+    let held = vec![1u8; 1 << 20];
+    assert!(live_bytes() - before >= 1 << 20, "the counting allocator is not counting");
+    drop(held);
     let mut r = rig_following_b(86_400);
     let mut macs = RandomMacs(0x9e37_79b9_7f4a_7c15);
     let mut t = r.t;
