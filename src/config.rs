@@ -23,9 +23,17 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Reads at most `limit` bytes of UTF-8 text: a huge file or a device is refused, not swallowed.
 pub fn read_text(path: &Path, limit: u64) -> Result<String, String> {
     use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    if f.metadata().is_ok_and(|m| m.is_dir()) {
-        return Err("cannot read: is a directory".into());
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    // O_NONBLOCK: a plain open of a FIFO blocks until a writer comes, which may be never.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    match f.metadata().map(|m| m.file_type()) {
+        Ok(t) if t.is_dir() => return Err("cannot read: is a directory".into()),
+        Ok(t) if t.is_fifo() || t.is_socket() => return Err("a FIFO or socket: not a config file".into()),
+        _ => {}
     }
     let mut buf = Vec::new();
     f.take(limit + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read: {e}"))?;

@@ -2,8 +2,11 @@
 //! the dhcproto cross-check, the CLI contract and the attack suite (`attack_*`).
 
 mod attack_files;
+mod attack_forcerenew;
 mod attack_hooks;
+mod attack_inputs;
 mod attack_serve;
+mod attack_wire;
 mod cli;
 mod common;
 mod complete_log;
@@ -13,6 +16,7 @@ mod e2e_channel;
 mod e2e_dhcp;
 mod e2e_ed25519;
 mod golden;
+mod heap;
 mod house;
 mod lab;
 mod netns;
