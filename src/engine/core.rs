@@ -190,10 +190,7 @@ impl Engine {
                 let authentic = || {
                     let fresh = self.state.sequences.get(&msg.key_id).map_or(true, |&last| msg.sequence > last);
                     fresh
-                        && self
-                            .cfg
-                            .keys
-                            .get(&msg.key_id)
+                        && Engine::announce_key(&self.cfg.keys, msg.key_id)
                             .is_some_and(|k| crate::wire::ipsync::Packet::new_unchecked(&inbound.raw[..]).verify(k))
                 };
                 if self.rate.allow(inbound.src, Input::Announce, now, exempt) || (exempt && authentic()) {

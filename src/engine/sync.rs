@@ -13,10 +13,20 @@ use super::decision::{reason, Decision, Input, Verdict};
 use super::input::IpsyncMsg;
 use super::pending::{PendingMove, Resolving, RESOLVE_REQUESTS, RESOLVE_WINDOW_MS};
 use super::vocab::{Action, HookReason, Instant, Mode, ServerName, TxKind};
+use crate::wire::sig::VerifyKey;
 use crate::wire::{arp, frame, ipsync, Mac};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 impl Engine {
+    /// The key an ANNOUNCE under `key_id` is checked with. Once any Ed25519 key is configured,
+    /// shared keys sign HELLO only (DESIGN §4.3: whoever steals one "can ask `serve` for
+    /// WELCOMEs and nothing more"), so an ANNOUNCE under one is `unknown_key`.
+    pub(super) fn announce_key(keys: &BTreeMap<u32, VerifyKey>, key_id: u32) -> Option<&VerifyKey> {
+        let ed25519 = keys.values().any(|k| matches!(k, VerifyKey::Ed25519(_)));
+        keys.get(&key_id).filter(|k| !ed25519 || matches!(k, VerifyKey::Ed25519(_)))
+    }
+
     pub(super) fn handle_ipsync(&mut self, now: Instant, frame: Option<u64>, msg: &IpsyncMsg, raw: &[u8]) {
         let input = Input::Announce;
         let (sip, smac) = (msg.server_ipv4, msg.server_mac);
@@ -25,7 +35,7 @@ impl Engine {
         if msg.msg_type != ipsync::MessageType::Announce {
             return self.decide(line(Verdict::Ignore).reason(reason::UNEXPECTED));
         }
-        let Some(key) = self.cfg.keys.get(&msg.key_id) else {
+        let Some(key) = Engine::announce_key(&self.cfg.keys, msg.key_id) else {
             return self.decide(line(Verdict::Reject).reason(reason::UNKNOWN_KEY));
         };
         if !ipsync::Packet::new_unchecked(raw).verify(key) {

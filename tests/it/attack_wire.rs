@@ -37,12 +37,20 @@ fn ed() -> SigningKey {
     SigningKey::from_bytes(&ED_SEED)
 }
 
+/// A terminal with the shared key 1 only: ANNOUNCEs under it are authentic.
 fn config(max_age_s: u64) -> EngineConfig {
     let mut c = EngineConfig::new(Mode::Follow, ME);
     c.address = Some("10.77.0.10/24".parse().unwrap());
     c.keys.insert(HMAC_ID, VerifyKey::Hmac(HMAC.to_vec()));
-    c.keys.insert(ED_ID, VerifyKey::Ed25519(ed().verifying_key()));
     c.max_age_s = max_age_s;
+    c
+}
+
+/// The recommended terminal (DESIGN §4.3): key 1 shared, for HELLO only, and key 3's Ed25519
+/// public half, which alone authenticates ANNOUNCEs.
+fn config_ed(max_age_s: u64) -> EngineConfig {
+    let mut c = config(max_age_s);
+    c.keys.insert(ED_ID, VerifyKey::Ed25519(ed().verifying_key()));
     c
 }
 
@@ -56,6 +64,9 @@ struct Rig {
 impl Rig {
     fn new(max_age_s: u64) -> Rig {
         Rig::with(config(max_age_s))
+    }
+    fn ed(max_age_s: u64) -> Rig {
+        Rig::with(config_ed(max_age_s))
     }
     fn with(cfg: EngineConfig) -> Rig {
         Rig { e: Engine::new(cfg, State::default(), 1), t: T0, n: 0 }
@@ -245,9 +256,10 @@ fn attack_announce_sequence_zero_equal_and_lower() {
         assert_eq!(r.committed(HMAC_ID), Some(s), "{what}");
     }
     assert!(server_is_b(&r));
-    // Sequences are per key: key 3 has accepted nothing yet, so 0 there is only stale.
+    // Under an Ed25519 key too, 0 is stale on a synchronised clock.
     let sk = ed();
-    let d = r.one(&udp(&announce(ED_ID, 0, &server_tlvs(C_IP, C_MAC), Signer::Ed25519(&sk)), B_MAC));
+    let mut r3 = Rig::ed(86_400);
+    let d = r3.one(&udp(&announce(ED_ID, 0, &server_tlvs(C_IP, C_MAC), Signer::Ed25519(&sk)), B_MAC));
     assert_eq!(vr(&d), (Verdict::Reject, Some("stale")));
     // A forgery is judged by its signature before its sequence: bad_mac, even when replayed.
     let d = r.one(&udp(&announce(HMAC_ID, s, &server_tlvs(C_IP, C_MAC), Signer::Hmac(&[0; 32])), B_MAC));
@@ -273,13 +285,13 @@ fn attack_announce_sequence_u64_max_is_stale_on_a_synchronised_clock() {
 #[test]
 fn attack_announce_sequence_u64_max_without_freshness_is_accepted_once_then_all_replayed() {
     for unsynced in [false, true] {
-        let mut r = if unsynced {
-            let mut r = Rig::new(86_400);
+        // A second shared key, 2, to show that one key's u64::MAX blocks no other.
+        let mut c = config(if unsynced { 86_400 } else { 0 });
+        c.keys.insert(2, VerifyKey::Hmac(vec![0x24; 32]));
+        let mut r = Rig::with(c);
+        if unsynced {
             r.e.set_wall_clock(r.t, r.t.micros(), false);
-            r
-        } else {
-            Rig::new(0)
-        };
+        }
         let d = r.one(&udp(&hmac_announce(u64::MAX, B_IP, B_MAC), B_MAC));
         assert_eq!(d.verdict, Verdict::Apply, "unsynced {unsynced}");
         assert_eq!(r.committed(HMAC_ID), Some(u64::MAX));
@@ -289,9 +301,8 @@ fn attack_announce_sequence_u64_max_without_freshness_is_accepted_once_then_all_
         }
         assert!(server_is_b(&r));
         // Another key is not blocked by it.
-        let sk = ed();
         let s = r.fresh();
-        let d = r.one(&udp(&announce(ED_ID, s, &server_tlvs(C_IP, C_MAC), Signer::Ed25519(&sk)), B_MAC));
+        let d = r.one(&udp(&announce(2, s, &server_tlvs(C_IP, C_MAC), Signer::Hmac(&[0x24; 32])), B_MAC));
         assert_eq!(d.verdict, Verdict::Apply);
     }
 }
@@ -317,8 +328,8 @@ fn attack_announce_tlvs_128_and_above_are_skipped() {
     let sk = ed();
     let extensions = [tlv(128, &[]), tlv(200, &[0xee; 10]), tlv(254, &[0; 200]), tlv(255, &[1; 255])];
     for signer in [Signer::Hmac(&HMAC), Signer::Ed25519(&sk)] {
-        let key_id = if matches!(signer, Signer::Hmac(_)) { HMAC_ID } else { ED_ID };
-        let mut r = Rig::new(86_400);
+        let (key_id, mut r) =
+            if matches!(signer, Signer::Hmac(_)) { (HMAC_ID, Rig::new(86_400)) } else { (ED_ID, Rig::ed(86_400)) };
         let mut tlvs = extensions[0].clone();
         tlvs.extend(tlv(1, &B_IP.octets()));
         tlvs.extend(&extensions[1]);
@@ -452,7 +463,7 @@ fn attack_announce_tlv_overrun_duplicate_and_missing_are_malformed() {
         ("no TLV at all", vec![], "ipsync_tlv_missing"),
     ];
     for (key_id, signer) in [(HMAC_ID, Signer::Hmac(&HMAC)), (ED_ID, Signer::Ed25519(&sk)), (99, Signer::Hmac(&HMAC))] {
-        let mut r = Rig::new(86_400);
+        let mut r = if key_id == ED_ID { Rig::ed(86_400) } else { Rig::new(86_400) };
         for (what, tlvs, reason) in &cases {
             let s = r.fresh();
             let raw = announce(key_id, s, tlvs, signer);
@@ -476,13 +487,13 @@ fn attack_ed25519_any_flipped_bit_is_refused() {
     let seq = T0.micros();
     let good = announce(ED_ID, seq, &tlvs, Signer::Ed25519(&sk));
     let len = good.len();
-    let mut r = Rig::new(86_400);
+    let mut r = Rig::ed(86_400);
     assert_eq!(r.one(&udp(&good, B_MAC)).verdict, Verdict::Apply, "the unflipped frame is genuine");
     for at in 0..len {
         for bit in 0..8 {
             let mut bad = good.clone();
             bad[at] ^= 1 << bit;
-            let mut r = Rig::new(86_400);
+            let mut r = Rig::ed(86_400);
             let d = r.one(&udp(&bad, B_MAC));
             assert!(
                 matches!(d.verdict, Verdict::Reject | Verdict::Malformed | Verdict::Ignore),
@@ -529,7 +540,7 @@ fn add_le(a: &[u8], b: &[u8; 32]) -> [u8; 32] {
 #[test]
 fn attack_ed25519_non_canonical_or_small_order_signatures_are_bad_mac() {
     let sk = ed();
-    let mut r = Rig::new(86_400);
+    let mut r = Rig::ed(86_400);
     let s = r.fresh();
     let good = announce(ED_ID, s, &server_tlvs(B_IP, B_MAC), Signer::Ed25519(&sk));
     let at = good.len() - 64;
@@ -625,7 +636,7 @@ const EVIL_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 66);
 fn attack_ed25519_wrong_trailer_kind_or_wrong_key_is_refused() {
     let other = SigningKey::from_bytes(&[0x44; 32]);
     let sk = ed();
-    let mut r = Rig::new(86_400);
+    let mut r = Rig::ed(86_400);
     let short = announce(ED_ID, r.fresh(), &server_tlvs(B_IP, B_MAC), Signer::Hmac(&HMAC));
     assert!(short.len() < 84);
     assert_eq!(vr(&r.one(&udp(&short, B_MAC))), (Verdict::Malformed, Some("ipsync_trailer")));
@@ -659,15 +670,11 @@ fn attack_ed25519_wrong_trailer_kind_or_wrong_key_is_refused() {
 /// `serve` for WELCOMEs and nothing more." So on a terminal that holds an Ed25519 key, an
 /// ANNOUNCE signed with the (stealable) HMAC key must not move it.
 #[test]
-#[ignore = "BUG (attack review): a terminal holding an Ed25519 key still accepts ANNOUNCEs signed \
-            with its HELLO HMAC key, so a stolen terminal's HMAC key moves the fleet; \
-            src/engine/sync.rs handle_ipsync takes any [[key]] (the WELCOME side restricts, \
-            shell/channel.rs Terminal::welcome_key)"]
 fn attack_ed25519_terminal_refuses_announces_signed_with_its_hello_hmac_key() {
-    let mut r = Rig::new(86_400);
+    let mut r = Rig::ed(86_400);
     let s = r.fresh();
     let d = r.one(&udp(&hmac_announce(s, EVIL_IP, EVIL), EVIL));
-    assert_ne!(d.verdict, Verdict::Apply, "the HELLO key moved a terminal that holds an Ed25519 key: {d:?}");
+    assert_eq!(vr(&d), (Verdict::Reject, Some("unknown_key")), "the HELLO key moved a terminal that holds an Ed25519 key");
     assert_eq!(r.e.state().server, None);
 }
 
