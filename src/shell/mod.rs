@@ -17,6 +17,7 @@ pub mod netlink;
 pub mod pcap;
 pub mod pipeline;
 pub mod replay;
+pub mod ring;
 pub mod source;
 pub mod state_file;
 pub mod status;
