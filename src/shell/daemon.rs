@@ -200,8 +200,15 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     let status_if = ifname.clone();
     let mut last_write: Option<(std::time::Instant, serde_json::Value)> = None;
     let mut last_snap: Option<serde_json::Value> = None;
+    let capture_stats = std::sync::Arc::clone(&source.stats);
     let status_sink = Box::new(move |e: &Engine, now: crate::engine::Instant| {
-        let snap = status::snapshot(e, &status_if, now);
+        let mut snap = status::snapshot(e, &status_if, now);
+        // What the capture dropped before the engine saw it (ring overruns, truncated frames).
+        if let Some(dropped) = snap.get_mut("dropped").and_then(|d| d.as_object_mut()) {
+            for (what, n) in capture_stats.drops() {
+                dropped.insert(what.to_string(), n.into());
+            }
+        }
         // A new server or a new kind of decision is written at once; counters alone at most once
         // a second, so a flood of forged frames does not become a flood of file writes.
         // Not the decision's time: a stream of identical rejects must not mean a write each.
