@@ -437,9 +437,10 @@ impl LiveSource {
         Ok(Some((n as usize, sa.sll_pkttype, status)))
     }
 
-    /// Finds the next frame that passes [`admit`], blocking while there is none; None at
-    /// shutdown. The bytes stay where they are (the recv buffer or the ring block).
-    fn advance(&mut self) -> io::Result<Option<Found>> {
+    /// Finds the next frame that passes [`admit`]; None at shutdown, or (`block` false) when
+    /// none is at hand without waiting. The bytes stay where they are (the recv buffer or the
+    /// ring block).
+    fn advance(&mut self, block: bool) -> io::Result<Option<Found>> {
         loop {
             match &mut self.path {
                 Path::Recv { buf } => {
@@ -498,6 +499,9 @@ impl LiveSource {
                     }
                 }
             }
+            if !block {
+                return Ok(None);
+            }
             let Some(revents) = self.wait()? else { return Ok(None) };
             if revents & libc::POLLERR != 0 && matches!(self.path, Path::Ring { .. }) {
                 self.take_socket_error()?;
@@ -506,9 +510,9 @@ impl LiveSource {
     }
 }
 
-impl FrameSource for LiveSource {
-    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, SourceError> {
-        let Some(found) = self.advance().map_err(SourceError::Io)? else {
+impl LiveSource {
+    fn lend(&mut self, block: bool) -> Result<Option<Frame<'_>>, SourceError> {
+        let Some(found) = self.advance(block).map_err(SourceError::Io)? else {
             return Ok(None);
         };
         self.index += 1;
@@ -520,6 +524,18 @@ impl FrameSource for LiveSource {
             },
         };
         Ok(Some(Frame { index: self.index, ts: found.ts, bytes, csum: found.csum, dir: found.dir }))
+    }
+}
+
+impl FrameSource for LiveSource {
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>, SourceError> {
+        self.lend(true)
+    }
+
+    /// The rest of the current ring block, and the next block if the kernel has retired it;
+    /// on the recv path one recvmsg that does not wait.
+    fn next_ready(&mut self) -> Result<Option<Frame<'_>>, SourceError> {
+        self.lend(false)
     }
 }
 

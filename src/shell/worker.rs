@@ -5,9 +5,8 @@
 //! Contract: in replay the clock is the capture's: before each frame every deadline up to the
 //! frame's time runs, and at the end every deadline up to the last frame's time; nothing after
 //! the last frame runs. Live, the clocks are read once per wakeup: CLOCK_BOOTTIME for the engine,
-//! wall time only to convert a decision's time for its log line; the frames already queued when
-//! it wakes (up to [`LIVE_BATCH`]) are decided at that time, and the status sink runs once after
-//! them.
+//! wall time only to convert a decision's time for its log line; the frames of one batch from
+//! the capture thread are decided at that time, and the status sink runs once after them.
 //!
 //! Live, `transmit` actions are carried out here, in order, by [`FrameTx`], and never reach the
 //! applier: a frame changes no kernel state, so its order against the applier's actions does
@@ -24,7 +23,8 @@ use crossbeam_channel::{select, Receiver, Sender};
 /// From the capture thread.
 #[derive(Debug)]
 pub enum CaptureMsg {
-    Frame(Instant, Inbound),
+    /// Frames in capture order, each with its source's time (replay: the pcap's).
+    Frames(Vec<(Instant, Inbound)>),
     /// The source ended; the time of its last frame (replay runs deadlines up to it).
     End(Option<Instant>),
 }
@@ -60,10 +60,6 @@ pub enum Control {
     /// SIGHUP: new keys from a re-read config.
     ReloadKeys { keys: std::collections::BTreeMap<u32, Vec<u8>>, dhcp_keys: std::collections::BTreeMap<u32, Vec<u8>> },
 }
-
-/// Live: at most this many queued frames are decided in one wakeup before the worker looks at
-/// its other inputs (the applier's results, control, timers) again.
-const LIVE_BATCH: usize = 256;
 
 /// Guards against an engine bug that keeps a deadline in the past: never spin.
 const MAX_TIMER_STEPS: usize = 10_000;
@@ -150,11 +146,13 @@ impl Worker {
     fn run_replay(&mut self, rx: &Receiver<CaptureMsg>) {
         for msg in rx.iter() {
             match msg {
-                CaptureMsg::Frame(t, inbound) => {
-                    self.run_timers(t, false);
-                    self.engine.handle_frame(t, &inbound);
-                    self.flush();
-                    self.wait_results(t);
+                CaptureMsg::Frames(frames) => {
+                    for (t, inbound) in frames {
+                        self.run_timers(t, false);
+                        self.engine.handle_frame(t, &inbound);
+                        self.flush();
+                        self.wait_results(t);
+                    }
                 }
                 CaptureMsg::End(last) => {
                     if let Some(t) = last {
@@ -223,33 +221,18 @@ impl Worker {
             };
             select! {
                 recv(rx) -> msg => match msg {
-                    Ok(CaptureMsg::Frame(_, inbound)) => {
+                    Ok(CaptureMsg::Frames(frames)) => {
+                        // A batch (a ring block's worth under load) is decided at one `now`,
+                        // one clock read per wakeup, and the status sink runs once after it:
+                        // under a flood its snapshot, not the decisions, was most of this
+                        // thread's time (benches/live.rs).
                         let now = self.wake(clock);
                         self.run_timers(now, true);
-                        self.engine.handle_frame(now, &inbound);
-                        self.flush();
-                        // Frames the capture queued meanwhile (a ring block's worth under load)
-                        // are decided at the same `now`, one clock read per wakeup, and the
-                        // status sink runs once for all of them: under a flood its snapshot,
-                        // not the decisions, was most of this thread's time (benches/live.rs).
-                        let mut ended = false;
-                        for _ in 1..LIVE_BATCH {
-                            match rx.try_recv() {
-                                Ok(CaptureMsg::Frame(_, inbound)) => {
-                                    self.engine.handle_frame(now, &inbound);
-                                    self.flush();
-                                }
-                                Ok(CaptureMsg::End(_)) => {
-                                    ended = true;
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
+                        for (_, inbound) in &frames {
+                            self.engine.handle_frame(now, inbound);
+                            self.flush();
                         }
                         self.changed(now);
-                        if ended {
-                            return self.stop_live(clock);
-                        }
                     }
                     Ok(CaptureMsg::End(_)) | Err(_) => return self.stop_live(clock),
                 },
