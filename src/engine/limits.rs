@@ -154,16 +154,32 @@ impl<K: Ord + Copy, V> Lru<K, V> {
     }
     /// Inserts or replaces `k`, stamped `now`, evicting the stalest entry when full.
     fn put(&mut self, k: K, v: V, now: Instant) {
-        if let Some((_, t)) = self.map.get(&k) {
-            self.by_age.remove(&(*t, k));
-        } else if self.map.len() >= self.max {
-            if let Some((t, old)) = self.by_age.pop_first() {
-                let _ = t;
+        self.with(k, now, || v, |_| ());
+    }
+    /// Runs `f` on `k`'s value (made by `new` when absent, evicting the stalest entry when
+    /// full) and stamps it `now`. One lookup when `k` is present; the age index is touched only
+    /// when the stamp changes, so a flood decided at one `now` (a batch) costs one lookup per
+    /// frame.
+    fn with<R>(&mut self, k: K, now: Instant, new: impl FnOnce() -> V, f: impl FnOnce(&mut V) -> R) -> R {
+        if let Some((v, t)) = self.map.get_mut(&k) {
+            let r = f(v);
+            if *t != now {
+                let old = core::mem::replace(t, now);
+                self.by_age.remove(&(old, k));
+                self.by_age.insert((now, k));
+            }
+            return r;
+        }
+        if self.map.len() >= self.max {
+            if let Some((_, old)) = self.by_age.pop_first() {
                 self.map.remove(&old);
             }
         }
+        let mut v = new();
+        let r = f(&mut v);
         self.map.insert(k, (v, now));
         self.by_age.insert((now, k));
+        r
     }
     fn remove(&mut self, k: &K) {
         if let Some((_, t)) = self.map.remove(k) {
@@ -176,8 +192,8 @@ impl<K: Ord + Copy, V> Lru<K, V> {
 /// from a MAC never spends that MAC's ANNOUNCE budget.
 #[derive(Debug)]
 pub struct RateLimiter {
-    sources: Lru<(Mac, &'static str), Bucket>,
-    kinds: BTreeMap<&'static str, Bucket>,
+    sources: Lru<(Mac, Input), Bucket>,
+    kinds: BTreeMap<Input, Bucket>,
 }
 
 impl Default for RateLimiter {
@@ -191,20 +207,19 @@ impl RateLimiter {
     /// server's pinned MAC) skips the all-sources limit, so a flood from random sources cannot
     /// starve a genuine move; it still counts against its own per-source bucket.
     pub fn allow(&mut self, src: Mac, input: Input, now: Instant, exempt: bool) -> bool {
-        let key = (src, input.as_str());
-        let mut b = match self.sources.get(&key) {
-            Some((b, _)) => *b,
-            None => Bucket::full(PER_SOURCE_PER_SEC, now),
-        };
-        let ok = b.take(PER_SOURCE_PER_SEC, now);
-        self.sources.put(key, b, now);
+        let ok = self.sources.with(
+            (src, input),
+            now,
+            || Bucket::full(PER_SOURCE_PER_SEC, now),
+            |b| b.take(PER_SOURCE_PER_SEC, now),
+        );
         if !ok {
             return false;
         }
         if exempt {
             return true;
         }
-        let k = self.kinds.entry(input.as_str()).or_insert_with(|| Bucket::full(PER_KIND_PER_SEC, now));
+        let k = self.kinds.entry(input).or_insert_with(|| Bucket::full(PER_KIND_PER_SEC, now));
         k.take(PER_KIND_PER_SEC, now)
     }
 }

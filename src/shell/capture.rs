@@ -148,6 +148,13 @@ impl CaptureStats {
         .filter(|(_, n)| *n > 0)
         .collect()
     }
+
+    /// The sum of [`CaptureStats::drops`], without allocating: it changes when any of them does.
+    pub fn dropped_total(&self) -> u64 {
+        self.truncated.load(Ordering::Relaxed)
+            + self.ring_drops.load(Ordering::Relaxed)
+            + self.ring_bad_blocks.load(Ordering::Relaxed)
+    }
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {

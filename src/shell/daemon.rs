@@ -198,10 +198,34 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
 
     let status_dir: PathBuf = cfg.state_dir.clone();
     let status_if = ifname.clone();
-    let mut last_write: Option<(std::time::Instant, serde_json::Value)> = None;
-    let mut last_snap: Option<serde_json::Value> = None;
     let capture_stats = std::sync::Arc::clone(&source.stats);
+    // What the status file shows, in a form that costs no allocation: whether to write is
+    // decided on it, and the snapshot is built only to be written (the worker calls this once
+    // per batch of frames, so under a flood it runs thousands of times a second).
+    let fingerprint = move |e: &Engine| {
+        let c = e.counters();
+        let counted: u64 = c.verdicts.values().sum::<u64>() + c.drops.values().sum::<u64>();
+        let shown = (e.state().server, e.connected_since(), e.last_decision().map(|(i, v, _)| (i, v)));
+        (shown, e.state().lease, e.client_state(), counted, capture_stats.dropped_total())
+    };
+    let capture_stats = std::sync::Arc::clone(&source.stats);
+    let mut last_write: Option<(std::time::Instant, _)> = None;
     let status_sink = Box::new(move |e: &Engine, now: crate::engine::Instant| {
+        let fp = fingerprint(e);
+        // A new server or a new kind of decision is written at once; counters alone at most once
+        // a second, so a flood of forged frames does not become a flood of file writes.
+        // Not the decision's time: a stream of identical rejects must not mean a write each.
+        let due = match &last_write {
+            None => true,
+            Some((t, (shown, ..))) => *shown != fp.0 || t.elapsed() >= Duration::from_secs(1),
+        };
+        if !due {
+            // Held back: written when the second is up, unless nothing changed since.
+            let same = last_write.as_ref().is_some_and(|(_, last)| *last == fp);
+            let left =
+                last_write.as_ref().map_or(Duration::ZERO, |(t, _)| Duration::from_secs(1).saturating_sub(t.elapsed()));
+            return (!same).then_some(left);
+        }
         let mut snap = status::snapshot(e, &status_if, now);
         // What the capture dropped before the engine saw it (ring overruns, truncated frames).
         if let Some(dropped) = snap.get_mut("dropped").and_then(|d| d.as_object_mut()) {
@@ -209,25 +233,15 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
                 dropped.insert(what.to_string(), n.into());
             }
         }
-        // A new server or a new kind of decision is written at once; counters alone at most once
-        // a second, so a flood of forged frames does not become a flood of file writes.
-        // Not the decision's time: a stream of identical rejects must not mean a write each.
-        let key = serde_json::json!([snap["server"], snap["last_decision"]["input"], snap["last_decision"]["verdict"]]);
-        let due = match &last_write {
-            None => true,
-            Some((t, k)) => *k != key || t.elapsed() >= Duration::from_secs(1),
-        };
-        if !due {
-            // Held back: written when the second is up, unless nothing changed since.
-            let same = last_snap.as_ref().is_some_and(|s| status::same_content(s, &snap));
-            let left =
-                last_write.as_ref().map_or(Duration::ZERO, |(t, _)| Duration::from_secs(1).saturating_sub(t.elapsed()));
-            return (!same).then_some(left);
-        }
         if let Err(err) = status::write(&status_dir, &snap) {
             log::warn!("status: {err}");
         }
-        if last_write.as_ref().map(|(_, k)| k[0] != key[0]).unwrap_or(true) {
+        let (shown, ..) = fp;
+        let new_server = match &last_write {
+            None => true,
+            Some((_, ((server, connected, _), ..))) => (*server, *connected) != (shown.0, shown.1),
+        };
+        if new_server {
             if let Some(ip) = snap["server"]["ip"].as_str() {
                 sd_notify(&format!(
                     "STATUS=following {ip}{}",
@@ -235,8 +249,7 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
                 ));
             }
         }
-        last_write = Some((std::time::Instant::now(), key));
-        last_snap = Some(snap);
+        last_write = Some((std::time::Instant::now(), fp));
         None
     });
     let mut warnings = super::decision_log::RejectWarnings::default();

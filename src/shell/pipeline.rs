@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::thread;
 
 /// Frames per hand-off to the worker, and hand-offs queued: 1024 frames at most in flight.
-pub const CAPTURE_BATCH: usize = 64;
-pub const CAPTURE_QUEUE: usize = 16;
+pub const CAPTURE_BATCH: usize = 128;
+pub const CAPTURE_QUEUE: usize = 8;
 const APPLIER_QUEUE: usize = 1024;
 
 /// What a run saw, for `replay`'s exit code and for `status`.
