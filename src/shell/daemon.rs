@@ -48,6 +48,44 @@ pub fn sd_notify(msg: &str) {
     }
 }
 
+/// What the status file shows, in a form that costs no allocation: whether to write it is
+/// decided on this, and the snapshot is built only to be written (the worker calls the sink
+/// once per batch of frames, so under a flood thousands of times a second).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Fingerprint {
+    /// What makes a write due at once: the server, its connection, the kind of last decision.
+    shown: Shown,
+    lease: Option<crate::engine::state::LeaseState>,
+    client: &'static str,
+    /// Every counter only grows, so their sum changes when any of them does.
+    counted: u64,
+    captured: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Shown {
+    server: Option<crate::engine::state::ServerState>,
+    connected: Option<crate::engine::Instant>,
+    last: Option<(crate::engine::Input, crate::engine::Verdict)>,
+}
+
+impl Fingerprint {
+    fn of(e: &Engine, capture: &super::capture::CaptureStats) -> Fingerprint {
+        let c = e.counters();
+        Fingerprint {
+            shown: Shown {
+                server: e.state().server,
+                connected: e.connected_since(),
+                last: e.last_decision().map(|(i, v, _)| (i, v)),
+            },
+            lease: e.state().lease,
+            client: e.client_state(),
+            counted: c.verdicts.values().sum::<u64>() + c.drops.values().sum::<u64>(),
+            captured: capture.dropped_total(),
+        }
+    }
+}
+
 pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result<(), DaemonError> {
     let cfg_err = |m: String| DaemonError::Config(format!("{}: {m}", config_path.display()));
     let ifname = interface
@@ -199,25 +237,15 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
     let status_dir: PathBuf = cfg.state_dir.clone();
     let status_if = ifname.clone();
     let capture_stats = std::sync::Arc::clone(&source.stats);
-    // What the status file shows, in a form that costs no allocation: whether to write is
-    // decided on it, and the snapshot is built only to be written (the worker calls this once
-    // per batch of frames, so under a flood it runs thousands of times a second).
-    let fingerprint = move |e: &Engine| {
-        let c = e.counters();
-        let counted: u64 = c.verdicts.values().sum::<u64>() + c.drops.values().sum::<u64>();
-        let shown = (e.state().server, e.connected_since(), e.last_decision().map(|(i, v, _)| (i, v)));
-        (shown, e.state().lease, e.client_state(), counted, capture_stats.dropped_total())
-    };
-    let capture_stats = std::sync::Arc::clone(&source.stats);
-    let mut last_write: Option<(std::time::Instant, _)> = None;
+    let mut last_write: Option<(std::time::Instant, Fingerprint)> = None;
     let status_sink = Box::new(move |e: &Engine, now: crate::engine::Instant| {
-        let fp = fingerprint(e);
+        let fp = Fingerprint::of(e, &capture_stats);
         // A new server or a new kind of decision is written at once; counters alone at most once
         // a second, so a flood of forged frames does not become a flood of file writes.
         // Not the decision's time: a stream of identical rejects must not mean a write each.
         let due = match &last_write {
             None => true,
-            Some((t, (shown, ..))) => *shown != fp.0 || t.elapsed() >= Duration::from_secs(1),
+            Some((t, last)) => last.shown != fp.shown || t.elapsed() >= Duration::from_secs(1),
         };
         if !due {
             // Held back: written when the second is up, unless nothing changed since.
@@ -236,11 +264,9 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         if let Err(err) = status::write(&status_dir, &snap) {
             log::warn!("status: {err}");
         }
-        let (shown, ..) = fp;
-        let new_server = match &last_write {
-            None => true,
-            Some((_, ((server, connected, _), ..))) => (*server, *connected) != (shown.0, shown.1),
-        };
+        let new_server = last_write
+            .as_ref()
+            .map_or(true, |(_, last)| (last.shown.server, last.shown.connected) != (fp.shown.server, fp.shown.connected));
         if new_server {
             if let Some(ip) = snap["server"]["ip"].as_str() {
                 sd_notify(&format!(
