@@ -357,7 +357,8 @@ fn live(out: &mut String, window: u64) {
             ]
         };
         for (what, frames) in floods {
-            let to: Ipv4Addr = if current.octets()[3] == 21 { "10.77.0.22".parse().unwrap() } else { "10.77.0.21".parse().unwrap() };
+            let to: Ipv4Addr =
+                if current.octets()[3] == 21 { "10.77.0.22".parse().unwrap() } else { "10.77.0.21".parse().unwrap() };
             genuine_seq += 1;
             let seq_now = genuine_seq;
             let sender = lab.in_ns("srv", move || announce::Sender::open("srv0", to, 47474).unwrap());
@@ -408,7 +409,8 @@ fn live(out: &mut String, window: u64) {
         }
     }
     for (what, capture, n, cpu, moved, counters) in &rows {
-        let label = if *capture == "ring" { "ring (TPACKET_V3)" } else { "recv (IPSYNCD_CAPTURE=recv, before the ring)" };
+        let label =
+            if *capture == "ring" { "ring (TPACKET_V3)" } else { "recv (IPSYNCD_CAPTURE=recv, before the ring)" };
         let moved = match moved {
             Some(ms) => format!("{ms:.1} ms"),
             None => "NOT applied within 5 s".to_string(),
@@ -432,7 +434,11 @@ fn live(out: &mut String, window: u64) {
         }
     }
     let still = nl.neighbour(idx, current).unwrap();
-    let _ = writeln!(out, "after the floods the pin of {current} is {:?}", still.map(|(m, s)| (m.map(|m| m.to_string()), s)));
+    let _ = writeln!(
+        out,
+        "after the floods the pin of {current} is {:?}",
+        still.map(|(m, s)| (m.map(|m| m.to_string()), s))
+    );
     let _ = Command::new("sh").arg("-c").arg(format!("kill $(cat {}/dnsmasq.pid) 2>/dev/null", d.display())).status();
 }
 

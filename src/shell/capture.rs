@@ -470,7 +470,9 @@ impl LiveSource {
                             }
                             Some(Err(e)) => {
                                 if self.stats.ring_bad_blocks.fetch_add(1, Ordering::Relaxed) == 0 {
-                                    log::warn!("capture: {e}; skipping the rest of the block (counted as ring_bad_blocks)");
+                                    log::warn!(
+                                        "capture: {e}; skipping the rest of the block (counted as ring_bad_blocks)"
+                                    );
                                 }
                             }
                             None => {}

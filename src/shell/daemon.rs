@@ -264,9 +264,9 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         if let Err(err) = status::write(&status_dir, &snap) {
             log::warn!("status: {err}");
         }
-        let new_server = last_write
-            .as_ref()
-            .map_or(true, |(_, last)| (last.shown.server, last.shown.connected) != (fp.shown.server, fp.shown.connected));
+        let new_server = last_write.as_ref().map_or(true, |(_, last)| {
+            (last.shown.server, last.shown.connected) != (fp.shown.server, fp.shown.connected)
+        });
         if new_server {
             if let Some(ip) = snap["server"]["ip"].as_str() {
                 sd_notify(&format!(

@@ -59,7 +59,8 @@ impl RingConfig {
     ///   the reader may be descheduled before the kernel drops (32 ms at one frame per ms); under
     ///   a flood 512 KiB is ~2300 such frames, more than the 1 MiB SO_RCVBUF of the recv path
     ///   holds (the kernel charges it ~700 bytes of skb per small frame).
-    pub const DEFAULT: RingConfig = RingConfig { block_size: 16 << 10, block_count: 32, frame_size: 2048, retire_ms: 1 };
+    pub const DEFAULT: RingConfig =
+        RingConfig { block_size: 16 << 10, block_count: 32, frame_size: 2048, retire_ms: 1 };
 
     fn map_len(&self) -> usize {
         self.block_size as usize * self.block_count as usize
@@ -129,7 +130,9 @@ impl fmt::Display for BlockError {
             BlockError::FirstOffset { offset, blk_len } => {
                 write!(f, "ring block's first frame at {offset} is outside 48..{blk_len}")
             }
-            BlockError::Header { index, offset } => write!(f, "ring frame {index}: headers at {offset} overrun the block"),
+            BlockError::Header { index, offset } => {
+                write!(f, "ring frame {index}: headers at {offset} overrun the block")
+            }
             BlockError::Data { index, mac, snaplen, len } => {
                 write!(f, "ring frame {index}: data at +{mac}, {snaplen} of {len} bytes, does not fit the block")
             }
@@ -328,7 +331,9 @@ impl Ring {
         // SAFETY: invariants 1 and 2: `index < block_count` (callers pass `self.next`, kept in
         // range), so the word is inside the mapping and 4-byte aligned, and it lives as long as
         // `self`; invariant 3: it is only ever accessed atomically.
-        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(index * self.cfg.block_size as usize + block::STATUS).cast()) }
+        unsafe {
+            AtomicU32::from_ptr(self.base.as_ptr().add(index * self.cfg.block_size as usize + block::STATUS).cast())
+        }
     }
 
     /// The next block, if the kernel has handed it to user space: its index and its status
