@@ -325,7 +325,7 @@ fn live(out: &mut String, window: u64) {
     // The terminal follows .22 after the 200 moves (the last one was odd).
     let mut current: Ipv4Addr = "10.77.0.22".parse().unwrap();
     let mut genuine_seq = 1_800_000_000_000_000 + 1000;
-    let mut rows: Vec<(String, &str, u64, f64, Option<f64>, String)> = Vec::new();
+    let mut rows: Vec<FloodRow> = Vec::new();
     let term_cfg_path = term_cfg.clone();
     for capture in ["ring", "recv"] {
         if capture == "recv" {
@@ -344,7 +344,7 @@ fn live(out: &mut String, window: u64) {
             .is_some());
             std::thread::sleep(Duration::from_millis(500));
         }
-        let floods: Vec<(&str, &mut dyn FnMut(u64) -> Vec<u8>)> = if capture == "ring" {
+        let floods: Vec<(&str, &mut FrameMaker)> = if capture == "ring" {
             vec![
                 ("forged announcements (wrong key)", &mut forged_announce),
                 ("forged FORCERENEWs (wrong key)", &mut forged_forcerenew),
@@ -441,6 +441,12 @@ fn live(out: &mut String, window: u64) {
     );
     let _ = Command::new("sh").arg("-c").arg(format!("kill $(cat {}/dnsmasq.pid) 2>/dev/null", d.display())).status();
 }
+
+/// Makes the n-th frame of a flood.
+type FrameMaker = dyn FnMut(u64) -> Vec<u8>;
+
+/// One forged flood: what, capture path, frames sent, daemon CPU %, genuine move (ms), counters.
+type FloodRow = (String, &'static str, u64, f64, Option<f64>, String);
 
 /// A forged ANNOUNCE (wrong key) from the attacker's MAC with sequence `seq`.
 fn forged_announce_frame(seq: u64) -> Vec<u8> {

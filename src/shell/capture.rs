@@ -271,6 +271,13 @@ fn admit(stats: &CaptureStats, own_requests: bool, pkttype: u8, wire_len: usize,
     Some(if pkttype == libc::PACKET_OUTGOING { Direction::Outgoing } else { Direction::Inbound })
 }
 
+/// Counts a ring block that does not fit its own headers; the first one is also logged.
+fn bad_block(stats: &CaptureStats, e: &ring::BlockError, skipped: &str) {
+    if stats.ring_bad_blocks.fetch_add(1, Ordering::Relaxed) == 0 {
+        log::warn!("capture: {e}; skipping {skipped} (counted as ring_bad_blocks)");
+    }
+}
+
 fn checksum(status: u32) -> Checksum {
     if status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) != 0 {
         Checksum::Skip
@@ -468,13 +475,7 @@ impl LiveSource {
                                 };
                                 return Ok(Some(Found { data: f.data, csum: checksum(f.status), dir, ts: *ts }));
                             }
-                            Some(Err(e)) => {
-                                if self.stats.ring_bad_blocks.fetch_add(1, Ordering::Relaxed) == 0 {
-                                    log::warn!(
-                                        "capture: {e}; skipping the rest of the block (counted as ring_bad_blocks)"
-                                    );
-                                }
-                            }
+                            Some(Err(e)) => bad_block(&self.stats, &e, "the rest of the block"),
                             None => {}
                         }
                         // The walk is over: every frame lent from this block has been decoded.
@@ -498,9 +499,7 @@ impl LiveSource {
                                 *walk = Some((block, w));
                             }
                             Err(e) => {
-                                if self.stats.ring_bad_blocks.fetch_add(1, Ordering::Relaxed) == 0 {
-                                    log::warn!("capture: {e}; skipping the block (counted as ring_bad_blocks)");
-                                }
+                                bad_block(&self.stats, &e, "the block");
                                 ring.release();
                             }
                         }
