@@ -8,7 +8,10 @@
 //!   in the middle of the flood (time until its pin is in the kernel). The forged floods run
 //!   twice, against the same binary: with the TPACKET_V3 ring (the default) and with
 //!   `IPSYNCD_CAPTURE=recv`, the one-recvmsg-per-frame path the capture had before the ring
-//!   (and falls back to), so both figures come from the same run, machine and load.
+//!   (and falls back to), so both figures come from the same run, machine and load. The ring-off
+//!   figure has every other change of this build (batched hand-off, cheaper status and limiter);
+//!   `BENCH_BASELINE_BIN=/path/to/ipsyncd` adds a third run of the same floods against another
+//!   build, e.g. one made before those changes.
 //!
 //! Every load is bounded in count and time and stays inside namespaces the bench made.
 //! Results go to stdout and to target/live-bench.txt. BENCH_SECONDS sets the idle/flood windows.
@@ -327,16 +330,21 @@ fn live(out: &mut String, window: u64) {
     let mut genuine_seq = 1_800_000_000_000_000 + 1000;
     let mut rows: Vec<FloodRow> = Vec::new();
     let term_cfg_path = term_cfg.clone();
-    for capture in ["ring", "recv"] {
-        if capture == "recv" {
-            // The same binary and config, the ring turned off: the capture path before it.
+    // The same floods against the daemon with its ring, with the ring turned off, and (when
+    // BENCH_BASELINE_BIN names one) against another build, e.g. the one before this issue.
+    let baseline = std::env::var("BENCH_BASELINE_BIN").ok().filter(|b| std::path::Path::new(b).exists());
+    let mut modes = vec![("ring", None), ("recv", Some(vec!["env", "IPSYNCD_CAPTURE=recv", bin]))];
+    if let Some(b) = baseline.as_deref() {
+        modes.push(("baseline", Some(vec![b])));
+    }
+    for (capture, restart) in modes {
+        if let Some(cmd) = restart {
+            // The same config and state, another way of running it.
             lab.stop_child(pid, nix::sys::signal::Signal::SIGTERM);
             let before = std::fs::metadata(&status_file).and_then(|m| m.modified()).ok();
-            pid = lab.spawn_cmd(
-                "term",
-                &["env", "IPSYNCD_CAPTURE=recv", bin, "run", "--config", &term_cfg_path],
-                "run-recv.log",
-            );
+            let mut args = cmd.clone();
+            args.extend(["run", "--config", &term_cfg_path]);
+            pid = lab.spawn_cmd("term", &args, &format!("run-{capture}.log"));
             assert!(lab::within(Duration::from_secs(5), || std::fs::metadata(&status_file)
                 .and_then(|m| m.modified())
                 .ok()
@@ -409,8 +417,11 @@ fn live(out: &mut String, window: u64) {
         }
     }
     for (what, capture, n, cpu, moved, counters) in &rows {
-        let label =
-            if *capture == "ring" { "ring (TPACKET_V3)" } else { "recv (IPSYNCD_CAPTURE=recv, before the ring)" };
+        let label = match *capture {
+            "ring" => "ring (TPACKET_V3)".to_string(),
+            "recv" => "ring off (IPSYNCD_CAPTURE=recv: one recvmsg per frame)".to_string(),
+            _ => format!("baseline {}", baseline.as_deref().unwrap_or("")),
+        };
         let moved = match moved {
             Some(ms) => format!("{ms:.1} ms"),
             None => "NOT applied within 5 s".to_string(),
@@ -422,16 +433,17 @@ fn live(out: &mut String, window: u64) {
         );
     }
     for what in ["forged announcements (wrong key)", "forged FORCERENEWs (wrong key)"] {
-        let f = |c: &str| rows.iter().find(|r| r.0 == what && r.1 == c).map(|r| (r.2 as f64 / window as f64, r.3));
-        if let (Some((rp, rc)), Some((op, oc))) = (f("ring"), f("recv")) {
-            let _ = writeln!(
-                out,
-                "flood, {what}: CPU per 100k frames/s, ring {:.1}% vs recv {:.1}% ({:.1}× less)",
-                rc / rp * 1e5,
-                oc / op * 1e5,
-                (oc / op) / (rc / rp).max(1e-9)
-            );
+        // CPU per 100k frames/s: the floods' rates differ from run to run, the cost per frame less.
+        let per =
+            |c: &str| rows.iter().find(|r| r.0 == what && r.1 == c).map(|r| r.3 / (r.2 as f64 / window as f64) * 1e5);
+        let Some(ring) = per("ring") else { continue };
+        let mut line = format!("flood, {what}: ipsyncd CPU per 100k frames/s: ring {ring:.1}%");
+        for (c, name) in [("recv", "ring off"), ("baseline", "baseline")] {
+            if let Some(other) = per(c) {
+                let _ = write!(line, ", {name} {other:.1}% ({:.1}× the ring's)", other / ring.max(1e-9));
+            }
         }
+        let _ = writeln!(out, "{line}");
     }
     let still = nl.neighbour(idx, current).unwrap();
     let _ = writeln!(
