@@ -3,8 +3,15 @@
 //! - announce → pin in the terminal's kernel → WELCOME sent by `serve`, p50/p99 over 200 moves
 //!   on veth, with the real `ipsyncd run` in a namespace;
 //! - idle wakeups per second and RSS/PSS of the daemon beside dhcpcd's, same namespaces;
-//! - daemon CPU under 100k pps of unrelated broadcast, and under forged announcements at the
-//!   highest rate one sender reaches.
+//! - daemon CPU under 100k pps of unrelated broadcast, and under forged announcements and forged
+//!   FORCERENEWs at the highest rate one sending thread reaches, each with a genuine move sent
+//!   in the middle of the flood (time until its pin is in the kernel). The forged floods run
+//!   twice, against the same binary: with the TPACKET_V3 ring (the default) and with
+//!   `IPSYNCD_CAPTURE=recv`, the one-recvmsg-per-frame path the capture had before the ring
+//!   (and falls back to), so both figures come from the same run, machine and load. The ring-off
+//!   figure has every other change of this build (batched hand-off, cheaper status and limiter);
+//!   `BENCH_BASELINE_BIN=/path/to/ipsyncd` adds a third run of the same floods against another
+//!   build, e.g. one made before those changes.
 //!
 //! Every load is bounded in count and time and stays inside namespaces the bench made.
 //! Results go to stdout and to target/live-bench.txt. BENCH_SECONDS sets the idle/flood windows.
@@ -12,13 +19,13 @@
 #[path = "../tests/it/lab.rs"]
 mod lab;
 
-use ipsyncd::server::{announce, serve, Announce};
+use ipsyncd::server::{announce, serve, Announce, ForceRenew, ForceRenewAuth};
 use ipsyncd::shell::capture::Transmitter;
 use ipsyncd::shell::channel::{hello, Terminal};
 use ipsyncd::shell::netlink::Netlink;
 use ipsyncd::config::IpsyncKey;
-use ipsyncd::wire::sig::{Signer, VerifyKey};
 use ipsyncd::wire::frame::UdpFrameRepr;
+use ipsyncd::wire::sig::{Signer, VerifyKey};
 use ipsyncd::wire::Mac;
 use lab::{Lab, SRV_MAC};
 use netlink_packet_route::neighbour::NeighbourState;
@@ -112,6 +119,17 @@ fn cpu_ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
+/// Frames the kernel dropped from its per-CPU input backlogs (all CPUs, all namespaces): on a
+/// veth/bridge path that is where a flood is shed when the softirqs cannot keep up, before any
+/// socket sees it.
+fn backlog_drops() -> u64 {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).and_then(|v| u64::from_str_radix(v, 16).ok()))
+        .sum()
+}
+
 fn ns_pids(ns: &str) -> Vec<u32> {
     let o = Command::new("ip").args(["netns", "pids", ns]).output().unwrap();
     String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
@@ -136,14 +154,16 @@ fn live(out: &mut String, window: u64) {
     });
     // A hook-less terminal: hooks are processes, and this measures the daemon.
     let cfg = std::fs::read_to_string(lab.dir.join("term.toml")).unwrap();
-    let cfg: String = cfg.lines().filter(|l| !l.starts_with("hook")).map(|l| format!("{l}\n")).collect();
+    let mut cfg: String = cfg.lines().filter(|l| !l.starts_with("hook")).map(|l| format!("{l}\n")).collect();
+    // A DHCP key, so forged FORCERENEWs reach their HMAC check instead of `unknown_key`.
+    cfg.push_str(&format!("\n[[dhcp_key]]\nid = 1\nsecret = \"{}\"\n", lab::DHCP_SECRET));
     std::fs::write(lab.dir.join("term.toml"), cfg).unwrap();
     let term_cfg = lab.dir.join("term.toml").display().to_string();
-    lab.spawn("term", &["run", "--config", &term_cfg], "run.log");
+    let bin = env!("CARGO_BIN_EXE_ipsyncd");
+    let mut pid = lab.spawn_cmd("term", &[bin, "run", "--config", &term_cfg], "run.log");
     let status_file = lab.dir.join("term-state/status.json");
     assert!(lab::within(Duration::from_secs(5), || status_file.exists()).is_some());
     std::thread::sleep(Duration::from_millis(300));
-    let pid = ns_pids(&lab.ns("term"))[0];
 
     // Sockets keep the namespace they were made in: make them there, use them here.
     let senders = lab.in_ns("srv", || {
@@ -251,7 +271,7 @@ fn live(out: &mut String, window: u64) {
         ttl: 64,
     }
     .emit(&[0u8; 64]);
-    let flood = |frame_for: &mut dyn FnMut(u64) -> Vec<u8>, pps: Option<u64>| -> (u64, f64) {
+    let flood = |pid: u32, frame_for: &mut dyn FnMut(u64) -> Vec<u8>, pps: Option<u64>| -> (u64, f64) {
         let c0 = cpu_ticks(pid);
         let t0 = Instant::now();
         let mut sent = 0u64;
@@ -272,34 +292,190 @@ fn live(out: &mut String, window: u64) {
         let cpu = (cpu_ticks(pid) - c0) as f64 / tick / secs * 100.0;
         (sent, cpu)
     };
-    let (n, cpu) = flood(&mut |_| unrelated.clone(), Some(100_000));
+    let (n, cpu) = flood(pid, &mut |_| unrelated.clone(), Some(100_000));
     let _ = writeln!(
         out,
         "flood, unrelated UDP broadcast: {n} frames in {window} s ({:.0} pps): ipsyncd CPU {cpu:.2}% (target < 1%)",
         n as f64 / window as f64
     );
+    // Forged floods, each with one genuine move sent in its middle from the server (its MAC is
+    // the pinned one): the time from that send until the new pin is in the terminal's kernel.
     let mut seq = 1u64;
-    let (n, cpu) = flood(
-        &mut |_| {
-            seq += 1;
-            let a = Announce {
-                key_id: 1,
-                key: Signer::Hmac(&[7; 32]),
-                sequence: seq,
-                server_ip: "10.77.0.66".parse().unwrap(),
-                server_mac: lab::EVIL_MAC,
-                previous_ip: None,
-                server_name: None,
-                service_port: None,
-            };
-            a.frame(47474)
-        },
-        None,
+    let mut forged_announce = move |_| {
+        seq += 1;
+        forged_announce_frame(seq)
+    };
+    let mut replay = 1u64;
+    let mut forged_forcerenew = move |_| {
+        replay += 1;
+        ForceRenew {
+            server_ip: "10.77.0.66".parse().unwrap(),
+            server_mac: lab::EVIL_MAC,
+            client_ip: "10.77.0.10".parse().unwrap(),
+            client_mac: lab::TERM_MAC,
+            xid: 1,
+            replay,
+            auth: ForceRenewAuth::Delayed { secret_id: 1, key: b"not-the-dhcp-secret" },
+        }
+        .frame()
+    };
+    // The same 0x66 sender with a new source MAC in every frame: every frame is a new source
+    // to the per-source limiter (the all-sources limit holds them).
+    let mut n_mac = 0u32;
+    let mut forged_random_macs = move |_| {
+        n_mac = n_mac.wrapping_add(1);
+        let mut f = forged_announce_frame(n_mac as u64);
+        f[6..12].copy_from_slice(&[2, 0xaa, (n_mac >> 24) as u8, (n_mac >> 16) as u8, (n_mac >> 8) as u8, n_mac as u8]);
+        f
+    };
+    // The terminal follows .22 after the 200 moves (the last one was odd).
+    let mut current: Ipv4Addr = "10.77.0.22".parse().unwrap();
+    let mut genuine_seq = 1_800_000_000_000_000 + 1000;
+    let mut rows: Vec<FloodRow> = Vec::new();
+    let term_cfg_path = term_cfg.clone();
+    // The same floods against the daemon with its ring, with the ring turned off, and (when
+    // BENCH_BASELINE_BIN names one) against another build, e.g. the one before this issue.
+    let baseline = std::env::var("BENCH_BASELINE_BIN").ok().filter(|b| std::path::Path::new(b).exists());
+    let mut modes = vec![("ring", None), ("recv", Some(vec!["env", "IPSYNCD_CAPTURE=recv", bin]))];
+    if let Some(b) = baseline.as_deref() {
+        modes.push(("baseline", Some(vec![b])));
+    }
+    for (capture, restart) in modes {
+        if let Some(cmd) = restart {
+            // The same config and state, another way of running it.
+            lab.stop_child(pid, nix::sys::signal::Signal::SIGTERM);
+            let before = std::fs::metadata(&status_file).and_then(|m| m.modified()).ok();
+            let mut args = cmd.clone();
+            args.extend(["run", "--config", &term_cfg_path]);
+            pid = lab.spawn_cmd("term", &args, &format!("run-{capture}.log"));
+            assert!(lab::within(Duration::from_secs(5), || std::fs::metadata(&status_file)
+                .and_then(|m| m.modified())
+                .ok()
+                != before)
+            .is_some());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let floods: Vec<(&str, &mut FrameMaker)> = if capture == "ring" {
+            vec![
+                ("forged announcements (wrong key)", &mut forged_announce),
+                ("forged FORCERENEWs (wrong key)", &mut forged_forcerenew),
+                ("forged announcements from a new MAC each", &mut forged_random_macs),
+            ]
+        } else {
+            vec![
+                ("forged announcements (wrong key)", &mut forged_announce),
+                ("forged FORCERENEWs (wrong key)", &mut forged_forcerenew),
+            ]
+        };
+        for (what, frames) in floods {
+            let to: Ipv4Addr =
+                if current.octets()[3] == 21 { "10.77.0.22".parse().unwrap() } else { "10.77.0.21".parse().unwrap() };
+            genuine_seq += 1;
+            let seq_now = genuine_seq;
+            let sender = lab.in_ns("srv", move || announce::Sender::open("srv0", to, 47474).unwrap());
+            let mut nl2 = lab.in_ns("term", || Netlink::open().unwrap());
+            let half = Duration::from_millis(window * 500);
+            let mover = std::thread::spawn(move || {
+                std::thread::sleep(half);
+                let a = Announce {
+                    key_id: 1,
+                    key: Signer::Hmac(&KEY),
+                    sequence: seq_now,
+                    server_ip: to,
+                    server_mac: SRV_MAC,
+                    previous_ip: None,
+                    server_name: None,
+                    service_port: None,
+                };
+                let t0 = Instant::now();
+                sender.send(&a.payload()).unwrap();
+                while t0.elapsed() < Duration::from_secs(5) {
+                    if nl2.neighbour(idx, to).unwrap() == Some((Some(SRV_MAC), NeighbourState::Permanent)) {
+                        return Some(t0.elapsed().as_secs_f64() * 1e3);
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                None
+            });
+            let b0 = backlog_drops();
+            let (n, cpu) = flood(pid, frames, None);
+            let backlog = backlog_drops() - b0;
+            let moved = mover.join().unwrap();
+            if moved.is_some() {
+                current = to;
+            }
+            // The status file catches up within a second of the last change.
+            std::thread::sleep(Duration::from_millis(1100));
+            let st = lab.status();
+            let d = &st["dropped"];
+            let counters = format!(
+                "kernel backlog drops {backlog}; daemon since start: decided {} (bad_mac {}), rate_limited {}, verify_budget {}, ring_drops {}",
+                st["counters"]["reject"].as_object().map(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>()).unwrap_or(0),
+                st["counters"]["reject"]["bad_mac"].as_u64().unwrap_or(0),
+                d["rate_limited"].as_u64().unwrap_or(0),
+                d["verify_budget"].as_u64().unwrap_or(0),
+                d["ring_drops"].as_u64().unwrap_or(0),
+            );
+            rows.push((what.to_string(), capture, n, cpu, moved, counters));
+        }
+    }
+    for (what, capture, n, cpu, moved, counters) in &rows {
+        let label = match *capture {
+            "ring" => "ring (TPACKET_V3)".to_string(),
+            "recv" => "ring off (IPSYNCD_CAPTURE=recv: one recvmsg per frame)".to_string(),
+            _ => format!("baseline {}", baseline.as_deref().unwrap_or("")),
+        };
+        let moved = match moved {
+            Some(ms) => format!("{ms:.1} ms"),
+            None => "NOT applied within 5 s".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "flood, {what} at full speed, {label}: {n} frames in {window} s ({:.0} pps): ipsyncd CPU {cpu:.1}% (target < 25%); genuine move sent mid-flood pinned after {moved} (target ≤ 1 s); {counters}",
+            *n as f64 / window as f64
+        );
+    }
+    for what in ["forged announcements (wrong key)", "forged FORCERENEWs (wrong key)"] {
+        // CPU per 100k frames/s: the floods' rates differ from run to run, the cost per frame less.
+        let per =
+            |c: &str| rows.iter().find(|r| r.0 == what && r.1 == c).map(|r| r.3 / (r.2 as f64 / window as f64) * 1e5);
+        let Some(ring) = per("ring") else { continue };
+        let mut line = format!("flood, {what}: ipsyncd CPU per 100k frames/s: ring {ring:.1}%");
+        for (c, name) in [("recv", "ring off"), ("baseline", "baseline")] {
+            if let Some(other) = per(c) {
+                let _ = write!(line, ", {name} {other:.1}% ({:.1}× the ring's)", other / ring.max(1e-9));
+            }
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    let still = nl.neighbour(idx, current).unwrap();
+    let _ = writeln!(
+        out,
+        "after the floods the pin of {current} is {:?}",
+        still.map(|(m, s)| (m.map(|m| m.to_string()), s))
     );
-    let _ = writeln!(out, "flood, forged announcements (wrong key) at full speed: {n} frames in {window} s ({:.0} pps): ipsyncd CPU {cpu:.1}%", n as f64 / window as f64);
-    let still = nl.neighbour(idx, "10.77.0.22".parse().unwrap()).unwrap();
-    let _ = writeln!(out, "after the floods the pin is {:?}", still.map(|(m, s)| (m.map(|m| m.to_string()), s)));
     let _ = Command::new("sh").arg("-c").arg(format!("kill $(cat {}/dnsmasq.pid) 2>/dev/null", d.display())).status();
+}
+
+/// Makes the n-th frame of a flood.
+type FrameMaker = dyn FnMut(u64) -> Vec<u8>;
+
+/// One forged flood: what, capture path, frames sent, daemon CPU %, genuine move (ms), counters.
+type FloodRow = (String, &'static str, u64, f64, Option<f64>, String);
+
+/// A forged ANNOUNCE (wrong key) from the attacker's MAC with sequence `seq`.
+fn forged_announce_frame(seq: u64) -> Vec<u8> {
+    Announce {
+        key_id: 1,
+        key: Signer::Hmac(&[7; 32]),
+        sequence: seq,
+        server_ip: "10.77.0.66".parse().unwrap(),
+        server_mac: lab::EVIL_MAC,
+        previous_ip: None,
+        server_name: None,
+        service_port: None,
+    }
+    .frame(47474)
 }
 
 fn main() {

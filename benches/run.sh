@@ -27,6 +27,8 @@ print(f"  owned/ours    = {float(iv['owned_over_ours']):.1f}x (offloaded {float(
 PY
 
 # Live figures (namespaces, root): latency, idle, floods, serve throughput; FORCERENEW vs dhcpcd.
+# The forged floods run with the capture's ring and without it (IPSYNCD_CAPTURE=recv); set
+# BENCH_BASELINE_BIN=path/to/another/ipsyncd to add the same floods against that build.
 echo
 if [ "$(id -u)" = 0 ]; then
   make --no-print-directory deps

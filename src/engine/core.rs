@@ -11,7 +11,7 @@
 use super::decision::{Counters, Decision, Input, Verdict};
 use super::input::{input_of, Inbound, InboundKind, IpsyncMsg};
 use super::lease::Client;
-use super::limits::{Alarms, ArpCache, RateLimiter};
+use super::limits::{Alarms, ArpCache, Lane, RateLimiter, VerifyBudget};
 use super::pending::{Dial, FollowRequest, PendingMove, PersistRetry, Resolving, RESOLVE_REQUESTS};
 use super::state::{ServerState, State};
 use super::vocab::{
@@ -28,6 +28,8 @@ pub struct Engine {
     pub(super) client: Client,
     pub(super) rng: Rng,
     pub(super) rate: RateLimiter,
+    /// Checks of unsolicited frames' HMACs and signatures (limits.rs has the figures).
+    pub(super) verify: VerifyBudget,
     pub(super) arp: ArpCache,
     pub(super) alarms: Alarms,
     pub(super) resolving: Option<Resolving>,
@@ -77,6 +79,7 @@ impl Engine {
             client,
             rng: Rng::new(seed),
             rate: RateLimiter::default(),
+            verify: VerifyBudget::default(),
             arp: ArpCache::default(),
             alarms: Alarms::default(),
             resolving: None,
@@ -184,17 +187,14 @@ impl Engine {
                     Ok(m) => m,
                     Err(reason) => return self.handle_malformed(now, inbound, Input::Announce, reason, exempt),
                 };
-                // A spoofer can drain the pinned server's own bucket with frames forged from its MAC;
-                // an authentic ANNOUNCE from it with a fresh sequence is still decided (the HMAC is
-                // the cheap check). Replays of genuine frames stay limited: they are not fresh.
-                let authentic = || {
-                    let fresh = self.state.sequences.get(&msg.key_id).map_or(true, |&last| msg.sequence > last);
-                    fresh
-                        && Engine::announce_key(&self.cfg.keys, msg.key_id)
-                            .is_some_and(|k| crate::wire::ipsync::Packet::new_unchecked(&inbound.raw[..]).verify(k))
-                };
-                if self.rate.allow(inbound.src, Input::Announce, now, exempt) || (exempt && authentic()) {
-                    self.handle_ipsync(now, inbound.frame, &msg, &inbound.raw);
+                let lane = self.announce_lane(inbound.src);
+                if self.rate.allow(inbound.src, Input::Announce, now, exempt) {
+                    self.handle_ipsync(now, inbound.frame, &msg, &inbound.raw, Some(lane));
+                } else if exempt {
+                    // A spoofer can drain the pinned server's own bucket with frames forged from
+                    // its MAC: one that could still move us is checked from the server lane's
+                    // spare budget, and decided when authentic.
+                    self.handle_ipsync_past_limit(now, inbound.frame, &msg, &inbound.raw);
                 } else {
                     self.counters.drop("rate_limited");
                 }
@@ -381,6 +381,30 @@ impl Engine {
     pub(super) fn usable_address_in(&self, ip: Ipv4Addr, own: Option<Cidr>) -> bool {
         let edge = own.is_some_and(|c| c.prefix < 31 && (ip == c.network() || ip == c.broadcast()));
         !reserved_address(ip) && !edge
+    }
+
+    /// The verification lane of an ANNOUNCE from `src`: the server lane for the MACs we follow,
+    /// the current server's and a pending move's target's (limits.rs says why).
+    pub(super) fn announce_lane(&self, src: Mac) -> Lane {
+        let server = self.state.server.and_then(|s| s.mac);
+        let target = self.pending.map(|p| p.mac);
+        if [server, target].into_iter().flatten().any(|m| m.ct_eq(&src)) {
+            Lane::Server
+        } else {
+            Lane::Other
+        }
+    }
+
+    /// The verification lane of a FORCERENEW from `src`: the server lane for the current
+    /// server's MAC (where `ipsyncd forcerenew` may run) and the DHCP server's that leased to us.
+    pub(super) fn forcerenew_lane(&self, src: Mac) -> Lane {
+        let server = self.state.server.and_then(|s| s.mac);
+        let dhcp = self.client.lease().map(|l| l.server_mac);
+        if [server, dhcp].into_iter().flatten().any(|m| m.ct_eq(&src)) {
+            Lane::Server
+        } else {
+            Lane::Other
+        }
     }
 
     /// A server MAC must be unicast, non-zero and not our own.

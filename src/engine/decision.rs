@@ -9,8 +9,9 @@ use crate::wire::Mac;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-/// The decision log's `input` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The decision log's `input` field. Ordered (by variant) so it can key the rate limiter's
+/// tables without comparing strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Input {
     Announce,
     ForceRenew,

@@ -4,7 +4,8 @@
 //! Our own transmissions and frames the terminal sent (seen in a capture) arm the same state, so
 //! replay of a real client's capture walks the same machine. FORCERENEW is accepted only after
 //! the checks of DESIGN §4.2, in that order: not_for_us, bad_source, authentication, replay,
-//! wrong_state. Any xid is accepted: FORCERENEW is unsolicited.
+//! wrong_state; its HMAC is checked only once the key is known and the sender's lane has
+//! verification budget left (limits.rs). Any xid is accepted: FORCERENEW is unsolicited.
 
 use super::acd::{self, Acd, Step};
 use super::core::Engine;
@@ -12,6 +13,7 @@ use super::decision::{reason, Decision, Input, Verdict};
 use super::input::input_of;
 use super::input::DhcpMsg;
 use super::lease::{Client, Lease};
+use super::limits::Check;
 use super::pending::FollowRequest;
 use super::vocab::{reserved_address, AcdMode, Action, Cidr, HookEnv, HookReason, Instant, Mode, TxKind};
 use crate::wire::auth::Scheme;
@@ -176,7 +178,7 @@ impl Engine {
     pub(super) fn handle_dhcp(&mut self, now: Instant, frame: Option<u64>, msg: &DhcpMsg, raw: &[u8], src: Mac) {
         let input = input_of(msg);
         if input == Input::ForceRenew {
-            return self.handle_forcerenew(now, frame, msg, raw);
+            return self.handle_forcerenew(now, frame, msg, raw, src);
         }
         let server_ip = if input == Input::Dhcp { None } else { self.cloud_server_of(msg) };
         let ignore = |e: &mut Engine, r| {
@@ -459,7 +461,7 @@ impl Engine {
         self.decide(Decision::new(None, now, Input::Timer, Verdict::Lease).actions(actions));
     }
 
-    fn handle_forcerenew(&mut self, now: Instant, frame: Option<u64>, msg: &DhcpMsg, raw: &[u8]) {
+    fn handle_forcerenew(&mut self, now: Instant, frame: Option<u64>, msg: &DhcpMsg, raw: &[u8], src: Mac) {
         let input = Input::ForceRenew;
         let reject = |e: &mut Engine, r| e.decide(Decision::new(frame, now, input, Verdict::Reject).reason(r));
         if msg.op != 2 || !msg.chaddr.is_some_and(|m| m.ct_eq(&self.cfg.mac)) {
@@ -481,6 +483,11 @@ impl Engine {
                     },
                     Scheme::ReconfigureKey { .. } => return reject(self, reason::UNAUTHENTICATED),
                 };
+                // The HMAC is the costly check: paid from the sender's lane (limits.rs); over
+                // budget the frame is dropped and counted before it, with no line.
+                if !self.verify.take(self.forcerenew_lane(src), Check::ForceRenew, now) {
+                    return self.counters.drop("verify_budget");
+                }
                 if !crate::wire::auth::verify_dhcp_mac(&key, raw, range.clone()) {
                     return reject(self, reason::BAD_MAC);
                 }

@@ -1,10 +1,14 @@
-//! The engine's bounded memory of the segment: rate limits, ARP evidence and alarm coalescing.
+//! The engine's bounded memory of the segment: rate limits, the verification budget, ARP
+//! evidence and alarm coalescing.
 //!
 //! Contract: every table here has a fixed maximum size, and eviction is deterministic (the
 //! stalest entry goes, ties broken by key order), so a flood from random sources costs CPU in
 //! proportion to its rate, never memory, and two runs over the same input decide the same.
 //! DESIGN §5: a frame is over the limit above 50 per second from one source, or above 500 per
-//! second of one input kind from all sources together.
+//! second of one input kind from all sources together. [`VerifyBudget`] bounds how many HMACs
+//! or signatures a second the engine checks on unsolicited frames, with the sources it already
+//! trusts in their own lane; it never refuses a frame the rate limits let through (its figures
+//! below say why), only the checks the limits do not bound. Time is the `now` passed in.
 
 use super::decision::Input;
 use super::vocab::Instant;
@@ -23,6 +27,30 @@ pub const ARP_EVIDENCE_US: u64 = 60_000_000;
 /// (kind, address) pairs remembered by the alarm coalescer.
 pub const ALARMS_MAX: usize = 256;
 
+/// Verification budget (DESIGN §10, §12), checks per second and burst, per [`Check`]:
+///
+/// - [`Lane::Other`], sources the terminal does not follow: 500, the all-sources limit. Every
+///   frame from such a source that reaches a check has passed that limit (they are never
+///   exempt from it), so the budget never refuses one the limits let through, and replays of
+///   the fixtures never meet it. It is the ceiling on what any flood from other MACs makes the
+///   engine verify, whatever the limiter's tables do: 500 Ed25519 checks of ~50 µs are 2.5% of
+///   a core.
+/// - [`Lane::Server`], the MACs the terminal follows (the current server's, a pending move's
+///   target's; for FORCERENEW the DHCP server's that leased to us): 200. A flood from other
+///   MACs never touches it, so it cannot starve the server. Within the limits those at most
+///   two sources send 2 × 50 a second, with a burst of 2 × 50: [`VERIFY_SERVER_RESERVE`] keeps
+///   that much for them, and only the rest ([`VerifyBudget::take_spare`]) goes to the one check
+///   the limits do not bound: fresh ANNOUNCEs from the server's MAC past its own per-source
+///   limit (a spoofer can drain that bucket with frames forged from the server's MAC). That
+///   path cost one check per frame before; now at most 200 a second (1% of a core at 50 µs).
+///   What it cannot do: tell a genuine ANNOUNCE from forged ones that carry the server's own
+///   MAC and fresh sequences, so such a flood can delay a move until a spare check meets it;
+///   floods from any other MAC cannot.
+pub const VERIFY_OTHER_PER_SEC: u64 = PER_KIND_PER_SEC;
+pub const VERIFY_SERVER_PER_SEC: u64 = 200;
+/// Server-lane checks kept for the frames the per-source limits pass (2 sources × 50).
+pub const VERIFY_SERVER_RESERVE: u64 = 2 * PER_SOURCE_PER_SEC;
+
 /// Tokens are kept in thousandths of a frame, so refill is exact at microsecond resolution.
 const TOKEN: u64 = 1000;
 
@@ -38,16 +66,74 @@ impl Bucket {
         Bucket { tokens: rate * TOKEN, last: now }
     }
     fn take(&mut self, rate: u64, now: Instant) -> bool {
+        self.take_above(rate, now, 0)
+    }
+    /// Takes one token only if `reserve` whole tokens remain after it.
+    fn take_above(&mut self, rate: u64, now: Instant, reserve: u64) -> bool {
         let cap = rate * TOKEN;
         let refill = now.saturating_sub(self.last).saturating_mul(rate) / 1000;
         self.tokens = self.tokens.saturating_add(refill).min(cap);
         self.last = self.last.max(now);
-        if self.tokens >= TOKEN {
+        if self.tokens >= reserve.saturating_add(1).saturating_mul(TOKEN) {
             self.tokens -= TOKEN;
             true
         } else {
             false
         }
+    }
+}
+
+/// Whose budget pays for a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// A MAC the terminal follows (see [`VERIFY_SERVER_PER_SEC`]).
+    Server,
+    /// Anyone else.
+    Other,
+}
+
+/// What is checked: each has its own budgets, as each input kind has its own rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// An ipsync message's HMAC or signature.
+    Announce,
+    /// A FORCERENEW's RFC 3118 / RFC 6704 HMAC-MD5.
+    ForceRenew,
+}
+
+/// Token buckets of checks per second, per lane and check (figures above). A bucket starts
+/// full at its first use, as the rate limiter's do.
+#[derive(Debug, Default)]
+pub struct VerifyBudget {
+    buckets: [Option<Bucket>; 4],
+}
+
+impl VerifyBudget {
+    fn bucket(&mut self, lane: Lane, check: Check, now: Instant) -> (&mut Bucket, u64) {
+        let (i, rate) = match (lane, check) {
+            (Lane::Server, Check::Announce) => (0, VERIFY_SERVER_PER_SEC),
+            (Lane::Server, Check::ForceRenew) => (1, VERIFY_SERVER_PER_SEC),
+            (Lane::Other, Check::Announce) => (2, VERIFY_OTHER_PER_SEC),
+            (Lane::Other, Check::ForceRenew) => (3, VERIFY_OTHER_PER_SEC),
+        };
+        (self.buckets[i].get_or_insert_with(|| Bucket::full(rate, now)), rate)
+    }
+
+    /// One check for a frame the rate limits let through. False: over budget, do not check.
+    pub fn take(&mut self, lane: Lane, check: Check, now: Instant) -> bool {
+        let (b, rate) = self.bucket(lane, check, now);
+        b.take(rate, now)
+    }
+
+    /// One check for a frame past its source's own limit: only from what the server lane holds
+    /// beyond [`VERIFY_SERVER_RESERVE`], so these never use up the checks of frames within the
+    /// limits. The other lane has no such checks: past the limits its frames are only counted.
+    pub fn take_spare(&mut self, lane: Lane, check: Check, now: Instant) -> bool {
+        if lane != Lane::Server {
+            return false;
+        }
+        let (b, rate) = self.bucket(lane, check, now);
+        b.take_above(rate, now, VERIFY_SERVER_RESERVE)
     }
 }
 
@@ -68,16 +154,32 @@ impl<K: Ord + Copy, V> Lru<K, V> {
     }
     /// Inserts or replaces `k`, stamped `now`, evicting the stalest entry when full.
     fn put(&mut self, k: K, v: V, now: Instant) {
-        if let Some((_, t)) = self.map.get(&k) {
-            self.by_age.remove(&(*t, k));
-        } else if self.map.len() >= self.max {
-            if let Some((t, old)) = self.by_age.pop_first() {
-                let _ = t;
+        self.with(k, now, || v, |_| ());
+    }
+    /// Runs `f` on `k`'s value (made by `new` when absent, evicting the stalest entry when
+    /// full) and stamps it `now`. One lookup when `k` is present; the age index is touched only
+    /// when the stamp changes, so a flood decided at one `now` (a batch) costs one lookup per
+    /// frame.
+    fn with<R>(&mut self, k: K, now: Instant, new: impl FnOnce() -> V, f: impl FnOnce(&mut V) -> R) -> R {
+        if let Some((v, t)) = self.map.get_mut(&k) {
+            let r = f(v);
+            if *t != now {
+                let old = core::mem::replace(t, now);
+                self.by_age.remove(&(old, k));
+                self.by_age.insert((now, k));
+            }
+            return r;
+        }
+        if self.map.len() >= self.max {
+            if let Some((_, old)) = self.by_age.pop_first() {
                 self.map.remove(&old);
             }
         }
+        let mut v = new();
+        let r = f(&mut v);
         self.map.insert(k, (v, now));
         self.by_age.insert((now, k));
+        r
     }
     fn remove(&mut self, k: &K) {
         if let Some((_, t)) = self.map.remove(k) {
@@ -90,8 +192,8 @@ impl<K: Ord + Copy, V> Lru<K, V> {
 /// from a MAC never spends that MAC's ANNOUNCE budget.
 #[derive(Debug)]
 pub struct RateLimiter {
-    sources: Lru<(Mac, &'static str), Bucket>,
-    kinds: BTreeMap<&'static str, Bucket>,
+    sources: Lru<(Mac, Input), Bucket>,
+    kinds: BTreeMap<Input, Bucket>,
 }
 
 impl Default for RateLimiter {
@@ -105,20 +207,19 @@ impl RateLimiter {
     /// server's pinned MAC) skips the all-sources limit, so a flood from random sources cannot
     /// starve a genuine move; it still counts against its own per-source bucket.
     pub fn allow(&mut self, src: Mac, input: Input, now: Instant, exempt: bool) -> bool {
-        let key = (src, input.as_str());
-        let mut b = match self.sources.get(&key) {
-            Some((b, _)) => *b,
-            None => Bucket::full(PER_SOURCE_PER_SEC, now),
-        };
-        let ok = b.take(PER_SOURCE_PER_SEC, now);
-        self.sources.put(key, b, now);
+        let ok = self.sources.with(
+            (src, input),
+            now,
+            || Bucket::full(PER_SOURCE_PER_SEC, now),
+            |b| b.take(PER_SOURCE_PER_SEC, now),
+        );
         if !ok {
             return false;
         }
         if exempt {
             return true;
         }
-        let k = self.kinds.entry(input.as_str()).or_insert_with(|| Bucket::full(PER_KIND_PER_SEC, now));
+        let k = self.kinds.entry(input).or_insert_with(|| Bucket::full(PER_KIND_PER_SEC, now));
         k.take(PER_KIND_PER_SEC, now)
     }
 }
@@ -204,6 +305,55 @@ mod tests {
         assert!(r.allow(mac(99_999), Input::Arp, t, true), "the server's MAC skips the all-sources limit");
         // Another input kind has its own budget.
         assert!(r.allow(mac(5000), Input::Announce, t, false));
+    }
+
+    #[test]
+    fn verify_budget_lanes_are_apart_and_refill_with_time() {
+        let mut v = VerifyBudget::default();
+        let t = Instant::from_secs(10);
+        let other = (0..2000).filter(|_| v.take(Lane::Other, Check::Announce, t)).count();
+        assert_eq!(other as u64, VERIFY_OTHER_PER_SEC, "a burst of one second's budget");
+        // A flood from other MACs leaves the server's lane, and other checks, untouched.
+        assert!(v.take(Lane::Server, Check::Announce, t));
+        assert!(v.take(Lane::Other, Check::ForceRenew, t));
+        // Refill is exact: 10 ms is 5 checks at 500 a second.
+        let t2 = t.add_ms(10);
+        assert_eq!((0..100).filter(|_| v.take(Lane::Other, Check::Announce, t2)).count(), 5);
+        // A clock that goes back refills nothing and breaks nothing.
+        assert!(!v.take(Lane::Other, Check::Announce, t));
+        // After a second of quiet the bucket is full again, never more.
+        let t3 = t2.add_secs(5);
+        assert_eq!((0..2000).filter(|_| v.take(Lane::Other, Check::Announce, t3)).count() as u64, VERIFY_OTHER_PER_SEC);
+    }
+
+    #[test]
+    fn spare_server_checks_keep_the_reserve_for_frames_within_the_limits() {
+        let mut v = VerifyBudget::default();
+        let t = Instant::from_secs(10);
+        // Past-the-limit checks get what is above the reserve, and then nothing.
+        let spare = (0..1000).filter(|_| v.take_spare(Lane::Server, Check::Announce, t)).count() as u64;
+        assert_eq!(spare, VERIFY_SERVER_PER_SEC - VERIFY_SERVER_RESERVE);
+        // The reserve is still there for the frames the per-source limits pass.
+        let within = (0..1000).filter(|_| v.take(Lane::Server, Check::Announce, t)).count() as u64;
+        assert_eq!(within, VERIFY_SERVER_RESERVE);
+        // Sustained: the two sources within their limits (2 × 50/s) are never refused while a
+        // flood takes every spare check, over ten simulated seconds at 1 ms steps.
+        let mut v = VerifyBudget::default();
+        let mut refused = 0;
+        let mut spare = 0u64;
+        for ms in 0..10_000u64 {
+            let now = t.add_ms(ms);
+            if ms % 10 == 0 && !v.take(Lane::Server, Check::Announce, now) {
+                refused += 1;
+            }
+            for _ in 0..100 {
+                spare += u64::from(v.take_spare(Lane::Server, Check::Announce, now));
+            }
+        }
+        assert_eq!(refused, 0);
+        // Spare checks stay bounded by the lane's rate: 200/s less the 100/s taken within limits.
+        assert!(spare <= VERIFY_SERVER_PER_SEC - VERIFY_SERVER_RESERVE + 10 * (VERIFY_SERVER_PER_SEC - 100), "{spare}");
+        assert!(!v.take_spare(Lane::Other, Check::Announce, t.add_secs(60)), "no spare checks for other MACs");
     }
 
     #[test]

@@ -4,13 +4,18 @@
 //! Contract: an ipsync message is checked in the order DESIGN §5 fixes (structure was checked by
 //! the decoder; over UDP only ANNOUNCE is taken; then key id, HMAC, sequence, freshness, then
 //! semantics). A sequence is committed only after all of those passed, whatever the semantic
-//! verdict. A break-before-make switch emits, in order: pin the new pair, unpin the old address,
+//! verdict. The HMAC (or signature) is the one costly step: it is paid from the verification
+//! budget of the sender's lane, and a frame over budget is dropped and counted
+//! (`dropped.verify_budget`) before it is checked, with no line, like a rate-limited one. Past
+//! the server's own rate limit only an ANNOUNCE that could still move us (known key, fresh
+//! sequence, within `max_age_s`) is checked at all. A break-before-make switch emits, in order: pin the new pair, unpin the old address,
 //! connect, persist (`set_server`), hook. ARP evidence never holds a signed move back; it only
 //! adds an alarm. A pin's MAC learnt by ARP comes only from a unicast reply to us.
 
 use super::core::Engine;
 use super::decision::{reason, Decision, Input, Verdict};
 use super::input::IpsyncMsg;
+use super::limits::{Check, Lane};
 use super::pending::{PendingMove, Resolving, RESOLVE_REQUESTS, RESOLVE_WINDOW_MS};
 use super::vocab::{Action, HookReason, Instant, Mode, ServerName, TxKind};
 use crate::wire::sig::VerifyKey;
@@ -27,7 +32,16 @@ impl Engine {
         keys.get(&key_id).filter(|k| !ed25519 || matches!(k, VerifyKey::Ed25519(_)))
     }
 
-    pub(super) fn handle_ipsync(&mut self, now: Instant, frame: Option<u64>, msg: &IpsyncMsg, raw: &[u8]) {
+    /// An ipsync message the rate limits let through. `lane`: whose budget pays for its check;
+    /// `None` when it was checked already ([`Engine::handle_ipsync_past_limit`]).
+    pub(super) fn handle_ipsync(
+        &mut self,
+        now: Instant,
+        frame: Option<u64>,
+        msg: &IpsyncMsg,
+        raw: &[u8],
+        lane: Option<Lane>,
+    ) {
         let input = Input::Announce;
         let (sip, smac) = (msg.server_ipv4, msg.server_mac);
         let line = |v: Verdict| Decision::new(frame, now, input, v).server(sip, smac);
@@ -35,20 +49,22 @@ impl Engine {
         if msg.msg_type != ipsync::MessageType::Announce {
             return self.decide(line(Verdict::Ignore).reason(reason::UNEXPECTED));
         }
-        let Some(key) = Engine::announce_key(&self.cfg.keys, msg.key_id) else {
+        if Engine::announce_key(&self.cfg.keys, msg.key_id).is_none() {
             return self.decide(line(Verdict::Reject).reason(reason::UNKNOWN_KEY));
-        };
-        if !ipsync::Packet::new_unchecked(raw).verify(key) {
-            return self.decide(line(Verdict::Reject).reason(reason::BAD_MAC));
+        }
+        if let Some(lane) = lane {
+            if !self.verify.take(lane, Check::Announce, now) {
+                return self.counters.drop("verify_budget");
+            }
+            if !self.ipsync_authentic(msg.key_id, raw) {
+                return self.decide(line(Verdict::Reject).reason(reason::BAD_MAC));
+            }
         }
         if self.state.sequences.get(&msg.key_id).is_some_and(|&last| msg.sequence <= last) {
             return self.decide(line(Verdict::Reject).reason(reason::REPLAYED));
         }
-        if self.cfg.max_age_s > 0 && self.wall.synced {
-            let age = self.wall.unix_us(now).abs_diff(msg.sequence);
-            if age > self.cfg.max_age_s.saturating_mul(1_000_000) {
-                return self.decide(line(Verdict::Reject).reason(reason::STALE));
-            }
+        if self.stale(now, msg.sequence) {
+            return self.decide(line(Verdict::Reject).reason(reason::STALE));
         }
         self.state.sequences.insert(msg.key_id, msg.sequence);
         self.mark_dirty();
@@ -123,6 +139,41 @@ impl Engine {
         }
         actions.extend(evidence);
         self.decide(line(Verdict::Apply).actions(actions));
+    }
+
+    /// An ANNOUNCE from the pinned server's MAC past that MAC's own rate limit. The cheap checks
+    /// come first: only one that could be accepted (an ANNOUNCE, known key, a sequence above the
+    /// last accepted and within `max_age_s`) is checked at all, and only from the server lane's
+    /// spare budget; an authentic one is then decided as usual. The rest are counted, no line.
+    pub(super) fn handle_ipsync_past_limit(&mut self, now: Instant, frame: Option<u64>, msg: &IpsyncMsg, raw: &[u8]) {
+        let fresh = self.state.sequences.get(&msg.key_id).map_or(true, |&last| msg.sequence > last);
+        let could_move = msg.msg_type == ipsync::MessageType::Announce
+            && Engine::announce_key(&self.cfg.keys, msg.key_id).is_some()
+            && fresh
+            && !self.stale(now, msg.sequence);
+        if !could_move {
+            return self.counters.drop("rate_limited");
+        }
+        if !self.verify.take_spare(Lane::Server, Check::Announce, now) {
+            return self.counters.drop("verify_budget");
+        }
+        if !self.ipsync_authentic(msg.key_id, raw) {
+            return self.counters.drop("rate_limited");
+        }
+        self.handle_ipsync(now, frame, msg, raw, None);
+    }
+
+    /// The one place an ipsync message's trailer is checked against its `[[key]]`.
+    fn ipsync_authentic(&self, key_id: u32, raw: &[u8]) -> bool {
+        Engine::announce_key(&self.cfg.keys, key_id).is_some_and(|k| ipsync::Packet::new_unchecked(raw).verify(k))
+    }
+
+    /// DESIGN §4.3 freshness: with a synchronised clock, a sequence more than `max_age_s` from
+    /// the terminal's wall clock, either way.
+    fn stale(&self, now: Instant, sequence: u64) -> bool {
+        self.cfg.max_age_s > 0
+            && self.wall.synced
+            && self.wall.unix_us(now).abs_diff(sequence) > self.cfg.max_age_s.saturating_mul(1_000_000)
     }
 
     /// The actions of a break-before-make switch to `ip`, and the state change. Without a MAC, an

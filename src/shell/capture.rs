@@ -3,19 +3,33 @@
 //! Contract: only inbound ARP and IPv4 UDP to port 68 or `server.port` reach user space (in
 //! follow mode also outgoing UDP to port 67: the system client's REQUESTs); the filter is
 //! locked (SO_LOCK_FILTER) and attached before bind so no unfiltered frame slips in.
-//! A frame longer than the buffer is counted (MSG_TRUNC) and never parsed. PACKET_AUXDATA tells
-//! whether the UDP checksum is verified, not ready (veth, lo) or to be checked by us. Our own
-//! outgoing frames are dropped twice, by `inbound` in the filter and by packet type, except the
-//! DHCP requests that follow mode asks for. The thread
-//! blocks in poll(2) on the socket and a shutdown eventfd: no busy-waiting, no idle wakeups.
+//! A frame longer than [`BUFFER`] is counted (`truncated`) and never parsed. The kernel's
+//! checksum status (PACKET_AUXDATA, or `tp_status` in the ring) tells whether the UDP checksum
+//! is verified, not ready (veth, lo) or to be checked by us. Our own outgoing frames are
+//! dropped twice, by `inbound` in the filter and by packet type, except the DHCP requests that
+//! follow mode asks for.
+//!
+//! Frames come from a TPACKET_V3 receive ring ([`super::ring`]) a block at a time: one wake-up
+//! per block instead of one recvmsg per frame, for at most [`RingConfig::retire_ms`] of extra
+//! latency on a quiet link. Frames the kernel dropped because the ring was full are counted
+//! (`ring_drops`, from PACKET_STATISTICS when a block says TP_STATUS_LOSING), and a block whose
+//! headers do not fit it is skipped and counted (`ring_bad_blocks`). When the ring cannot be set
+//! up (an old or sandboxed kernel), or when the environment says `IPSYNCD_CAPTURE=recv`, the
+//! capture reads one frame per recvmsg instead, and says so once at start. That knob is for
+//! operators who would rather pay a system call per frame than the block latency, and for
+//! measuring one path beside the other (benches/live.rs). Either way the thread blocks in
+//! poll(2) on the socket and a shutdown eventfd: no busy-waiting, no idle wakeups.
 
 use super::clock::{Clock, SystemClock};
+use super::ring::{self, Ring, RingConfig, Walker};
 use super::source::{Frame, FrameSource, SourceError};
 use crate::engine::input::Direction;
+use crate::engine::Instant;
 use crate::wire::frame::Checksum;
 use crate::wire::Mac;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ops::Range;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -104,13 +118,43 @@ const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const TP_STATUS_CSUM_VALID: u32 = 1 << 7;
 const SO_LOCK_FILTER: libc::c_int = 44;
 /// Ethernet + 802.1Q + the largest IPv4 datagram we accept in one frame.
-const BUFFER: usize = 2048;
+pub const BUFFER: usize = 2048;
+/// The environment variable that picks the capture path: `recv` for one recvmsg per frame;
+/// unset or `ring` for the TPACKET_V3 ring.
+pub const CAPTURE_ENV: &str = "IPSYNCD_CAPTURE";
 
 #[derive(Debug, Default)]
 pub struct CaptureStats {
     pub frames: AtomicU64,
     pub truncated: AtomicU64,
     pub outgoing: AtomicU64,
+    /// Frames the kernel dropped because every ring block was still ours.
+    pub ring_drops: AtomicU64,
+    /// Ring blocks skipped because their headers did not fit them (see [`ring::BlockError`]).
+    pub ring_bad_blocks: AtomicU64,
+    /// Whether frames come from the ring (false: one recvmsg per frame).
+    pub ring: std::sync::atomic::AtomicBool,
+}
+
+impl CaptureStats {
+    /// The counters `status` shows under `dropped` (only those that are not zero).
+    pub fn drops(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("capture_truncated", self.truncated.load(Ordering::Relaxed)),
+            ("ring_drops", self.ring_drops.load(Ordering::Relaxed)),
+            ("ring_bad_blocks", self.ring_bad_blocks.load(Ordering::Relaxed)),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+
+    /// The sum of [`CaptureStats::drops`], without allocating: it changes when any of them does.
+    pub fn dropped_total(&self) -> u64 {
+        self.truncated.load(Ordering::Relaxed)
+            + self.ring_drops.load(Ordering::Relaxed)
+            + self.ring_bad_blocks.load(Ordering::Relaxed)
+    }
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -171,19 +215,91 @@ impl Shutdown {
     }
 }
 
+/// Where the frames are read from.
+enum Path {
+    /// One recvmsg per frame into `buf`.
+    Recv { buf: Vec<u8> },
+    /// The TPACKET_V3 ring; `walk` is the block being read, with the time it was picked up.
+    Ring { ring: Ring, walk: Option<(usize, Walker)>, ts: Instant },
+}
+
+/// A frame found by [`LiveSource::advance`]: where its bytes are in the current buffer.
+struct Found {
+    data: Range<usize>,
+    csum: Checksum,
+    dir: Direction,
+    ts: Instant,
+}
+
 pub struct LiveSource {
     fd: OwnedFd,
     /// Follow mode: outgoing frames passed by the filter (the system client's REQUESTs) are kept.
     own_requests: bool,
     shutdown: Shutdown,
-    buf: Vec<u8>,
+    path: Path,
     index: u64,
     pub stats: Arc<CaptureStats>,
+}
+
+/// What the environment asks of the capture path (see the module comment).
+fn ring_wanted() -> bool {
+    match std::env::var(CAPTURE_ENV).as_deref() {
+        Ok("recv") => {
+            log::info!("capture: {CAPTURE_ENV}=recv: one recvmsg per frame, no receive ring");
+            false
+        }
+        Ok("ring") | Err(_) => true,
+        Ok(other) => {
+            log::warn!("capture: {CAPTURE_ENV}={other:?} is neither \"ring\" nor \"recv\"; using the ring");
+            true
+        }
+    }
+}
+
+/// The checks every frame passes on either path: direction and length. Counts what it drops.
+fn admit(stats: &CaptureStats, own_requests: bool, pkttype: u8, wire_len: usize, captured: usize) -> Option<Direction> {
+    if pkttype == libc::PACKET_OUTGOING && !own_requests {
+        stats.outgoing.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    if wire_len > BUFFER || captured < wire_len {
+        stats.truncated.fetch_add(1, Ordering::Relaxed);
+        log::debug!("dropped a truncated frame of {wire_len} bytes");
+        return None;
+    }
+    stats.frames.fetch_add(1, Ordering::Relaxed);
+    Some(if pkttype == libc::PACKET_OUTGOING { Direction::Outgoing } else { Direction::Inbound })
+}
+
+/// Counts a ring block that does not fit its own headers; the first one is also logged.
+fn bad_block(stats: &CaptureStats, e: &ring::BlockError, skipped: &str) {
+    if stats.ring_bad_blocks.fetch_add(1, Ordering::Relaxed) == 0 {
+        log::warn!("capture: {e}; skipping {skipped} (counted as ring_bad_blocks)");
+    }
+}
+
+fn checksum(status: u32) -> Checksum {
+    if status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) != 0 {
+        Checksum::Skip
+    } else {
+        Checksum::Verify
+    }
 }
 
 impl LiveSource {
     /// `own_requests`: also pass our own outgoing DHCP requests (follow mode, DESIGN §5).
     pub fn open(ifindex: u32, port: u16, own_requests: bool, shutdown: Shutdown) -> io::Result<LiveSource> {
+        LiveSource::open_with(ifindex, port, own_requests, shutdown, ring_wanted().then_some(RingConfig::DEFAULT))
+    }
+
+    /// As [`LiveSource::open`], with the ring's sizes given (`None`: the recv path).
+    pub fn open_with(
+        ifindex: u32,
+        port: u16,
+        own_requests: bool,
+        shutdown: Shutdown,
+        ring: Option<RingConfig>,
+    ) -> io::Result<LiveSource> {
         let fd = packet_socket()?;
         let raw = fd.as_raw_fd();
         let mut plain = filter_for_port(port);
@@ -198,23 +314,42 @@ impl LiveSource {
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_AUXDATA, &1i32)?;
         // Room for a burst (the filter already keeps unrelated traffic out of it).
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &(1i32 << 20))?;
+        // The ring goes in before bind, like the filter: no frame is queued the other way first.
+        let stats = Arc::new(CaptureStats::default());
+        let path = match ring.map(|cfg| Ring::new(fd.as_fd(), cfg)) {
+            Some(Ok(ring)) => {
+                let c = ring.config();
+                log::debug!(
+                    "capture: TPACKET_V3 ring of {} × {} KiB blocks, {} ms block timeout",
+                    c.block_count,
+                    c.block_size >> 10,
+                    c.retire_ms
+                );
+                stats.ring.store(true, Ordering::Relaxed);
+                Path::Ring { ring, walk: None, ts: Instant::from_micros(0) }
+            }
+            Some(Err(e)) => {
+                log::info!("capture: no receive ring ({e}); reading one frame per recvmsg");
+                Path::Recv { buf: vec![0; BUFFER] }
+            }
+            None => Path::Recv { buf: vec![0; BUFFER] },
+        };
         let sa = sockaddr_ll(ifindex, libc::ETH_P_ALL as u16, None);
         // SAFETY: `sa` is a valid sockaddr_ll and its size is passed.
         cvt(unsafe {
             libc::bind(raw, (&sa as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
         })?;
-        Ok(LiveSource {
-            fd,
-            own_requests,
-            shutdown,
-            buf: vec![0; BUFFER],
-            index: 0,
-            stats: Arc::new(CaptureStats::default()),
-        })
+        Ok(LiveSource { fd, own_requests, shutdown, path, index: 0, stats })
     }
 
-    /// Blocks until the socket is readable (true) or shutdown was triggered (false).
-    fn wait(&self) -> io::Result<bool> {
+    /// Whether frames come from the ring.
+    pub fn uses_ring(&self) -> bool {
+        matches!(self.path, Path::Ring { .. })
+    }
+
+    /// Blocks until the socket is readable or in error (its revents), or shutdown was
+    /// triggered (None).
+    fn wait(&self) -> io::Result<Option<libc::c_short>> {
         let mut fds = [
             libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: self.shutdown.fd(), events: libc::POLLIN, revents: 0 },
@@ -230,19 +365,58 @@ impl LiveSource {
                 return Err(e);
             }
             if fds[1].revents != 0 {
-                return Ok(false);
+                return Ok(None);
             }
             if fds[0].revents != 0 {
-                return Ok(true);
+                return Ok(Some(fds[0].revents));
+            }
+        }
+    }
+
+    /// Errors the link reports (reported once per event) that mean "keep listening": the socket
+    /// delivers again when the link comes back up.
+    fn transient(e: &io::Error) -> bool {
+        if matches!(e.raw_os_error(), Some(libc::ENETDOWN | libc::ENXIO)) {
+            log::info!("capture: {e}; waiting for the link");
+            return true;
+        }
+        false
+    }
+
+    /// A pending socket error (SO_ERROR, which also clears it): the ring reports a link going
+    /// down only through poll's POLLERR, and an uncleared error would make poll return at once
+    /// for ever.
+    fn take_socket_error(&self) -> io::Result<()> {
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `err` and `len` are live for the call and `len` is `err`'s size.
+        cvt(unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        })?;
+        match err {
+            0 => Ok(()),
+            e => {
+                let e = io::Error::from_raw_os_error(e);
+                if LiveSource::transient(&e) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
             }
         }
     }
 
     /// One recvmsg: (length on the wire, packet type, aux status), or None if nothing is queued.
-    fn recv(&mut self) -> io::Result<Option<(usize, u8, u32)>> {
+    fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, u8, u32)>> {
         // SAFETY: zeroed sockaddr_ll / msghdr are valid initial values.
         let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut iov = libc::iovec { iov_base: self.buf.as_mut_ptr().cast(), iov_len: self.buf.len() };
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         let mut cmsg = [0u64; 16];
         // SAFETY: as above.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -253,17 +427,12 @@ impl LiveSource {
         msg.msg_control = cmsg.as_mut_ptr().cast();
         msg.msg_controllen = std::mem::size_of_val(&cmsg);
         // SAFETY: every pointer in `msg` refers to a live buffer of the stated size.
-        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC | libc::MSG_DONTWAIT) };
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_TRUNC | libc::MSG_DONTWAIT) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
                 Some(libc::EAGAIN | libc::EINTR) => Ok(None),
-                // The link went down under us (reported once per event): keep listening; the
-                // socket delivers again when it comes back up.
-                Some(libc::ENETDOWN | libc::ENXIO) => {
-                    log::info!("capture: {e}; waiting for the link");
-                    Ok(None)
-                }
+                _ if LiveSource::transient(&e) => Ok(None),
                 _ => Err(e),
             };
         }
@@ -281,36 +450,100 @@ impl LiveSource {
         }
         Ok(Some((n as usize, sa.sll_pkttype, status)))
     }
+
+    /// Finds the next frame that passes [`admit`]; None at shutdown, or (`block` false) when
+    /// none is at hand without waiting. The bytes stay where they are (the recv buffer or the
+    /// ring block).
+    fn advance(&mut self, block: bool) -> io::Result<Option<Found>> {
+        loop {
+            match &mut self.path {
+                Path::Recv { buf } => {
+                    if let Some((len, pkttype, status)) = LiveSource::recv(self.fd.as_raw_fd(), buf)? {
+                        let Some(dir) = admit(&self.stats, self.own_requests, pkttype, len, len.min(buf.len())) else {
+                            continue;
+                        };
+                        return Ok(Some(Found { data: 0..len, csum: checksum(status), dir, ts: SystemClock.now() }));
+                    }
+                }
+                Path::Ring { ring, walk, ts } => {
+                    if let Some((block, w)) = walk.as_mut() {
+                        match w.next_frame(ring.block(*block)) {
+                            Some(Ok(f)) => {
+                                let (wire, captured) = (f.wire_len as usize, f.data.len());
+                                let Some(dir) = admit(&self.stats, self.own_requests, f.pkttype, wire, captured) else {
+                                    continue;
+                                };
+                                return Ok(Some(Found { data: f.data, csum: checksum(f.status), dir, ts: *ts }));
+                            }
+                            Some(Err(e)) => bad_block(&self.stats, &e, "the rest of the block"),
+                            None => {}
+                        }
+                        // The walk is over: every frame lent from this block has been decoded.
+                        *walk = None;
+                        ring.release();
+                        continue;
+                    }
+                    if let Some((block, status)) = ring.ready() {
+                        if status & libc::TP_STATUS_LOSING != 0 {
+                            match ring::take_drops(self.fd.as_fd()) {
+                                Ok(n) => {
+                                    self.stats.ring_drops.fetch_add(u64::from(n), Ordering::Relaxed);
+                                }
+                                Err(e) => log::debug!("capture: PACKET_STATISTICS: {e}"),
+                            }
+                        }
+                        match Walker::new(ring.block(block)) {
+                            Ok(w) => {
+                                // One clock read per block: the worker reads its own anyway.
+                                *ts = SystemClock.now();
+                                *walk = Some((block, w));
+                            }
+                            Err(e) => {
+                                bad_block(&self.stats, &e, "the block");
+                                ring.release();
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+            if !block {
+                return Ok(None);
+            }
+            let Some(revents) = self.wait()? else { return Ok(None) };
+            if revents & libc::POLLERR != 0 && matches!(self.path, Path::Ring { .. }) {
+                self.take_socket_error()?;
+            }
+        }
+    }
+}
+
+impl LiveSource {
+    fn lend(&mut self, block: bool) -> Result<Option<Frame<'_>>, SourceError> {
+        let Some(found) = self.advance(block).map_err(SourceError::Io)? else {
+            return Ok(None);
+        };
+        self.index += 1;
+        let bytes = match &self.path {
+            Path::Recv { buf } => buf.get(found.data).unwrap_or(&[]),
+            Path::Ring { ring, walk, .. } => match walk {
+                Some((block, _)) => ring.block(*block).get(found.data).unwrap_or(&[]),
+                None => &[],
+            },
+        };
+        Ok(Some(Frame { index: self.index, ts: found.ts, bytes, csum: found.csum, dir: found.dir }))
+    }
 }
 
 impl FrameSource for LiveSource {
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, SourceError> {
-        loop {
-            let Some((len, pkttype, status)) = self.recv().map_err(SourceError::Io)? else {
-                if !self.wait().map_err(SourceError::Io)? {
-                    return Ok(None);
-                }
-                continue;
-            };
-            if pkttype == libc::PACKET_OUTGOING && !self.own_requests {
-                self.stats.outgoing.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if len > self.buf.len() {
-                self.stats.truncated.fetch_add(1, Ordering::Relaxed);
-                log::debug!("dropped a truncated frame of {len} bytes");
-                continue;
-            }
-            self.stats.frames.fetch_add(1, Ordering::Relaxed);
-            self.index += 1;
-            let csum = if status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) != 0 {
-                Checksum::Skip
-            } else {
-                Checksum::Verify
-            };
-            let dir = if pkttype == libc::PACKET_OUTGOING { Direction::Outgoing } else { Direction::Inbound };
-            return Ok(Some(Frame { index: self.index, ts: SystemClock.now(), bytes: &self.buf[..len], csum, dir }));
-        }
+        self.lend(true)
+    }
+
+    /// The rest of the current ring block, and the next block if the kernel has retired it;
+    /// on the recv path one recvmsg that does not wait.
+    fn next_ready(&mut self) -> Result<Option<Frame<'_>>, SourceError> {
+        self.lend(false)
     }
 }
 

@@ -48,6 +48,44 @@ pub fn sd_notify(msg: &str) {
     }
 }
 
+/// What the status file shows, in a form that costs no allocation: whether to write it is
+/// decided on this, and the snapshot is built only to be written (the worker calls the sink
+/// once per batch of frames, so under a flood thousands of times a second).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Fingerprint {
+    /// What makes a write due at once: the server, its connection, the kind of last decision.
+    shown: Shown,
+    lease: Option<crate::engine::state::LeaseState>,
+    client: &'static str,
+    /// Every counter only grows, so their sum changes when any of them does.
+    counted: u64,
+    captured: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Shown {
+    server: Option<crate::engine::state::ServerState>,
+    connected: Option<crate::engine::Instant>,
+    last: Option<(crate::engine::Input, crate::engine::Verdict)>,
+}
+
+impl Fingerprint {
+    fn of(e: &Engine, capture: &super::capture::CaptureStats) -> Fingerprint {
+        let c = e.counters();
+        Fingerprint {
+            shown: Shown {
+                server: e.state().server,
+                connected: e.connected_since(),
+                last: e.last_decision().map(|(i, v, _)| (i, v)),
+            },
+            lease: e.state().lease,
+            client: e.client_state(),
+            counted: c.verdicts.values().sum::<u64>() + c.drops.values().sum::<u64>(),
+            captured: capture.dropped_total(),
+        }
+    }
+}
+
 pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result<(), DaemonError> {
     let cfg_err = |m: String| DaemonError::Config(format!("{}: {m}", config_path.display()));
     let ifname = interface
@@ -204,29 +242,38 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
 
     let status_dir: PathBuf = cfg.state_dir.clone();
     let status_if = ifname.clone();
-    let mut last_write: Option<(std::time::Instant, serde_json::Value)> = None;
-    let mut last_snap: Option<serde_json::Value> = None;
+    let capture_stats = std::sync::Arc::clone(&source.stats);
+    let mut last_write: Option<(std::time::Instant, Fingerprint)> = None;
     let status_sink = Box::new(move |e: &Engine, now: crate::engine::Instant| {
-        let snap = status::snapshot(e, &status_if, now);
+        let fp = Fingerprint::of(e, &capture_stats);
         // A new server or a new kind of decision is written at once; counters alone at most once
         // a second, so a flood of forged frames does not become a flood of file writes.
         // Not the decision's time: a stream of identical rejects must not mean a write each.
-        let key = serde_json::json!([snap["server"], snap["last_decision"]["input"], snap["last_decision"]["verdict"]]);
         let due = match &last_write {
             None => true,
-            Some((t, k)) => *k != key || t.elapsed() >= Duration::from_secs(1),
+            Some((t, last)) => last.shown != fp.shown || t.elapsed() >= Duration::from_secs(1),
         };
         if !due {
             // Held back: written when the second is up, unless nothing changed since.
-            let same = last_snap.as_ref().is_some_and(|s| status::same_content(s, &snap));
+            let same = last_write.as_ref().is_some_and(|(_, last)| *last == fp);
             let left =
                 last_write.as_ref().map_or(Duration::ZERO, |(t, _)| Duration::from_secs(1).saturating_sub(t.elapsed()));
             return (!same).then_some(left);
         }
+        let mut snap = status::snapshot(e, &status_if, now);
+        // What the capture dropped before the engine saw it (ring overruns, truncated frames).
+        if let Some(dropped) = snap.get_mut("dropped").and_then(|d| d.as_object_mut()) {
+            for (what, n) in capture_stats.drops() {
+                dropped.insert(what.to_string(), n.into());
+            }
+        }
         if let Err(err) = status::write(&status_dir, &snap) {
             log::warn!("status: {err}");
         }
-        if last_write.as_ref().map(|(_, k)| k[0] != key[0]).unwrap_or(true) {
+        let new_server = last_write.as_ref().map_or(true, |(_, last)| {
+            (last.shown.server, last.shown.connected) != (fp.shown.server, fp.shown.connected)
+        });
+        if new_server {
             if let Some(ip) = snap["server"]["ip"].as_str() {
                 sd_notify(&format!(
                     "STATUS=following {ip}{}",
@@ -234,8 +281,7 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
                 ));
             }
         }
-        last_write = Some((std::time::Instant::now(), key));
-        last_snap = Some(snap);
+        last_write = Some((std::time::Instant::now(), fp));
         None
     });
     let mut warnings = super::decision_log::RejectWarnings::default();

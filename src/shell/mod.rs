@@ -18,6 +18,7 @@ pub mod pcap;
 pub mod pipeline;
 pub mod preflight;
 pub mod replay;
+pub mod ring;
 pub mod source;
 pub mod state_file;
 pub mod status;

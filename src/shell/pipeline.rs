@@ -1,8 +1,12 @@
 //! Wires source → capture thread → worker thread → applier thread with bounded channels.
 //!
 //! Contract: one pipeline for live and replay. The capture thread decodes borrowed views and
-//! sends only owned [`Inbound`] values; no borrowed view crosses a thread. Channels are bounded,
-//! so a flood costs CPU, not memory: replay blocks (lossless), a live source drops and counts.
+//! sends only owned [`Inbound`] values; no borrowed view crosses a thread. It sends them in
+//! batches: the first frame it waited for plus whatever the source has at hand without waiting
+//! (the rest of a ring block), so a flood costs one hand-off per block, not per frame, and a
+//! lone frame is never held back. Channels are bounded (at most [`CAPTURE_QUEUE`] batches of
+//! [`CAPTURE_BATCH`] frames), so a flood costs CPU, not memory: replay blocks (lossless), a live
+//! source drops and counts.
 
 use super::applier::Applier;
 use super::source::{FrameSource, SourceError};
@@ -13,7 +17,9 @@ use crossbeam_channel::bounded;
 use std::collections::BTreeMap;
 use std::thread;
 
-const CAPTURE_QUEUE: usize = 1024;
+/// Frames per hand-off to the worker, and hand-offs queued: 1024 frames at most in flight.
+pub const CAPTURE_BATCH: usize = 128;
+pub const CAPTURE_QUEUE: usize = 8;
 const APPLIER_QUEUE: usize = 1024;
 
 /// What a run saw, for `replay`'s exit code and for `status`.
@@ -56,25 +62,36 @@ pub fn run(
     let capture = thread::Builder::new().name("capture".into()).spawn(move || {
         let mut s = Summary::default();
         let mut last = None;
-        loop {
-            let f = match source.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    s.source_error = Some(e);
-                    break;
-                }
-            };
-            s.frames += 1;
-            last = Some(f.ts);
-            match decode_frame_from(Some(f.index), f.bytes, f.csum, f.dir, &ctx) {
-                Decoded::Filtered => s.filtered += 1,
-                Decoded::Dropped(why) => *s.capture_drops.entry(why).or_default() += 1,
-                Decoded::Inbound(i) => {
-                    if cap_tx.send(CaptureMsg::Frame(f.ts, i)).is_err() {
+        let mut ended = false;
+        while !ended {
+            let mut batch = Vec::new();
+            // Wait for one frame, then take only what is at hand.
+            let mut waited = false;
+            while batch.len() < CAPTURE_BATCH {
+                let next = if waited { source.next_ready() } else { source.next_frame() };
+                let f = match next {
+                    Ok(Some(f)) => f,
+                    Ok(None) => {
+                        ended = !waited;
                         break;
                     }
+                    Err(e) => {
+                        s.source_error = Some(e);
+                        ended = true;
+                        break;
+                    }
+                };
+                waited = true;
+                s.frames += 1;
+                last = Some(f.ts);
+                match decode_frame_from(Some(f.index), f.bytes, f.csum, f.dir, &ctx) {
+                    Decoded::Filtered => s.filtered += 1,
+                    Decoded::Dropped(why) => *s.capture_drops.entry(why).or_default() += 1,
+                    Decoded::Inbound(i) => batch.push((f.ts, i)),
                 }
+            }
+            if !batch.is_empty() && cap_tx.send(CaptureMsg::Frames(batch)).is_err() {
+                break;
             }
         }
         let _ = cap_tx.send(CaptureMsg::End(last));

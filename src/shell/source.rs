@@ -2,7 +2,8 @@
 //! [`FrameSource`] and yield the same [`Frame`], so everything downstream is shared.
 //!
 //! Contract: a source lends one frame at a time from its own buffer (no copy); the capture
-//! thread decodes it before asking for the next.
+//! thread decodes it before asking for the next. [`FrameSource::next_ready`] never blocks, so
+//! the capture thread can hand on everything already at hand (a ring block's worth) at once.
 
 use super::pcap::{PcapError, Reader};
 use crate::engine::Instant;
@@ -42,6 +43,12 @@ impl std::error::Error for SourceError {}
 pub trait FrameSource: Send {
     /// The next frame, or `Ok(None)` when the source is exhausted (end of file, shutdown).
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, SourceError>;
+
+    /// The next frame only if it is at hand without waiting; `Ok(None)` says nothing about the
+    /// end (ask [`FrameSource::next_frame`]). The default has never anything at hand.
+    fn next_ready(&mut self) -> Result<Option<Frame<'_>>, SourceError> {
+        Ok(None)
+    }
 }
 
 pub struct PcapSource {
@@ -63,6 +70,11 @@ impl PcapSource {
 }
 
 impl FrameSource for PcapSource {
+    /// A file never makes the reader wait.
+    fn next_ready(&mut self) -> Result<Option<Frame<'_>>, SourceError> {
+        self.next_frame()
+    }
+
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, SourceError> {
         match self.reader.next_record().map_err(SourceError::Pcap)? {
             None => Ok(None),

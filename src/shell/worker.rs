@@ -5,7 +5,8 @@
 //! Contract: in replay the clock is the capture's: before each frame every deadline up to the
 //! frame's time runs, and at the end every deadline up to the last frame's time; nothing after
 //! the last frame runs. Live, the clocks are read once per wakeup: CLOCK_BOOTTIME for the engine,
-//! wall time only to convert a decision's time for its log line.
+//! wall time only to convert a decision's time for its log line; the frames of one batch from
+//! the capture thread are decided at that time, and the status sink runs once after them.
 //!
 //! Live, `transmit` actions are carried out here, in order, by [`FrameTx`], and never reach the
 //! applier: a frame changes no kernel state, so its order against the applier's actions does
@@ -27,7 +28,8 @@ use crossbeam_channel::{select, Receiver, Sender};
 /// From the capture thread.
 #[derive(Debug)]
 pub enum CaptureMsg {
-    Frame(Instant, Inbound),
+    /// Frames in capture order, each with its source's time (replay: the pcap's).
+    Frames(Vec<(Instant, Inbound)>),
     /// The source ended; the time of its last frame (replay runs deadlines up to it).
     End(Option<Instant>),
 }
@@ -160,11 +162,13 @@ impl Worker {
     fn run_replay(&mut self, rx: &Receiver<CaptureMsg>) {
         for msg in rx.iter() {
             match msg {
-                CaptureMsg::Frame(t, inbound) => {
-                    self.run_timers(t, false);
-                    self.engine.handle_frame(t, &inbound);
-                    self.flush();
-                    self.wait_results(t);
+                CaptureMsg::Frames(frames) => {
+                    for (t, inbound) in frames {
+                        self.run_timers(t, false);
+                        self.engine.handle_frame(t, &inbound);
+                        self.flush();
+                        self.wait_results(t);
+                    }
                 }
                 CaptureMsg::End(last) => {
                     if let Some(t) = last {
@@ -207,6 +211,14 @@ impl Worker {
         now
     }
 
+    /// A clean stop: what the engine does on the way out (a DHCPRELEASE with release_on_stop)
+    /// still reaches the applier, which drains before exit.
+    fn stop_live(&mut self, clock: &dyn Clock) {
+        let now = self.wake(clock);
+        self.engine.stop(now);
+        self.flush();
+    }
+
     fn run_live(&mut self, rx: &Receiver<CaptureMsg>, clock: &dyn Clock) {
         let now = self.wake(clock);
         self.engine.start(now);
@@ -225,21 +237,20 @@ impl Worker {
             };
             select! {
                 recv(rx) -> msg => match msg {
-                    Ok(CaptureMsg::Frame(_, inbound)) => {
+                    Ok(CaptureMsg::Frames(frames)) => {
+                        // A batch (a ring block's worth under load) is decided at one `now`,
+                        // one clock read per wakeup, and the status sink runs once after it:
+                        // under a flood its snapshot, not the decisions, was most of this
+                        // thread's time (benches/live.rs).
                         let now = self.wake(clock);
                         self.run_timers(now, true);
-                        self.engine.handle_frame(now, &inbound);
-                        self.flush();
+                        for (_, inbound) in &frames {
+                            self.engine.handle_frame(now, inbound);
+                            self.flush();
+                        }
                         self.changed(now);
                     }
-                    Ok(CaptureMsg::End(_)) | Err(_) => {
-                        // A clean stop: what the engine does on the way out (a DHCPRELEASE with
-                        // release_on_stop) still reaches the applier, which drains before exit.
-                        let now = self.wake(clock);
-                        self.engine.stop(now);
-                        self.flush();
-                        return;
-                    }
+                    Ok(CaptureMsg::End(_)) | Err(_) => return self.stop_live(clock),
                 },
                 recv(self.results) -> r => if let Ok(r) = r {
                     let now = self.wake(clock);

@@ -220,7 +220,7 @@ fn attack_unwritable_state_dir_raises_persist_failed_and_holds_hooks_until_writt
     .frame(47474);
     let ctx = DecodeContext { mac: ME, port: 47474, server_option: 224 };
     let Decoded::Inbound(inbound) = decode_frame(Some(1), &frame, Checksum::Verify, &ctx) else { panic!("decode") };
-    cap_tx.send(CaptureMsg::Frame(ipsyncd::engine::Instant::default(), inbound)).unwrap();
+    cap_tx.send(CaptureMsg::Frames(vec![(ipsyncd::engine::Instant::default(), inbound)])).unwrap();
 
     let persist_failed = |s: &Seen| {
         s.lock().iter().any(|d| {

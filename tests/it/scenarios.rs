@@ -527,3 +527,96 @@ fn r7_live_a_received_frame_with_our_own_mac_is_a_forgery_and_arms_nothing() {
     other[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x66]);
     assert_eq!(decode_frame_from(Some(1), &other, Checksum::Verify, Direction::Outgoing, &ctx), Decoded::Filtered);
 }
+
+/// An ANNOUNCE of `ip` at B's MAC, sent from `src`, signed with `key`.
+fn announce_of(ip: Ipv4Addr, seq: u64, src: Mac, key: &[u8]) -> Vec<u8> {
+    let mut f = Announce {
+        key_id: 1,
+        key: Signer::Hmac(key),
+        sequence: seq,
+        server_ip: ip,
+        server_mac: Mac([2, 0, 0, 0, 0, 2]),
+        previous_ip: None,
+        server_name: None,
+        service_port: None,
+    }
+    .frame(47474);
+    f[6..12].copy_from_slice(&src.0);
+    f
+}
+
+#[test]
+fn r8_a_flood_forged_from_the_servers_own_mac_costs_bounded_checks_and_other_macs_never_starve_it() {
+    use ipsyncd::engine::limits::{VERIFY_SERVER_PER_SEC, VERIFY_SERVER_RESERVE};
+    let mut e = Engine::new(cfg(Mode::Follow, AcdMode::Optimistic), State::default(), 0);
+    let b = Mac([2, 0, 0, 0, 0, 2]);
+    let (b_ip, c_ip, d_ip) = (Ipv4Addr::new(10, 77, 0, 20), Ipv4Addr::new(10, 77, 0, 30), Ipv4Addr::new(10, 77, 0, 40));
+    e.handle_frame(T0, &inbound(&announce_of(b_ip, 1000, b, &KEY)));
+    assert_eq!(decisions(&mut e)[0].verdict, Verdict::Apply, "B pinned at its MAC");
+    let drops = |e: &Engine, what: &str| e.counters().drops.get(what).copied().unwrap_or(0);
+
+    // 5000 forgeries from B's own MAC, fresh sequences, in one instant: B's per-source bucket
+    // decides its 49 remaining; past it only the server lane's spare checks are spent.
+    let t = T0.add_ms(1);
+    for i in 0..5000u64 {
+        e.handle_frame(t, &inbound(&announce_of(c_ip, 2000 + i, b, &[0; 32])));
+    }
+    let d = decisions(&mut e);
+    assert_eq!(d.len(), 49);
+    assert!(d.iter().all(|d| d.reason == Some("bad_mac")));
+    // The lane's spare: its burst less the reserve, less what B's 49 frames within its limit
+    // took (its first ANNOUNCE, before B was pinned, was paid from the other lane).
+    let checked_past_limit = drops(&e, "rate_limited");
+    assert_eq!(checked_past_limit, VERIFY_SERVER_PER_SEC - VERIFY_SERVER_RESERVE - 49, "spare checks only");
+    assert_eq!(drops(&e, "verify_budget"), 5000 - 49 - checked_past_limit, "the rest never checked");
+    // Forged sequences commit nothing.
+    assert_eq!(e.state().sequences.get(&1), Some(&1000));
+
+    // 3000 forgeries from 3000 other MACs: the all-sources limit and their own lane hold them;
+    // B's lane is untouched, so B's genuine move 10 ms later (its own bucket still drained) is
+    // checked from the spare budget that refilled meanwhile, and applied.
+    let t = T0.add_ms(2);
+    for i in 0..3000u32 {
+        let m = Mac([2, 0xaa, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        e.handle_frame(t, &inbound(&announce_of(d_ip, 10_000 + u64::from(i), m, &[0; 32])));
+    }
+    let d = decisions(&mut e);
+    assert!(d.len() <= 500 && d.iter().all(|d| d.reason == Some("bad_mac")), "{}", d.len());
+    let t = T0.add_ms(12);
+    e.handle_frame(t, &inbound(&announce_of(c_ip, 100_000, b, &KEY)));
+    let d = decisions(&mut e);
+    assert_eq!((d.len(), d[0].verdict, d[0].server_ip), (1, Verdict::Apply, Some(c_ip)), "{d:?}");
+    assert_eq!(e.state().sequences.get(&1), Some(&100_000));
+}
+
+#[test]
+fn r8_within_the_rate_limits_the_verification_budget_never_refuses() {
+    // DESIGN §5: below the limits every frame gets its decision. B's first ANNOUNCE and 499
+    // other sources at once (the all-sources limit), B at 50/s for two seconds, and forged
+    // FORCERENEWs from 500 MACs at once.
+    let mut e = Engine::new(cfg(Mode::Follow, AcdMode::Optimistic), State::default(), 0);
+    let b = Mac([2, 0, 0, 0, 0, 2]);
+    e.handle_frame(T0, &inbound(&announce_of(Ipv4Addr::new(10, 77, 0, 20), 1, b, &KEY)));
+    let mut n = decisions(&mut e).len();
+    let wrong = ForceRenewAuth::Delayed { secret_id: 1, key: b"not-the-secret" };
+    for i in 0..500u32 {
+        let m = Mac([2, 0xaa, 0, 0, (i >> 8) as u8, i as u8]);
+        if i < 499 {
+            let f = announce_of(Ipv4Addr::new(10, 77, 0, 40), 10 + u64::from(i), m, &[0; 32]);
+            e.handle_frame(T0.add_ms(1), &inbound(&f));
+        }
+        let mut f = forcerenew_frame(wrong, 5 + u64::from(i));
+        f[6..12].copy_from_slice(&m.0);
+        e.handle_frame(T0.add_ms(1), &inbound(&f));
+    }
+    for i in 0..100u64 {
+        e.handle_frame(
+            T0.add_ms(20 + i * 20),
+            &inbound(&announce_of(Ipv4Addr::new(10, 77, 0, 20), 2 + i, b, &[0; 32])),
+        );
+    }
+    n += decisions(&mut e).len();
+    assert_eq!(n, 1 + 499 + 500 + 100);
+    assert_eq!(e.counters().drops.get("verify_budget"), None);
+    assert_eq!(e.counters().drops.get("rate_limited"), None);
+}
