@@ -8,6 +8,7 @@
 
 pub mod announce;
 mod conn_table;
+pub mod dhcp_watch;
 pub mod error;
 pub mod forcerenew;
 pub mod keygen;

@@ -54,6 +54,24 @@ const FILTER: [libc::sock_filter; 15] = [
 ];
 const PORT_INSN: usize = 12;
 
+/// `tcpdump -dd -y EN10MB 'inbound and ip and udp and dst port 67'`, first fragments only: what
+/// DHCP clients send to the server.
+const DHCP_SERVER_FILTER: [libc::sock_filter; 13] = [
+    bpf(0x28, 0, 0, 0xfffff004),  // ldh [type]          (SKF_AD_PKTTYPE)
+    bpf(0x15, 10, 0, 0x00000004), // jeq #OUTGOING → drop
+    bpf(0x28, 0, 0, 0x0000000c),  // ldh [12]            ethertype
+    bpf(0x15, 0, 8, 0x00000800),  // jeq #IPv4 else drop
+    bpf(0x30, 0, 0, 0x00000017),  // ldb [23]            protocol
+    bpf(0x15, 0, 6, 0x00000011),  // jeq #UDP else drop
+    bpf(0x28, 0, 0, 0x00000014),  // ldh [20]            flags+fragment
+    bpf(0x45, 4, 0, 0x00001fff),  // jset #0x1fff → drop (not the first fragment)
+    bpf(0xb1, 0, 0, 0x0000000e),  // ldxb 4*([14]&0xf)   IHL
+    bpf(0x48, 0, 0, 0x00000010),  // ldh [x + 16]        UDP destination port
+    bpf(0x15, 0, 1, 0x00000043),  // jeq #67 → accept else drop
+    bpf(0x06, 0, 0, 0x00040000),  // ret #262144         accept
+    bpf(0x06, 0, 0, 0x00000000),  // ret #0              drop
+];
+
 const fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
@@ -300,15 +318,30 @@ impl LiveSource {
         shutdown: Shutdown,
         ring: Option<RingConfig>,
     ) -> io::Result<LiveSource> {
-        let fd = packet_socket()?;
-        let raw = fd.as_raw_fd();
         let mut plain = filter_for_port(port);
         let mut follow = follow_filter_for_port(port);
-        let prog = if own_requests {
-            libc::sock_fprog { len: follow.len() as u16, filter: follow.as_mut_ptr() }
-        } else {
-            libc::sock_fprog { len: plain.len() as u16, filter: plain.as_mut_ptr() }
-        };
+        let filter: &mut [libc::sock_filter] = if own_requests { &mut follow } else { &mut plain };
+        LiveSource::open_filter(ifindex, filter, own_requests, shutdown, ring)
+    }
+
+    /// The DHCP server's side (`serve --interface`, `forcerenew`): inbound UDP to port 67 only,
+    /// the clients' DISCOVERs, REQUESTs and RELEASEs, whose xids and addresses the senders learn.
+    pub fn open_dhcp_server(ifindex: u32, shutdown: Shutdown) -> io::Result<LiveSource> {
+        let mut f = DHCP_SERVER_FILTER;
+        LiveSource::open_filter(ifindex, &mut f, false, shutdown, ring_wanted().then_some(RingConfig::DEFAULT))
+    }
+
+    fn open_filter(
+        ifindex: u32,
+        filter: &mut [libc::sock_filter],
+        own_requests: bool,
+        shutdown: Shutdown,
+        ring: Option<RingConfig>,
+    ) -> io::Result<LiveSource> {
+        let fd = packet_socket()?;
+        let raw = fd.as_raw_fd();
+        let len = u16::try_from(filter.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let prog = libc::sock_fprog { len, filter: filter.as_mut_ptr() };
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
         setsockopt(raw, libc::SOL_SOCKET, SO_LOCK_FILTER, &1i32)?;
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_AUXDATA, &1i32)?;
@@ -340,6 +373,11 @@ impl LiveSource {
             libc::bind(raw, (&sa as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
         })?;
         Ok(LiveSource { fd, own_requests, shutdown, path, index: 0, stats })
+    }
+
+    /// The socket, for an event loop that waits on it beside other descriptors (`serve`).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 
     /// Whether frames come from the ring.
