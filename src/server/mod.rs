@@ -7,6 +7,7 @@
 //! never uses the server side.
 
 pub mod announce;
+pub mod campaign;
 mod conn_table;
 pub mod dhcp_watch;
 pub mod error;
