@@ -1,7 +1,8 @@
 //! `ipsyncd`: the command line (DESIGN §6), and only that: the clap definitions, loading the
 //! config, and dispatch to the module that does each subcommand's work.
 //!
-//! Contract: exit 0 on success, 1 on a runtime failure, 2 on a usage or config error; every
+//! Contract: exit 0 on success, 1 on a runtime failure, 2 on a usage or config error, 3 when
+//! `forcerenew --require-confirm` saw a client not renew; every
 //! error message names the file, the key and what was expected. The modules return typed
 //! errors; this file alone maps them to exit codes.
 
@@ -85,6 +86,10 @@ enum Cmd {
         /// How many announcements to send [default: 1].
         #[arg(long)]
         count: Option<u64>,
+        /// Also send each announcement unicast to every live lease of this DHCP server (a
+        /// dnsmasq lease file, a Kea memfile CSV, or kea:PATH), so terminals behind routers hear it.
+        #[arg(long, value_name = "SOURCE")]
+        leases: Option<String>,
     },
     /// Send authenticated FORCERENEW to terminals (cloud-server side).
     Forcerenew {
@@ -100,15 +105,23 @@ enum Cmd {
         /// The client's MAC (aa:bb:cc:dd:ee:ff).
         #[arg(long)]
         client_mac: Option<String>,
-        /// Lease file of the clients to reach (not available in this build yet).
-        #[arg(long)]
-        leases: Option<PathBuf>,
-        /// Resends after the first, one second apart [default: 0].
-        #[arg(long)]
-        retries: Option<u32>,
-        /// Fail unless every client renews (not available in this build yet).
+        /// Every live lease of a DHCP server: a dnsmasq lease file, a Kea memfile CSV (both
+        /// detected by content), or kea:PATH for Kea's control socket.
+        #[arg(long, value_name = "SOURCE")]
+        leases: Option<String>,
+        /// Resends after the first, with doubling gaps from 250 ms, until the client's REQUEST
+        /// is seen.
+        #[arg(long, default_value_t = 4)]
+        retries: u32,
+        /// First FORCERENEWs per second (retries share the rate).
+        #[arg(long, default_value_t = 20_000)]
+        rate: u32,
+        /// Exit 3 unless every client renewed (its REQUEST was seen).
         #[arg(long)]
         require_confirm: bool,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Answer HELLO with WELCOME (cloud-server side).
     Serve {
@@ -145,6 +158,8 @@ enum Fail {
     Usage(String),
     /// The system refused: exit 1.
     Runtime(String),
+    /// The work was done but not confirmed (`forcerenew --require-confirm`): exit 3.
+    Unconfirmed(String),
 }
 
 impl From<ReplayError> for Fail {
@@ -240,15 +255,29 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             let (cpath, cfg) = load_config(config)?;
             Ok(status::show(&cfg, &cpath, json)?)
         }
-        Cmd::Announce { interface, config, address, previous, watch, interval, count } => {
+        Cmd::Announce { interface, config, address, previous, watch, interval, count, leases } => {
             let (cpath, cfg) = load_config(config)?;
-            let req = announce::Request { interface, address, previous, watch, interval, count };
+            let req = announce::Request { interface, address, previous, watch, leases, interval, count };
             Ok(announce::run(&cfg, &cpath, req)?)
         }
-        Cmd::Forcerenew { interface, config, client, client_mac, leases, retries, require_confirm } => {
+        Cmd::Forcerenew { interface, config, client, client_mac, leases, retries, rate, require_confirm, json } => {
             let (cpath, cfg) = load_config(config)?;
-            let req = forcerenew::Request { interface, client, client_mac, leases, retries, require_confirm };
-            Ok(forcerenew::run(&cfg, &cpath, req)?)
+            let req = forcerenew::Request {
+                interface,
+                client,
+                client_mac,
+                leases,
+                retries: Some(retries),
+                rate: Some(rate),
+                require_confirm,
+                json,
+            };
+            match forcerenew::run(&cfg, &cpath, req)? {
+                forcerenew::Outcome::Sent => Ok(()),
+                forcerenew::Outcome::Unconfirmed { missing } => {
+                    Err(Fail::Unconfirmed(format!("{missing} clients did not renew (--require-confirm)")))
+                }
+            }
         }
         Cmd::Serve { config, listen } => {
             let (cpath, cfg) = load_config(config)?;
@@ -290,6 +319,10 @@ fn main() -> ExitCode {
         Err(Fail::Runtime(m)) => {
             eprintln!("ipsyncd: {m}");
             ExitCode::from(1)
+        }
+        Err(Fail::Unconfirmed(m)) => {
+            eprintln!("ipsyncd: {m}");
+            ExitCode::from(3)
         }
     }
 }

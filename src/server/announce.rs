@@ -1,5 +1,12 @@
 //! `ipsyncd announce`: broadcasts the server's signed ANNOUNCE on one interface, once, `--count`
-//! times, or with `--watch` whenever the interface gains a new address.
+//! times, or with `--watch` whenever the interface gains a new address. With `--leases SOURCE`
+//! each announcement also goes unicast to every live lease, so terminals behind routers hear it
+//! (a broadcast stays on its segment).
+//!
+//! Each unicast copy has its own sequence, above the broadcast's: a terminal that hears both
+//! takes the first and finds the second the same address (`same`), never a replay. The copies
+//! are paced like `forcerenew` ([`Pacer`], 20,000 a second by default) and the lease source is
+//! read again for every announcement, so `--watch` follows the DHCP server's fleet.
 //!
 //! Contract: the sequence follows DESIGN §4.3 (max(last + 1, µs since the epoch)) and the last
 //! value sent is persisted in `state_dir/announce.seq` before the datagram leaves, so a restart
@@ -8,13 +15,12 @@
 //! signed with the config's Ed25519 signing key when it has one, else with its first shared
 //! `[[key]]` secret ([`Config::signing_key`]).
 
+use super::campaign::{Pacer, Policy};
 use super::error::ToolError;
-use super::sequence;
-use super::Announce;
+use super::{fleet, sequence, Announce};
 use crate::config::{Config, IpsyncKey};
 use crate::shell::clock;
 use crate::shell::netlink::{self, Netlink};
-use crate::wire::sig::Signer;
 use crate::wire::Mac;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -26,6 +32,14 @@ pub const SEQ_FILE: &str = "announce.seq";
 pub struct Sender {
     sock: UdpSocket,
     port: u16,
+}
+
+/// What one announcement's unicast copies did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Unicast {
+    pub sent: usize,
+    /// The kernel had no route or neighbour for the lease (EHOSTUNREACH, ENETUNREACH).
+    pub unreachable: usize,
 }
 
 impl Sender {
@@ -50,35 +64,13 @@ impl Sender {
     }
 
     pub fn send(&self, payload: &[u8]) -> std::io::Result<()> {
-        self.sock.send_to(payload, SocketAddrV4::new(Ipv4Addr::BROADCAST, self.port)).map(|_| ())
+        self.send_to(payload, Ipv4Addr::BROADCAST)
     }
-}
 
-/// Builds, persists and sends one announcement; returns its sequence.
-#[allow(clippy::too_many_arguments)]
-pub fn announce_once(
-    sender: &Sender,
-    state_dir: &Path,
-    key_id: u32,
-    key: Signer<'_>,
-    ip: Ipv4Addr,
-    mac: Mac,
-    previous: Option<Ipv4Addr>,
-    now_unix_us: u64,
-) -> std::io::Result<u64> {
-    let sequence = sequence::take_persisted(state_dir, SEQ_FILE, now_unix_us)?;
-    let a = Announce {
-        key_id,
-        key,
-        sequence,
-        server_ip: ip,
-        server_mac: mac,
-        previous_ip: previous,
-        server_name: None,
-        service_port: None,
-    };
-    sender.send(&a.payload())?;
-    Ok(sequence)
+    /// To one address; the kernel routes it (across routers, through this interface only).
+    pub fn send_to(&self, payload: &[u8], to: Ipv4Addr) -> std::io::Result<()> {
+        self.sock.send_to(payload, SocketAddrV4::new(to, self.port)).map(|_| ())
+    }
 }
 
 /// The command line's request, as given.
@@ -90,6 +82,8 @@ pub struct Request {
     /// PREVIOUS_IPV4: the address the terminals may still follow.
     pub previous: Option<String>,
     pub watch: bool,
+    /// Also unicast to every live lease of this source (as `forcerenew --leases`).
+    pub leases: Option<String>,
     /// Seconds between announcements (`--count`), or between refreshes (`--watch`).
     pub interval: Option<u64>,
     pub count: Option<u64>,
@@ -98,6 +92,7 @@ pub struct Request {
 /// What every announcement of one run shares.
 struct Announcer<'a> {
     interface: &'a str,
+    leases: Option<&'a str>,
     cfg: &'a Config,
     key_id: u32,
     key: IpsyncKey,
@@ -111,21 +106,75 @@ impl Announcer<'_> {
     }
 
     fn send(&self, sender: &Sender, ip: Ipv4Addr, previous: Option<Ipv4Addr>) -> Result<(), ToolError> {
-        let seq = announce_once(
-            sender,
-            &self.cfg.state_dir,
-            self.key_id,
-            // signing_key() only returns keys that can sign.
-            self.key.signer().ok_or_else(|| ToolError::Usage("[[key]]: no signing key".into()))?,
-            ip,
-            self.mac,
-            previous,
-            clock::unix_us(),
-        )
-        .map_err(|e| ToolError::Runtime(format!("announce {ip}: {e}")))?;
-        log::info!("announced {ip} ({}) on {}, sequence {seq}", self.mac, self.interface);
+        // signing_key() only returns keys that can sign.
+        let key = self.key.signer().ok_or_else(|| ToolError::Usage("[[key]]: no signing key".into()))?;
+        let leases = self.leases.map(fleet::read).transpose()?.map(|l| l.leases).unwrap_or_default();
+        let count = leases.len() as u64 + 1;
+        let first = sequence::take_block(&self.cfg.state_dir, SEQ_FILE, clock::unix_us(), count)
+            .map_err(|e| ToolError::Runtime(format!("{}: {e}", self.cfg.state_dir.display())))?;
+        let payload = |sequence| {
+            Announce {
+                key_id: self.key_id,
+                key,
+                sequence,
+                server_ip: ip,
+                server_mac: self.mac,
+                previous_ip: previous,
+                server_name: None,
+                service_port: None,
+            }
+            .payload()
+        };
+        sender.send(&payload(first)).map_err(|e| ToolError::Runtime(format!("announce {ip}: {e}")))?;
+        log::info!("announced {ip} ({}) on {}, sequence {first}", self.mac, self.interface);
+        if let Some(source) = self.leases {
+            let u = unicast(sender, leases.iter().map(|l| l.ip), |i| payload(first + 1 + i as u64))
+                .map_err(|e| ToolError::Runtime(format!("announce {ip} to the leases of {source}: {e}")))?;
+            log::info!(
+                "announced {ip} unicast to {} leases of {source} ({} unreachable), sequences {}..={}",
+                u.sent,
+                u.unreachable,
+                first + 1,
+                first + u.sent as u64 + u.unreachable as u64
+            );
+        }
         Ok(())
     }
+}
+
+/// Sends `payload(i)` to each address in turn, paced; a full device queue is waited out, an
+/// unroutable address counted.
+fn unicast(
+    sender: &Sender,
+    to: impl Iterator<Item = Ipv4Addr>,
+    payload: impl Fn(usize) -> Vec<u8>,
+) -> std::io::Result<Unicast> {
+    let mut pacer = Pacer::new(Policy::DEFAULT_RATE, Policy::default().burst, clock::boottime());
+    let mut out = Unicast::default();
+    for (i, ip) in to.enumerate() {
+        let bytes = payload(i);
+        loop {
+            let now = clock::boottime();
+            if !pacer.try_take(now) {
+                std::thread::sleep(Duration::from_micros(pacer.earliest().saturating_sub(now).max(50)));
+                continue;
+            }
+            match sender.send_to(&bytes, ip) {
+                Ok(()) => out.sent += 1,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) => {
+                    pacer.push_back(now);
+                    continue;
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EHOSTUNREACH | libc::ENETUNREACH)) => {
+                    log::debug!("announce to {ip}: {e}");
+                    out.unreachable += 1;
+                }
+                Err(e) => return Err(e),
+            }
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// `ipsyncd announce`. `config_path` names the config in errors.
@@ -152,7 +201,7 @@ pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<(), ToolErr
     };
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| ToolError::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
-    let signer = Announcer { interface, cfg, key_id, key, mac };
+    let signer = Announcer { interface, leases: req.leases.as_deref(), cfg, key_id, key, mac };
     // Opened before anything is sent, so a bad address fails at once, in either mode.
     let sender = signer.open(ip)?;
     if req.watch {

@@ -121,6 +121,42 @@ pub struct Report {
     pub clients: Vec<ClientReport>,
 }
 
+/// A GCRA rate limit: `rate_per_s` frames a second on average, up to `burst` at once. Shared by
+/// `forcerenew` (through [`Campaign`]) and `announce --leases`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacer {
+    interval_us: u64,
+    tolerance_us: u64,
+    /// The theoretical arrival time of the next frame.
+    tat: Instant,
+}
+
+impl Pacer {
+    pub fn new(rate_per_s: u32, burst: u32, now: Instant) -> Pacer {
+        let interval_us = (1_000_000 / u64::from(rate_per_s.max(1))).max(1);
+        Pacer { interval_us, tolerance_us: interval_us.saturating_mul(u64::from(burst.max(1) - 1)), tat: now }
+    }
+
+    /// The earliest time the next frame may go.
+    pub fn earliest(&self) -> Instant {
+        Instant(self.tat.micros().saturating_sub(self.tolerance_us))
+    }
+
+    /// Takes the right to send one frame now, if the rate allows.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        if now < self.earliest() {
+            return false;
+        }
+        self.tat = Instant(self.tat.max(now).micros() + self.interval_us);
+        true
+    }
+
+    /// The device had no room: hold the rate back by one frame so its queue can drain.
+    pub fn push_back(&mut self, now: Instant) {
+        self.tat = Instant(self.tat.max(now).micros() + self.interval_us);
+    }
+}
+
 pub struct Campaign {
     policy: Policy,
     targets: Vec<Target>,
@@ -133,8 +169,7 @@ pub struct Campaign {
     due: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Sends the kernel refused, to go out again first.
     blocked: Vec<Send>,
-    /// GCRA: the theoretical arrival time of the next frame.
-    tat: Instant,
+    pacer: Pacer,
     frames: u64,
     last_event: Instant,
     first_sends_done: Option<Instant>,
@@ -154,7 +189,8 @@ impl Campaign {
         }
         let n = unique.len();
         Campaign {
-            policy: Policy { rate_per_s: policy.rate_per_s.max(1), burst: policy.burst.max(1), ..policy },
+            policy,
+            pacer: Pacer::new(policy.rate_per_s, policy.burst, now),
             targets: unique,
             progress: vec![Progress::Queued; n],
             by_mac,
@@ -162,7 +198,6 @@ impl Campaign {
             next_first: 0,
             due: BinaryHeap::new(),
             blocked: Vec::new(),
-            tat: now,
             frames: 0,
             last_event: now,
             first_sends_done: (n == 0).then_some(now),
@@ -181,22 +216,12 @@ impl Campaign {
         self.progress.get(index).copied()
     }
 
-    fn frame_interval_us(&self) -> u64 {
-        (1_000_000 / u64::from(self.policy.rate_per_s)).max(1)
-    }
-
-    /// GCRA: a frame may go now if the theoretical arrival time is within the burst tolerance.
     fn earliest_send(&self) -> Instant {
-        let tolerance = self.frame_interval_us().saturating_mul(u64::from(self.policy.burst - 1));
-        Instant(self.tat.micros().saturating_sub(tolerance))
+        self.pacer.earliest()
     }
 
     fn take_token(&mut self, now: Instant) -> bool {
-        if now < self.earliest_send() {
-            return false;
-        }
-        self.tat = Instant(self.tat.max(now).micros() + self.frame_interval_us());
-        true
+        self.pacer.try_take(now)
     }
 
     /// Moves clients whose last interval ran out to NotRenewed; returns the next resend due now.
@@ -288,8 +313,7 @@ impl Campaign {
     /// not counted as an attempt the client could have answered.
     pub fn handle_send_blocked(&mut self, now: Instant, send: Send) {
         self.frames = self.frames.saturating_sub(1);
-        // Pushes the rate back by one frame interval so the queue can drain.
-        self.tat = Instant(self.tat.max(now).micros() + self.frame_interval_us());
+        self.pacer.push_back(now);
         self.blocked.push(send);
     }
 

@@ -1,24 +1,29 @@
-//! `ipsyncd forcerenew`: sends an authenticated FORCERENEW (RFC 3203) to one client.
+//! `ipsyncd forcerenew`: authenticated FORCERENEW (RFC 3203) to one client or to every live
+//! lease of a DHCP server, until each one renews.
 //!
 //! Contract: signed per `[forcerenew]` (RFC 3118 delayed auth with a `[[dhcp_key]]`, or the
-//! RFC 6704 reconfigure key); the replay counter follows the sequence rule of DESIGN §4.3 and is
-//! persisted before the frame leaves, so it strictly increases across runs (dhcpcd rejects an
-//! equal counter). The xid comes from the xid file when it knows the client (dhcpcd acts only on
-//! the xid of its last exchange); ipsyncd terminals accept any. The frame is sent from the
-//! interface's address on the client's subnet (else its first), `--retries` more times a second
-//! apart.
+//! RFC 6704 reconfigure key). The replay counters follow the sequence rule of DESIGN §4.3 and
+//! are persisted a block at a time before the first frame of the block leaves, so they strictly
+//! increase across frames and runs (dhcpcd rejects an equal counter). The xid comes from the
+//! xid file when it knows the client (dhcpcd acts only on the xid of its last exchange; ipsyncd
+//! terminals accept any). Each frame is sent from the interface's address on the client's
+//! subnet, else its first. Who is sent what and when is [`Campaign`]'s policy (pacing, doubling
+//! retries, "renewed" = its REQUEST seen on the interface); this file only executes it and
+//! prints the report of DESIGN §6. A frame the device had no room for is sent again, not lost.
 
+use super::campaign::{Campaign, Policy, Report, Target};
+use super::dhcp_watch::DhcpWatch;
 use super::error::ToolError;
-use super::{sequence, ForceRenew, ForceRenewAuth};
+use super::{fleet, sequence, ForceRenew, ForceRenewAuth};
 use crate::config::{self, Config, ForceRenewAuth as AuthKind};
 use crate::shell::capture::Transmitter;
 use crate::shell::clock;
 use crate::shell::netlink::Netlink;
+use crate::wire::dhcpv4::MessageType;
 use crate::wire::Mac;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::Duration;
 
 pub const REPLAY_FILE: &str = "forcerenew.replay";
 
@@ -61,93 +66,285 @@ pub struct Request {
     pub interface: String,
     pub client: Option<String>,
     pub client_mac: Option<String>,
-    pub leases: Option<std::path::PathBuf>,
-    /// Resends after the first (default 0).
+    /// A dnsmasq lease file, a Kea memfile CSV, or `kea:PATH` (Kea's control socket).
+    pub leases: Option<String>,
+    /// Resends after the first (default [`Policy::DEFAULT_RETRIES`]).
     pub retries: Option<u32>,
+    /// First FORCERENEWs per second (default [`Policy::DEFAULT_RATE`]).
+    pub rate: Option<u32>,
     pub require_confirm: bool,
+    pub json: bool,
 }
 
-/// `ipsyncd forcerenew`. `config_path` names the config in errors.
-pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<(), ToolError> {
-    if req.leases.is_some() || req.require_confirm {
-        return Err(ToolError::Runtime(
-            "`ipsyncd forcerenew --leases / --require-confirm` is not available in this build yet".into(),
-        ));
+/// How `run` ended when every frame went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    /// `--require-confirm` and some clients did not renew (exit 3).
+    Unconfirmed { missing: usize },
+}
+
+/// The signing material of `[forcerenew]`, owned.
+enum Auth {
+    Delayed { secret_id: u32, key: Vec<u8> },
+    ReconfigureKey { key: [u8; 16] },
+}
+
+impl Auth {
+    fn from_config(cfg: &Config, config_path: &Path) -> Result<Auth, ToolError> {
+        let in_file = |m: String| ToolError::Usage(format!("{}: {m}", config_path.display()));
+        let section = cfg.forcerenew.clone().ok_or_else(|| in_file("[forcerenew]: required to sign FORCERENEW".into()))?;
+        match section.auth {
+            AuthKind::Delayed => {
+                let key = cfg.dhcp_keys().get(&section.key_id).cloned().ok_or_else(|| {
+                    in_file(format!("forcerenew.key_id = {}: no [[dhcp_key]] with that id", section.key_id))
+                })?;
+                Ok(Auth::Delayed { secret_id: section.key_id, key: key.to_vec() })
+            }
+            AuthKind::ReconfigureKey => {
+                let v = section.reconfigure_key.as_deref().ok_or_else(|| {
+                    in_file("forcerenew.reconfigure_key: required for auth = \"reconfigure-key\"".into())
+                })?;
+                let bytes = config::parse_secret(v).map_err(|e| in_file(format!("forcerenew.reconfigure_key: {e}")))?;
+                let key = <[u8; 16]>::try_from(bytes.as_slice())
+                    .map_err(|_| in_file("forcerenew.reconfigure_key: expected 16 bytes".into()))?;
+                Ok(Auth::ReconfigureKey { key })
+            }
+        }
     }
-    let in_file = |m: String| ToolError::Usage(format!("{}: {m}", config_path.display()));
-    let client = req.client.ok_or_else(|| ToolError::Usage("--client IP (or --leases FILE) is required".into()))?;
-    let client_ip: Ipv4Addr =
-        client.parse().map_err(|_| ToolError::Usage(format!("--client: expected an IPv4 address, got {client:?}")))?;
-    let client_mac: Mac = req
-        .client_mac
-        .ok_or_else(|| ToolError::Usage("--client-mac MAC is required with --client".into()))?
-        .parse()
-        .map_err(|_| ToolError::Usage("--client-mac: expected aa:bb:cc:dd:ee:ff".into()))?;
-    let section = cfg.forcerenew.clone().ok_or_else(|| in_file("[forcerenew]: required to sign FORCERENEW".into()))?;
-    let dhcp_keys = cfg.dhcp_keys();
-    let rk;
-    let auth = match section.auth {
-        AuthKind::Delayed => {
-            let key = dhcp_keys.get(&section.key_id).ok_or_else(|| {
-                in_file(format!("forcerenew.key_id = {}: no [[dhcp_key]] with that id", section.key_id))
-            })?;
-            ForceRenewAuth::Delayed { secret_id: section.key_id, key }
+
+    fn borrow(&self) -> ForceRenewAuth<'_> {
+        match self {
+            Auth::Delayed { secret_id, key } => ForceRenewAuth::Delayed { secret_id: *secret_id, key },
+            Auth::ReconfigureKey { key } => ForceRenewAuth::ReconfigureKey { key },
         }
-        AuthKind::ReconfigureKey => {
-            let v = section
-                .reconfigure_key
+    }
+}
+
+/// Replay counters taken from `forcerenew.replay` a block at a time (see
+/// [`sequence::take_block`]): strictly increasing across frames and runs.
+struct Replay<'a> {
+    dir: &'a Path,
+    next: u64,
+    end: u64,
+    block: u64,
+}
+
+impl Replay<'_> {
+    fn take(&mut self) -> Result<u64, ToolError> {
+        if self.next >= self.end {
+            let first = sequence::take_block(self.dir, REPLAY_FILE, clock::unix_us(), self.block)
+                .map_err(|e| ToolError::Runtime(format!("{}: {e}", self.dir.display())))?;
+            self.next = first;
+            self.end = first.saturating_add(self.block);
+        }
+        let r = self.next;
+        self.next += 1;
+        Ok(r)
+    }
+}
+
+/// Who to reach: `--client IP --client-mac MAC`, or the live leases of `--leases`.
+fn targets(req: &Request, xids: &HashMap<Mac, u32>) -> Result<Vec<Target>, ToolError> {
+    let with_xid = |ip, mac| Target { ip, mac, xid: xids.get(&mac).copied() };
+    match (&req.client, &req.leases) {
+        (Some(_), Some(_)) => Err(ToolError::Usage("--client and --leases: give one, not both".into())),
+        (None, None) => Err(ToolError::Usage("--client IP (with --client-mac) or --leases SOURCE is required".into())),
+        (Some(client), None) => {
+            let ip: Ipv4Addr = client
+                .parse()
+                .map_err(|_| ToolError::Usage(format!("--client: expected an IPv4 address, got {client:?}")))?;
+            let mac: Mac = req
+                .client_mac
                 .as_deref()
-                .ok_or_else(|| in_file("forcerenew.reconfigure_key: required for auth = \"reconfigure-key\"".into()))?;
-            let bytes = config::parse_secret(v).map_err(|e| in_file(format!("forcerenew.reconfigure_key: {e}")))?;
-            rk = <[u8; 16]>::try_from(bytes.as_slice())
-                .map_err(|_| in_file("forcerenew.reconfigure_key: expected 16 bytes".into()))?;
-            ForceRenewAuth::ReconfigureKey { key: &rk }
+                .ok_or_else(|| ToolError::Usage("--client-mac MAC is required with --client".into()))?
+                .parse()
+                .map_err(|_| ToolError::Usage("--client-mac: expected aa:bb:cc:dd:ee:ff".into()))?;
+            Ok(vec![with_xid(ip, mac)])
         }
+        (None, Some(source)) => {
+            if req.client_mac.is_some() {
+                return Err(ToolError::Usage("--client-mac goes with --client, not --leases".into()));
+            }
+            Ok(fleet::read(source)?.leases.iter().map(|l| with_xid(l.ip, l.mac)).collect())
+        }
+    }
+}
+
+/// `ipsyncd forcerenew`. `config_path` names the config in errors. Prints the report (DESIGN
+/// §6) on stdout.
+pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<Outcome, ToolError> {
+    let auth = Auth::from_config(cfg, config_path)?;
+    let xids = cfg.forcerenew.as_ref().and_then(|s| s.xid_db.as_deref()).map(known_xids).unwrap_or_default();
+    let targets = targets(&req, &xids)?;
+    let policy = Policy {
+        retries: req.retries.unwrap_or(Policy::DEFAULT_RETRIES),
+        rate_per_s: match req.rate {
+            Some(0) => return Err(ToolError::Usage("--rate: expected at least 1 frame per second".into())),
+            Some(r) => r,
+            None => Policy::DEFAULT_RATE,
+        },
+        ..Policy::default()
     };
-    let xid = section.xid_db.as_deref().map_or(0, |p| known_xid(p, client_mac));
     let interface = req.interface.as_str();
     let mut nl = Netlink::open().map_err(|e| ToolError::Runtime(format!("netlink: {e}")))?;
     let link = nl.link(interface).map_err(|e| ToolError::Runtime(e.to_string()))?;
     let server_mac = link.mac.ok_or_else(|| ToolError::Runtime(format!("{interface}: has no MAC address")))?;
-    let server_ip = nl
-        .addresses(link.index)
-        .map_err(|e| ToolError::Runtime(e.to_string()))?
-        .into_iter()
-        .find(|c| c.contains(client_ip))
-        .or_else(|| nl.addresses(link.index).ok().and_then(|a| a.first().copied()))
+    let addrs = nl.addresses(link.index).map_err(|e| ToolError::Runtime(e.to_string()))?;
+    let first = addrs
+        .first()
         .map(|c| c.addr)
         .ok_or_else(|| ToolError::Runtime(format!("{interface}: has no IPv4 address to send from")))?;
+    // From the interface's address on the client's subnet, else its first (RFC 3203: the
+    // server identifier the client knows).
+    let from = |ip: Ipv4Addr| addrs.iter().find(|c| c.contains(ip)).map_or(first, |c| c.addr);
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| ToolError::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
     let tx = Transmitter::open(link.index)
         .map_err(|e| ToolError::Runtime(format!("{interface}: {e} (needs CAP_NET_RAW)")))?;
-    let retries = req.retries.unwrap_or(0);
-    for attempt in 0..=retries {
-        let replay = next_replay(&cfg.state_dir, clock::unix_us())
-            .map_err(|e| ToolError::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
-        let m = ForceRenew { server_ip, server_mac, client_ip, client_mac, xid, replay, auth };
-        tx.send(&m.frame()).map_err(|e| ToolError::Runtime(format!("send FORCERENEW to {client_ip}: {e}")))?;
-        println!("sent FORCERENEW to {client_ip} ({client_mac}) xid {xid:#010x} replay {replay}");
-        if attempt < retries {
-            std::thread::sleep(Duration::from_secs(1));
+    // Opened before the first frame leaves, so no REQUEST it provokes is missed.
+    let mut watch = DhcpWatch::open(link.index)
+        .map_err(|e| ToolError::Runtime(format!("{interface}: watching for REQUESTs: {e} (needs CAP_NET_RAW)")))?;
+    let block = (targets.len() as u64).saturating_mul(u64::from(policy.retries) + 1).max(1);
+    let mut replay = Replay { dir: &cfg.state_dir, next: 0, end: 0, block };
+    let auth = auth.borrow();
+    let mut campaign = Campaign::new(targets, policy, clock::boottime());
+    while !campaign.is_finished() {
+        let now = clock::boottime();
+        watch
+            .drain(|m| {
+                if m.message_type == MessageType::Request && campaign.handle_request(now, m.mac) {
+                    log::debug!("REQUEST from {} ({}) xid {:#010x}", m.mac, m.address().unwrap_or(m.src_ip), m.xid);
+                }
+            })
+            .map_err(|e| ToolError::Runtime(format!("{interface}: {e}")))?;
+        while let Some(s) = campaign.poll_transmit(now) {
+            let t = s.target;
+            let m = ForceRenew {
+                server_ip: from(t.ip),
+                server_mac,
+                client_ip: t.ip,
+                client_mac: t.mac,
+                xid: t.xid.unwrap_or(0),
+                replay: replay.take()?,
+                auth,
+            };
+            match tx.send(&m.frame()) {
+                Ok(()) => log::debug!("FORCERENEW {} to {} ({}) replay {}", s.attempt, t.ip, t.mac, m.replay),
+                // The device queue is full: not lost, sent again when there is room.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) => {
+                    campaign.handle_send_blocked(now, s);
+                    break;
+                }
+                Err(e) => {
+                    print_report(&campaign.report(), req.json);
+                    return Err(ToolError::Runtime(format!("{interface}: sending FORCERENEW to {}: {e}", t.ip)));
+                }
+            }
+        }
+        if let Some(at) = campaign.poll_timeout() {
+            wait(watch.raw_fd(), at.saturating_sub(clock::boottime()))
+                .map_err(|e| ToolError::Runtime(format!("{interface}: {e}")))?;
+        }
+    }
+    let report = campaign.report();
+    print_report(&report, req.json);
+    let missing = report.clients.len() - report.renewed;
+    Ok(if req.require_confirm && missing > 0 { Outcome::Unconfirmed { missing } } else { Outcome::Sent })
+}
+
+/// Sleeps until `fd` is readable or `us` microseconds passed.
+fn wait(fd: std::os::fd::RawFd, us: u64) -> std::io::Result<()> {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ts = libc::timespec { tv_sec: (us / 1_000_000) as libc::time_t, tv_nsec: ((us % 1_000_000) * 1000) as libc::c_long };
+    // SAFETY: one live pollfd and a live timespec; no signal mask.
+    let r = unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
     Ok(())
 }
 
-/// The client's last xid from the xid file, or 0 (with a warning) when the file cannot be read.
-fn known_xid(path: &Path, client_mac: Mac) -> u32 {
+fn xid_text(x: Option<u32>) -> String {
+    x.map_or_else(|| "unknown".into(), |x| format!("{x:#010x}"))
+}
+
+/// The report of DESIGN §6: one JSON object, or text for a person.
+pub fn render_report(r: &Report, json: bool) -> String {
+    if json {
+        let clients: Vec<serde_json::Value> = r
+            .clients
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "ip": c.target.ip.to_string(),
+                    "mac": c.target.mac.to_string(),
+                    "xid": c.target.xid.map(|x| format!("{x:#010x}")),
+                    "attempts": c.attempts,
+                    "renewed": c.renewed,
+                    "ms": c.ms.map(|m| (m * 1000.0).round() / 1000.0),
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "sent": r.sent,
+            "renewed": r.renewed,
+            "seconds": (r.seconds * 1000.0).round() / 1000.0,
+            "frames": r.frames,
+            "within_1s": r.within_1s,
+            "within_2s": r.within_2s,
+            "first_sends_ms": r.first_sends_ms.map(|m| (m * 1000.0).round() / 1000.0),
+            "clients": clients,
+        });
+        return format!("{v}\n");
+    }
+    let mut out = format!(
+        "sent FORCERENEW to {} clients ({} frames); {} renewed in {:.2} s: {} within 1 s, {} within 2 s\n",
+        r.sent, r.frames, r.renewed, r.seconds, r.within_1s, r.within_2s
+    );
+    for c in &r.clients {
+        let t = c.target;
+        let what = match c.ms {
+            Some(ms) if c.renewed => format!("renewed after {ms:.1} ms"),
+            _ => "NOT renewed".to_string(),
+        };
+        let plural = if c.attempts == 1 { "" } else { "s" };
+        out.push_str(&format!(
+            "{:<15} {} xid {:<10} {} attempt{plural}: {what}\n",
+            t.ip.to_string(),
+            t.mac,
+            xid_text(t.xid),
+            c.attempts
+        ));
+    }
+    let missing = r.clients.len() - r.renewed;
+    if missing > 0 {
+        out.push_str(&format!("{missing} of {} clients did not renew\n", r.clients.len()));
+    }
+    out
+}
+
+fn print_report(r: &Report, json: bool) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(render_report(r, json).as_bytes());
+}
+
+/// The xid file's map, or none (with a warning) when it cannot be read.
+fn known_xids(path: &Path) -> HashMap<Mac, u32> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let (map, bad) = parse_xid_db(&text);
             if !bad.is_empty() {
                 log::warn!("{}: lines {bad:?} are not `<mac> 0x<8 hex digits>`; ignored", path.display());
             }
-            map.get(&client_mac).copied().unwrap_or(0)
+            map
         }
         Err(e) => {
-            log::warn!("{}: {e}; using xid 0", path.display());
-            0
+            log::warn!("{}: {e}; sending xid 0 (dhcpcd will drop it)", path.display());
+            HashMap::new()
         }
     }
 }

@@ -11,6 +11,8 @@ pub mod campaign;
 mod conn_table;
 pub mod dhcp_watch;
 pub mod error;
+pub mod fleet;
+pub mod leases;
 pub mod forcerenew;
 pub mod keygen;
 pub mod sequence;

@@ -29,6 +29,18 @@ pub fn take_persisted(dir: &Path, name: &str, now_unix_us: u64) -> std::io::Resu
     Ok(next)
 }
 
+/// Takes `count` consecutive sequences at once: returns the first, with the last persisted
+/// before returning. A sender of thousands of frames writes its counter once instead of once
+/// per frame, and the next run still starts above every value of this block.
+pub fn take_block(dir: &Path, name: &str, now_unix_us: u64, count: u64) -> std::io::Result<u64> {
+    let first = take_persisted(dir, name, now_unix_us)?;
+    if count > 1 {
+        let last = first.saturating_add(count - 1);
+        write_atomic(dir, name, format!("{last}\n").as_bytes())?;
+    }
+    Ok(first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +54,17 @@ mod tests {
         assert_eq!(take_persisted(&d, "announce.seq", 10).unwrap(), 1001);
         assert_eq!(std::fs::read_to_string(d.join("announce.seq")).unwrap(), "1001\n");
         assert_eq!(take_persisted(&d, "announce.seq", 5000).unwrap(), 5000);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_block_is_persisted_at_its_last_value() {
+        let d = std::env::temp_dir().join(format!("ipsyncd-seq-block-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        assert_eq!(take_block(&d, "forcerenew.replay", 1000, 50).unwrap(), 1000);
+        assert_eq!(std::fs::read_to_string(d.join("forcerenew.replay")).unwrap(), "1049\n");
+        assert_eq!(take_block(&d, "forcerenew.replay", 1010, 1).unwrap(), 1050);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -27,6 +27,7 @@ pub const KEY_HEX: &str = "0x424242424242424242424242424242424242424242424242424
 pub const SRV_MAC: Mac = Mac([2, 0, 0, 0, 0, 1]);
 pub const TERM_MAC: Mac = Mac([2, 0, 0, 0, 0, 0x10]);
 pub const EVIL_MAC: Mac = Mac([2, 0, 0, 0, 0, 0x66]);
+pub const RTR_MAC: Mac = Mac([2, 0, 0, 0, 0, 0xfe]);
 /// The RFC 3118 `[[dhcp_key]] id = 1` secret of the dhcp-mode configs (and dhcpcd's authtoken).
 pub const DHCP_SECRET: &str = "dhcpsecret-at-least-16";
 
@@ -88,6 +89,34 @@ impl Lab {
         lab.host("srv", "srv0", SRV_MAC, "10.77.0.1/24");
         lab.host("term", "term0", TERM_MAC, term_cidr);
         lab.host("attacker", "att0", EVIL_MAC, "10.77.0.66/24");
+        Some(lab)
+    }
+
+    /// `srv` on the bridge as usual, and `term` on a subnet of its own behind a router: `rtr`
+    /// has rtr0 (10.77.0.254/24) on the bridge and rtr1 (10.78.0.254/24) on a veth to term0
+    /// (10.78.0.10/24, default route via rtr1); srv routes 10.78.0.0/24 via rtr0. A broadcast
+    /// from srv never reaches `term`; a unicast does. `None` when not root.
+    pub fn new_routed(tag: &str) -> Option<Lab> {
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let prefix = format!("ipsl{}{}", tag, std::process::id());
+        let mut lab =
+            Lab { prefix: prefix.clone(), names: Vec::new(), children: Vec::new(), dir: tmpdir(tag), dnsmasq: None };
+        let br = lab.add_ns("br");
+        lab.ip(&["-n", &br, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"]);
+        lab.ip(&["-n", &br, "link", "set", "br0", "up"]);
+        lab.host("srv", "srv0", SRV_MAC, "10.77.0.1/24");
+        lab.host("rtr", "rtr0", RTR_MAC, "10.77.0.254/24");
+        let (rtr, term) = (lab.ns("rtr"), lab.add_ns("term"));
+        lab.ip(&["link", "add", "rtr1", "netns", &rtr, "type", "veth", "peer", "name", "term0", "netns", &term]);
+        lab.ip(&["-n", &rtr, "link", "set", "rtr1", "up"]);
+        lab.ip(&["-n", &rtr, "addr", "add", "10.78.0.254/24", "dev", "rtr1"]);
+        lab.ip(&["-n", &term, "link", "set", "term0", "address", &TERM_MAC.to_string(), "up"]);
+        lab.ip(&["-n", &term, "addr", "add", "10.78.0.10/24", "dev", "term0"]);
+        lab.ip(&["-n", &term, "route", "add", "default", "via", "10.78.0.254"]);
+        lab.ip(&["-n", &lab.ns("srv"), "route", "add", "10.78.0.0/24", "via", "10.77.0.254"]);
+        assert!(lab.sh("rtr", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
         Some(lab)
     }
 
@@ -523,10 +552,12 @@ impl Lab {
         let cfg = self.dir.join(format!("{name}.toml")).display().to_string();
         let c = client.to_string();
         let m = TERM_MAC.to_string();
-        // Its report ("sent FORCERENEW …") is not ours to print.
+        // Its report is not ours to print. One frame, no retries: these tests count what one
+        // FORCERENEW does (the retries have their own tests, tests/it/fleet.rs).
         Command::new("ip")
             .args(["netns", "exec", &self.ns("srv"), env!("CARGO_BIN_EXE_ipsyncd")])
             .args(["forcerenew", "--interface", "srv0", "--client", &c, "--client-mac", &m, "--config", &cfg])
+            .args(["--retries", "0"])
             .stdout(Stdio::null())
             .status()
             .map(|s| s.success())
