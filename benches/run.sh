@@ -36,6 +36,9 @@ if [ "$(id -u)" = 0 ]; then
   # FORCERENEW → REQUEST and → new address: ipsyncd (dhcp mode) vs dhcpcd, BENCH_ROUNDS per client.
   echo
   cargo bench --locked --bench forcerenew 2>&1 | grep -vE '^(term0|forked|dnsmasq|sent FORCERENEW|   Compiling|    Finished|     Running)'
+  # forcerenew --leases: 10,000 first sends, paced (default) beside unpaced, frames seen on the wire.
+  echo
+  cargo bench --locked --bench pacing 2>&1 | grep -vE '^(   Compiling|    Finished|     Running)'
 else
   echo "live figures: SKIP (need root for network namespaces)"
 fi
