@@ -35,10 +35,17 @@ pub fn section(kind: Kind, id: u32) -> String {
             "[[dhcp_key]]\nid = {id}\nsecret = {}\n# dhcpcd: authtoken {id} \"\" forever <the same secret>",
             secret()
         ),
-        Kind::Reconfigure => format!(
-            "[forcerenew]\nauth = \"reconfigure-key\"\nreconfigure_key = \"0x{}\"",
-            to_hex(&clock::random_bytes::<16>())
-        ),
+        Kind::Reconfigure => {
+            let key = clock::random_bytes::<16>();
+            let colons: Vec<String> = key.iter().map(|b| format!("{b:02x}")).collect();
+            // RFC 6704 option 90 as a DHCP server hands it out: protocol 3, algorithm 1
+            // (HMAC-MD5), RDM 0, an 8-byte replay counter of 0, type 1 (the key), the key.
+            format!(
+                "[forcerenew]\nauth = \"reconfigure-key\"\nreconfigure_key = \"0x{}\"\n                 # dnsmasq: --dhcp-option-force=90,03:01:00:00:00:00:00:00:00:00:00:01:{}",
+                to_hex(&key),
+                colons.join(":")
+            )
+        }
         Kind::Ed25519 => {
             let sk = sig::SigningKey::from_bytes(&clock::random_bytes::<{ sig::ED25519_KEY_LEN }>());
             let pk = to_hex(sk.verifying_key().as_bytes());
