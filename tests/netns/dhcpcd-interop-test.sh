@@ -53,10 +53,11 @@ xid_db = "$work/xids"
 CONF
 done
 requests() { grep -c DHCPREQUEST "$work/dnsmasq.log" || true; }
-send() { ip netns exec "$(ns srv)" "$bin" forcerenew --interface srv0 --client "$ip" --client-mac 02:00:00:00:00:20 --config "$work/$1.toml" >/dev/null; }
+send() { local who=$1; shift; ip netns exec "$(ns srv)" "$bin" forcerenew --interface srv0 --client "$ip" --client-mac 02:00:00:00:00:20 --config "$work/$who.toml" "$@" >/dev/null; }
 
 passed=0; failed=0
-n0=$(requests); send wrong; sleep 2; n1=$(requests)
+# One wrongly signed frame (no retries); the right one is retried until dhcpcd's REQUEST is seen.
+n0=$(requests); send wrong --retries 0; sleep 2; n1=$(requests)
 if [ "$n1" = "$n0" ]; then passed=$((passed+1)); echo "dhcpcd ignored a FORCERENEW signed with the wrong secret";
 else failed=$((failed+1)); echo "FAIL: dhcpcd renewed on a wrongly signed FORCERENEW"; fi
 send right
