@@ -18,6 +18,7 @@ mod e2e_ed25519;
 mod golden;
 mod heap;
 mod house;
+mod kea_leases;
 mod lab;
 mod netns;
 mod props;
