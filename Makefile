@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/ipsyncd
 FIXTURES := pcap-fixtures
-APT_PKGS := dnsmasq-base dhcpcd-base tcpdump iproute2 arping
+APT_PKGS := dnsmasq-base dhcpcd-base tcpdump iproute2 arping kea-dhcp4-server
 
 .PHONY: all build test deps demo bench fuzz-smoke golden fixtures clean netns-test
 
@@ -13,6 +13,9 @@ build:
 	$(CARGO) build --release --locked
 
 # Installs the Debian peers the namespace tests use, when missing and when we may (root).
+# kea-dhcp4-server ships a systemd unit: while installing, a policy-rc.d that answers 101
+# (when there is none already) keeps every package from starting a host service; the tests
+# run their own Kea in a namespace with private files (tests/it/lab.rs `Kea`).
 deps:
 	@missing=""; \
 	command -v dnsmasq >/dev/null || missing="$$missing dnsmasq-base"; \
@@ -20,10 +23,18 @@ deps:
 	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
 	command -v ip      >/dev/null || missing="$$missing iproute2"; \
 	command -v arping  >/dev/null || missing="$$missing arping"; \
+	command -v kea-dhcp4 >/dev/null || [ -x /usr/sbin/kea-dhcp4 ] || missing="$$missing kea-dhcp4-server"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    policy=""; \
+	    if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	      printf '#!/bin/sh\n# make deps: start no service while installing\nexit 101\n' > /usr/sbin/policy-rc.d; \
+	      chmod 755 /usr/sbin/policy-rc.d; policy=1; \
+	    fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; rc=$$?; \
+	    if [ -n "$$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	    exit $$rc; \
 	  else echo "not root: namespace tests will be skipped (missing:$$missing)"; fi; \
 	fi
 

@@ -1,5 +1,6 @@
 //! Cloud-server side: the tools `announce`, `forcerenew`, `serve` and `keygen` (one module
-//! each), and here the builders of what `announce` and `forcerenew` send.
+//! each), [`leases`] (the lease sources of `--leases`), and here the builders of what `announce`
+//! and `forcerenew` send.
 //!
 //! Contract: the builders are pure over `wire`, used by the tools, the fixture generator and
 //! the tests. Sequence numbers follow DESIGN §4.3: max(last + 1, µs since epoch), with both
@@ -12,9 +13,9 @@ mod conn_table;
 pub mod dhcp_watch;
 pub mod error;
 pub mod fleet;
-pub mod leases;
 pub mod forcerenew;
 pub mod keygen;
+pub mod leases;
 pub mod sequence;
 pub mod serve;
 

@@ -1192,3 +1192,153 @@ fn recv_timeout_20ms(fd: libc::c_int) {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Kea: kea-dhcp4 in a namespace, every file of it private.
+// ---------------------------------------------------------------------------------------------
+
+/// Finds Kea's `libdhcp_lease_cmds.so` (the hook that answers `lease4-*` commands): Debian and
+/// Ubuntu keep hooks in `/usr/lib/<multiarch>/kea/hooks` (package kea-common), others in
+/// `/usr/lib{,64}/kea/hooks`.
+pub fn kea_lease_cmds_hook() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir("/usr/lib").into_iter().flatten().flatten().map(|e| e.path().join("kea/hooks")).collect();
+    dirs.extend([PathBuf::from("/usr/lib/kea/hooks"), PathBuf::from("/usr/lib64/kea/hooks")]);
+    dirs.into_iter().map(|d| d.join("libdhcp_lease_cmds.so")).find(|p| p.is_file())
+}
+
+/// kea-dhcp4 (Kea 2.2 and later) running inside a namespace on one interface, with a private
+/// config, memfile lease file, control socket, log, pid and lock files, all in its own temp
+/// directory: KEA_PIDFILE_DIR and KEA_LOCKFILE_DIR point there (nothing touches /run or
+/// /var), and so do the directories newer Kea restricts paths to (KEA_DHCP_DATA_DIR,
+/// KEA_CONTROL_SOCKET_DIR, KEA_LOG_FILE_DIR). /etc/kea and any host service are never used.
+/// Its config defines option 224 `ipsync-server` (ipv4-address) and sends it; the lease_cmds
+/// hook is loaded, so the control socket answers `lease4-get-all`, `lease4-add`, `lease4-del`.
+/// Dropping it stops Kea (SIGTERM, then SIGKILL) and removes the directory.
+pub struct Kea {
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Kea {
+    /// Starts Kea in namespace `ns` (the full name, e.g. `lab.ns("srv")`) serving `subnet`
+    /// (e.g. "10.77.0.0/24") from `pool` ("10.77.0.100 - 10.77.0.150") on `iface`, with option
+    /// 224 = `ipsync_server` and leases of `valid_lifetime` seconds. Returns once Kea has
+    /// started and its control socket answers with the lease commands listed; panics (with
+    /// Kea's log) otherwise, after which the drop still cleans up.
+    pub fn start(ns: &str, iface: &str, subnet: &str, pool: &str, ipsync_server: Ipv4Addr, valid_lifetime: u32) -> Kea {
+        let dir = std::env::temp_dir().join(format!("ipsyncd-kea-{ns}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("kea dir");
+        let mut kea = Kea { dir, child: None };
+        let hook = kea_lease_cmds_hook().expect("libdhcp_lease_cmds.so (package kea-common; `make deps`)");
+        let d = kea.dir.display().to_string();
+        let config = serde_json::json!({ "Dhcp4": {
+            "interfaces-config": { "interfaces": [iface], "dhcp-socket-type": "raw" },
+            "control-socket": { "socket-type": "unix", "socket-name": format!("{d}/kea.sock") },
+            // lfc-interval 0: no kea-lfc runs, so the file stays the append log Kea writes.
+            "lease-database": { "type": "memfile", "persist": true, "name": format!("{d}/leases4.csv"), "lfc-interval": 0 },
+            "hooks-libraries": [ { "library": hook.display().to_string() } ],
+            "option-def": [ { "name": "ipsync-server", "code": 224, "type": "ipv4-address", "space": "dhcp4" } ],
+            "option-data": [ { "name": "ipsync-server", "code": 224, "space": "dhcp4", "data": ipsync_server.to_string() } ],
+            "valid-lifetime": valid_lifetime,
+            "min-valid-lifetime": valid_lifetime,
+            "max-valid-lifetime": valid_lifetime,
+            "subnet4": [ { "id": 1, "subnet": subnet, "pools": [ { "pool": pool } ] } ],
+            "loggers": [ {
+                "name": "kea-dhcp4",
+                "output_options": [ { "output": format!("{d}/kea.log") } ],
+                "severity": "INFO"
+            } ]
+        } });
+        let conf = kea.dir.join("kea-dhcp4.json");
+        std::fs::write(&conf, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let out = std::fs::File::create(kea.dir.join("kea.out")).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "kea-dhcp4", "-c"])
+            .arg(&conf)
+            .env("KEA_PIDFILE_DIR", &kea.dir)
+            .env("KEA_LOCKFILE_DIR", &kea.dir)
+            .env("KEA_DHCP_DATA_DIR", &kea.dir)
+            .env("KEA_CONTROL_SOCKET_DIR", &kea.dir)
+            .env("KEA_LOG_FILE_DIR", &kea.dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("kea-dhcp4 (package kea-dhcp4-server; `make deps`)");
+        kea.child = Some(child);
+        // Ready = the server logged DHCP4_STARTED (its DHCP sockets are open) and the control
+        // socket answers list-commands with the lease hook's commands in it.
+        let ready = within(Duration::from_secs(15), || {
+            if !kea.running() {
+                return true;
+            }
+            kea.log().contains("DHCP4_STARTED")
+                && kea.command(r#"{"command":"list-commands"}"#).is_ok_and(|v| v.to_string().contains("lease4-get-all"))
+        });
+        assert!(ready.is_some() && kea.running(), "kea-dhcp4 did not start:\n{}", kea.log());
+        kea
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("kea.sock")
+    }
+
+    pub fn lease_file(&self) -> PathBuf {
+        self.dir.join("leases4.csv")
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Kea's log file, then its stdout and stderr.
+    pub fn log(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.join(n)).unwrap_or_default();
+        format!("{}\n--- kea stdout/stderr\n{}", read("kea.log"), read("kea.out"))
+    }
+
+    /// Sends one command over the control socket (Kea answers, then closes); returns the
+    /// answer, or why there was none. A result other than 0 or 3 is an `Err` with the answer.
+    pub fn command(&self, json: &str) -> Result<serde_json::Value, String> {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        s.write_all(json.as_bytes()).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).map_err(|e| e.to_string())?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&out).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out)))?;
+        match v["result"].as_i64() {
+            Some(0 | 3) => Ok(v),
+            _ => Err(v.to_string()),
+        }
+    }
+
+    /// Kea's leases as the lease file holds them (for failure messages).
+    pub fn lease_csv(&self) -> String {
+        std::fs::read_to_string(self.lease_file()).unwrap_or_default()
+    }
+}
+
+impl Drop for Kea {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(3) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -19,6 +19,7 @@ mod fleet;
 mod golden;
 mod heap;
 mod house;
+mod kea_leases;
 mod lab;
 mod netns;
 mod props;
