@@ -149,7 +149,7 @@ impl Engine {
     pub fn start(&mut self, now: Instant) {
         if let Some(ip) = self.current_server() {
             let mut actions = Vec::new();
-            match self.state.server.filter(|s| s.ip == ip).and_then(|s| s.mac) {
+            match self.state.server.filter(|s| s.ip == ip).and_then(|s| s.mac).filter(|_| self.on_link(ip)) {
                 Some(mac) => actions.push(Action::PinNeighbour { ip, mac }),
                 None => actions.extend(self.resolve_pin_of(now, ip)),
             }
@@ -341,10 +341,10 @@ impl Engine {
     pub(super) fn pins(&self) -> Vec<Action> {
         let mut out = Vec::new();
         if let Some(ServerState { ip, mac: Some(mac), .. }) = self.state.server {
-            out.push(Action::PinNeighbour { ip, mac });
+            out.extend(self.pin_announced(ip, mac));
         }
         if let Some(p) = self.pending {
-            out.push(Action::PinNeighbour { ip: p.to, mac: p.mac });
+            out.extend(self.pin_announced(p.to, p.mac));
         }
         if let Some(l) = self.client.lease() {
             let cloud = self.current_server();

@@ -99,7 +99,7 @@ impl Engine {
             }
             if known.is_none() {
                 // Same server, first time we learn its MAC: pin it; this is no switch.
-                actions.push(Action::PinNeighbour { ip, mac });
+                actions.extend(self.pin_announced(ip, mac));
                 actions.push(Action::SetServer { ip, mac: Some(mac) });
                 self.set_server_state(now, ip, Some(mac), true);
             }
@@ -125,7 +125,7 @@ impl Engine {
             // Without a channel no WELCOME can complete it: the move is break-before-make.
             Some(from) if msg.previous_ipv4 == Some(from) && from != ip && self.has_channel() => {
                 // Make-before-break: pin and dial B, keep A until B's WELCOME.
-                actions.push(Action::PinNeighbour { ip, mac });
+                actions.extend(self.pin_announced(ip, mac));
                 actions.extend(self.dial_now(ip));
                 self.pending = Some(PendingMove {
                     to: ip,
@@ -191,7 +191,7 @@ impl Engine {
         let mut actions = Vec::new();
         // A window opened for the old server (or its gateway) does not outlive it.
         self.resolving = None;
-        match mac {
+        match mac.filter(|_| self.on_link(ip)) {
             Some(m) => actions.push(Action::PinNeighbour { ip, mac: m }),
             None => actions.extend(self.resolve_pin_of(now, ip)),
         }
@@ -206,6 +206,19 @@ impl Engine {
         actions.push(Action::Hook { reason: HookReason::ServerChanged, env });
         self.set_server_state(now, ip, mac, false);
         actions
+    }
+
+    /// Whether `ip` is on our own subnet. Unknown (no address yet) counts as on-link, so an
+    /// announced MAC is still pinned before the lease is bound.
+    pub(super) fn on_link(&self, ip: Ipv4Addr) -> bool {
+        self.own_cidr().map_or(true, |c| c.contains(ip))
+    }
+
+    /// The pin of an announced server: its SERVER_MAC when it is on our link. An ANNOUNCE that
+    /// reached us through a router names a MAC on another segment, which no frame of ours is
+    /// ever sent to: off-link servers are not pinned (DESIGN §5), their gateway is.
+    pub(super) fn pin_announced(&self, ip: Ipv4Addr, mac: Mac) -> Option<Action> {
+        self.on_link(ip).then_some(Action::PinNeighbour { ip, mac })
     }
 
     /// Starts resolving the pin for a server known only by IP: the server itself when on-link,

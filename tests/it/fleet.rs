@@ -204,4 +204,6 @@ fn r9_announce_leases_moves_a_terminal_behind_a_router_that_the_broadcast_never_
         "{}",
         lab.log("hook.log")
     );
+    // The announced SERVER_MAC is on srv's segment, not ours: nothing pinned for it (DESIGN §5).
+    assert_eq!(lab.term_neigh("10.77.0.21".parse().unwrap()), None, "an off-link server was pinned");
 }

@@ -271,3 +271,30 @@ fn r6_cancelling_a_move_while_a_is_down_dials_a_again() {
     assert_eq!((t.server(), t.engine.pending_move()), (Some(A), None));
     assert_eq!(t.hook_count(HookReason::ServerConnected), 1, "{:?}", t.lines());
 }
+
+#[test]
+fn r9_an_announced_server_behind_a_router_is_not_pinned_an_on_link_one_is() {
+    // The terminal is in 10.77.0.0/16; these servers are on another subnet.
+    let (far_a, far_b) = (Ipv4Addr::new(10, 70, 0, 1), Ipv4Addr::new(10, 70, 0, 2));
+    let mut sim = Sim::new(3, Network::default());
+    sim.serve(far_a, A_MAC, true);
+    sim.serve(far_b, B_MAC, true);
+    sim.serve(C, C_MAC, true);
+    let mut cfg = follow_config(1, &KEY);
+    cfg.initial_server = Some(far_a);
+    sim.terminal(cfg, State::default());
+    sim.run_until(secs(1));
+    sim.broadcast(&announce(1, far_b, B_MAC, Some(far_a)));
+    sim.run_until(secs(3));
+    let t = &sim.terminals[0];
+    assert_eq!(t.server(), Some(far_b), "{:?}", t.lines());
+    assert!(t.pins.is_empty(), "SERVER_MAC of an off-link server pinned: {:?}", t.pins);
+    assert_eq!(t.hook_count(HookReason::ServerChanged), 1);
+    // Back on our own link, the announced MAC is pinned as before.
+    sim.broadcast(&announce(2, C, C_MAC, Some(far_b)));
+    sim.run_until(secs(5));
+    let t = &sim.terminals[0];
+    assert_eq!(t.server(), Some(C));
+    assert_eq!(t.pins.get(&C), Some(&C_MAC));
+    assert_eq!(t.pins.len(), 1, "{:?}", t.pins);
+}
