@@ -26,6 +26,12 @@ print(f"  ours/borrowed = {float(iv['ours_over_borrowed']):.2f}x (offloaded {flo
 print(f"  owned/ours    = {float(iv['owned_over_ours']):.1f}x (offloaded {float(iv['owned_over_offloaded']):.1f}x)   target ≥ 10")
 PY
 
+# Fleet (simulated, no root): 10,000 terminal engines moved by FORCERENEW and by ANNOUNCE at 5%
+# loss, each beside the same move at 0% loss, then the spread over seeds 1,2,3 (FLEET_SEED,
+# FLEET_TERMINALS, FLEET_LOSS_PCT, FLEET_ANNOUNCE_COUNT, FLEET_ANNOUNCE_INTERVAL_MS: benches/fleet.rs).
+echo
+cargo bench --locked --bench fleet 2>&1 | grep -vE '^(   Compiling|    Finished|     Running)'
+
 # Live figures (namespaces, root): latency, idle, floods, serve throughput; FORCERENEW vs dhcpcd.
 # The forged floods run with the capture's ring and without it (IPSYNCD_CAPTURE=recv); set
 # BENCH_BASELINE_BIN=path/to/another/ipsyncd to add the same floods against that build.

@@ -26,4 +26,5 @@ mod props;
 mod scenarios;
 mod serve;
 mod sim;
+mod sim_fleet;
 mod sim_scenarios;
