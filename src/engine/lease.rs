@@ -78,8 +78,9 @@ pub enum Client {
         xid: u32,
         lease: Lease,
         retransmit_at: Instant,
-        /// A renewal a FORCERENEW started retransmits on RFC 2131's 4 s doubling backoff (the
-        /// server is waiting for it); one at T1 on §4.4.5's half-the-time-left.
+        /// A renewal a FORCERENEW started retransmits fast, then on RFC 2131's 4 s doubling
+        /// backoff (the server is waiting for it; see `FORCED_FAST_MS`); one at T1 on §4.4.5's
+        /// half-the-time-left. The count of retransmissions so far.
         forced: Option<u32>,
     },
     Rebinding {
