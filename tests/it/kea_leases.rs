@@ -94,3 +94,108 @@ fn kea_leases_of_a_real_client_from_the_socket_and_the_csv() {
     assert_eq!(pairs(&csv), [(ip, TERM_MAC)], "{}", kea.lease_csv());
     lab.stop_dhcpcd();
 }
+
+const CLOUD_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 201);
+
+/// Runs `ipsyncd ARGS` in `host`; (exit code, stdout, stderr).
+fn tool(lab: &Lab, host: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns(host), env!("CARGO_BIN_EXE_ipsyncd")])
+        .args(args)
+        .output()
+        .expect("ipsyncd");
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), s(&out.stdout), s(&out.stderr))
+}
+
+fn xid_of(path: &std::path::Path, mac: Mac) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let m = mac.to_string();
+    text.lines().filter(|l| l.starts_with(&m)).last().and_then(|l| l.split_whitespace().nth(1)).map(str::to_string)
+}
+
+/// Issue 9: Kea (option 224 defined, lease_cmds, control socket) leases to an ipsyncd terminal
+/// in dhcp mode and to dhcpcd with `authprotocol delayed`; `serve --interface` learns both xids;
+/// the operator changes option 224 and `forcerenew --leases kea:SOCKET` moves both, then
+/// `--leases` on Kea's memfile CSV moves them back. dhcpcd acts only on its last xid, so its
+/// renewal is the proof the learned xid was right.
+#[test]
+#[ignore = "needs root"]
+fn r9_forcerenew_leases_from_kea_socket_and_csv_moves_an_ipsyncd_terminal_and_dhcpcd() {
+    let mut lab = Lab::require_dhcp("kf");
+    for a in [CLOUD, CLOUD_B] {
+        assert!(lab.sh("srv", &["ip", "addr", "add", &format!("{a}/24"), "dev", "srv0"]));
+    }
+    // The second client lives in the lab's third namespace, without its static address.
+    assert!(lab.sh("attacker", &["ip", "addr", "flush", "dev", "att0"]));
+    let kea = Kea::start(&lab.ns("srv"), "srv0", "10.77.0.0/24", "10.77.0.100 - 10.77.0.150", CLOUD, LIFETIME as u32);
+    lab.write_dhcp_configs("optimistic", "");
+    let xids = lab.dir.join("xids");
+    let srv = lab.dir.join("srv.toml");
+    let mut text = std::fs::read_to_string(&srv).unwrap();
+    text.push_str(&format!(
+        "\n[[dhcp_key]]\nid = 1\nsecret = \"{}\"\n\n[forcerenew]\nauth = \"delayed\"\nkey_id = 1\nxid_db = \"{}\"\n",
+        crate::lab::DHCP_SECRET,
+        xids.display()
+    ));
+    std::fs::write(&srv, text).unwrap();
+    let cfg = srv.display().to_string();
+    lab.spawn("srv", &["serve", "--config", &cfg, "--interface", "srv0"], "serve.log");
+    lab.start_run();
+    lab.write_dhcpcd_conf("noarp");
+    assert!(lab.start_dhcpcd_in("attacker", "att0"), "dhcpcd got no lease\n{}\n{}", lab.log("dhcpcd.log"), kea.log());
+    let dhcpcd_ip = lab.addrs("attacker", "att0").first().and_then(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok());
+    let dhcpcd_ip = dhcpcd_ip.expect("dhcpcd's address");
+    let evil = crate::lab::EVIL_MAC;
+    assert!(
+        within(Duration::from_secs(12), || lab.status()["lease"]["state"] == "BOUND"
+            && lab.status()["server"]["ip"] == CLOUD.to_string())
+        .is_some(),
+        "the ipsyncd terminal is not bound and following {CLOUD}\n{}",
+        lab.dump()
+    );
+    assert!(
+        within(Duration::from_secs(5), || xid_of(&xids, evil).is_some() && xid_of(&xids, TERM_MAC).is_some()).is_some(),
+        "serve --interface learned no xids:\n{}\n{}",
+        std::fs::read_to_string(&xids).unwrap_or_default(),
+        lab.log("serve.log")
+    );
+
+    let sock = format!("kea:{}", kea.socket().display());
+    let csv = kea.lease_file().display().to_string();
+    for (source, to) in [(sock.as_str(), CLOUD_B), (csv.as_str(), CLOUD)] {
+        kea.set_ipsync_server(to);
+        // The xid dhcpcd used last, learned by serve: forcerenew reads it from the file.
+        let learned = xid_of(&xids, evil).unwrap();
+        let renews_before = lab.log("dhcpcd-hook.log").matches("RENEW").count();
+        let args = ["forcerenew", "--interface", "srv0", "--leases", source, "--config", &cfg, "--json", "--require-confirm"];
+        let (code, out, err) = tool(&lab, "srv", &args);
+        assert_eq!(code, 0, "{source}: both must renew\nstdout:\n{out}\nstderr:\n{err}\n{}", lab.log("dhcpcd.log"));
+        let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!((r["sent"].as_u64(), r["renewed"].as_u64()), (Some(2), Some(2)), "{source}: {r}");
+        let c = r["clients"].as_array().unwrap();
+        let d = c.iter().find(|c| c["mac"] == evil.to_string()).expect("dhcpcd in the report");
+        assert_eq!(d["ip"], dhcpcd_ip.to_string());
+        assert_eq!(d["xid"], learned, "{source}: the learned xid was sent");
+        // Both clients follow option 224: ipsyncd's status, dhcpcd's own hook.
+        assert!(
+            within(Duration::from_secs(5), || lab.status()["server"]["ip"] == to.to_string()).is_some(),
+            "{source}: the ipsyncd terminal did not move to {to}\n{}",
+            lab.dump()
+        );
+        let renewed = format!("RENEW {dhcpcd_ip} {to}");
+        assert!(
+            within(Duration::from_secs(5), || lab.log("dhcpcd-hook.log").contains(&renewed)).is_some(),
+            "{source}: dhcpcd did not renew onto {to}:\n{}\n{}",
+            lab.log("dhcpcd-hook.log"),
+            lab.log("dhcpcd.log")
+        );
+        assert!(lab.log("dhcpcd-hook.log").matches("RENEW").count() > renews_before);
+        // serve learns the xid of that renewal before the next round.
+        assert!(
+            within(Duration::from_secs(3), || xid_of(&xids, evil).is_some_and(|x| x != learned)).is_some(),
+            "no new xid for dhcpcd after its renewal"
+        );
+    }
+    drop(kea);
+}

@@ -696,10 +696,15 @@ impl Lab {
     /// per-interface mode dhcpcd 9.4.1 never sees dnsmasq's broadcast NAK to a unicast renewal
     /// (its socket is bound to the leased address) and retries for a minute.
     pub fn start_dhcpcd(&self) -> bool {
-        let cmd = self.dhcpcd_cmd("-M -4 -w -t 20 term0");
+        self.start_dhcpcd_in("term", "term0")
+    }
+
+    /// As [`Lab::start_dhcpcd`], on `ifname` in `host` (one dhcpcd per lab: the files are shared).
+    pub fn start_dhcpcd_in(&self, host: &str, ifname: &str) -> bool {
+        let cmd = self.dhcpcd_cmd(&format!("-M -4 -w -t 20 {ifname}"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("dhcpcd.log")).unwrap();
         Command::new("ip")
-            .args(["netns", "exec", &self.ns("term"), "unshare", "-m", "-u", "sh", "-c", &cmd])
+            .args(["netns", "exec", &self.ns(host), "unshare", "-m", "-u", "sh", "-c", &cmd])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .status()
@@ -1284,6 +1289,16 @@ impl Kea {
 
     pub fn socket(&self) -> PathBuf {
         self.dir.join("kea.sock")
+    }
+
+    /// The operator moves the cloud server: option 224 becomes `ip` in Kea's config file, and
+    /// Kea re-reads it (`config-reload` over the control socket).
+    pub fn set_ipsync_server(&self, ip: Ipv4Addr) {
+        let conf = self.dir.join("kea-dhcp4.json");
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&conf).unwrap()).unwrap();
+        v["Dhcp4"]["option-data"][0]["data"] = serde_json::Value::String(ip.to_string());
+        std::fs::write(&conf, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        self.command(r#"{"command":"config-reload"}"#).unwrap_or_else(|e| panic!("config-reload: {e}\n{}", self.log()));
     }
 
     pub fn lease_file(&self) -> PathBuf {
