@@ -15,40 +15,13 @@ use crate::shell::capture::Transmitter;
 use crate::shell::clock;
 use crate::shell::netlink::Netlink;
 use crate::wire::Mac;
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-pub const REPLAY_FILE: &str = "forcerenew.replay";
+pub use super::xid_db::parse_xid_db;
 
-/// Parses the xid file: `<mac> 0x<8 hex digits>` per line, `#` comments, later lines win.
-/// Returns the map and the 1-based numbers of lines that were not understood.
-pub fn parse_xid_db(text: &str) -> (HashMap<Mac, u32>, Vec<usize>) {
-    let mut map = HashMap::new();
-    let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let mut it = line.split_whitespace();
-        let parsed = match (it.next(), it.next(), it.next()) {
-            (Some(m), Some(x), None) => m
-                .parse::<Mac>()
-                .ok()
-                .zip(x.strip_prefix("0x").filter(|h| h.len() == 8).and_then(|h| u32::from_str_radix(h, 16).ok())),
-            _ => None,
-        };
-        match parsed {
-            Some((m, x)) => {
-                map.insert(m, x);
-            }
-            None => bad.push(i + 1),
-        }
-    }
-    (map, bad)
-}
+pub const REPLAY_FILE: &str = "forcerenew.replay";
 
 /// The next RFC 3118 replay counter, persisted in `state_dir` before use.
 pub fn next_replay(state_dir: &Path, now_unix_us: u64) -> std::io::Result<u64> {
