@@ -131,6 +131,10 @@ enum Cmd {
         /// ADDR:PORT to listen on [default: 0.0.0.0 and the config's port].
         #[arg(long)]
         listen: Option<String>,
+        /// Also watch DHCP clients on this interface and keep each one's last xid in
+        /// `[forcerenew] xid_db`, so that `forcerenew` reaches clients that check it (dhcpcd).
+        #[arg(long)]
+        interface: Option<String>,
     },
     /// Print a fresh key section (ed25519: the server's and the terminals' halves).
     Keygen {
@@ -279,9 +283,9 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
                 }
             }
         }
-        Cmd::Serve { config, listen } => {
+        Cmd::Serve { config, listen, interface } => {
             let (cpath, cfg) = load_config(config)?;
-            Ok(serve::run(&cfg, &cpath, listen.as_deref())?)
+            Ok(serve::run(&cfg, &cpath, listen.as_deref(), interface.as_deref())?)
         }
     }
 }

@@ -102,9 +102,17 @@ impl DhcpWatch {
 
     /// Hands every queued client message to `f`, without waiting. Returns how many frames were
     /// read (decoded or not).
-    pub fn drain(&mut self, mut f: impl FnMut(ClientMsg)) -> io::Result<usize> {
+    pub fn drain(&mut self, f: impl FnMut(ClientMsg)) -> io::Result<usize> {
+        self.drain_max(usize::MAX, f)
+    }
+
+    /// As [`DhcpWatch::drain`], reading at most `max` frames: an event loop that serves others
+    /// too bounds its turn, since frames can arrive as fast as they are read (a flood to port 67)
+    /// and an unbounded drain would then never return. What is left stays queued, and the
+    /// socket stays readable.
+    pub fn drain_max(&mut self, max: usize, mut f: impl FnMut(ClientMsg)) -> io::Result<usize> {
         let mut n = 0;
-        loop {
+        while n < max {
             let frame = match self.source.next_ready() {
                 Ok(Some(fr)) => fr,
                 Ok(None) => return Ok(n),
@@ -115,6 +123,7 @@ impl DhcpWatch {
                 f(m);
             }
         }
+        Ok(n)
     }
 }
 

@@ -14,6 +14,7 @@
 use super::campaign::{Campaign, Policy, Report, Target};
 use super::dhcp_watch::DhcpWatch;
 use super::error::ToolError;
+use super::xid_db::{self, XidDb};
 use super::{fleet, sequence, ForceRenew, ForceRenewAuth};
 use crate::config::{self, Config, ForceRenewAuth as AuthKind};
 use crate::shell::capture::Transmitter;
@@ -21,39 +22,11 @@ use crate::shell::clock;
 use crate::shell::netlink::Netlink;
 use crate::wire::dhcpv4::MessageType;
 use crate::wire::Mac;
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-pub const REPLAY_FILE: &str = "forcerenew.replay";
 
-/// Parses the xid file: `<mac> 0x<8 hex digits>` per line, `#` comments, later lines win.
-/// Returns the map and the 1-based numbers of lines that were not understood.
-pub fn parse_xid_db(text: &str) -> (HashMap<Mac, u32>, Vec<usize>) {
-    let mut map = HashMap::new();
-    let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let mut it = line.split_whitespace();
-        let parsed = match (it.next(), it.next(), it.next()) {
-            (Some(m), Some(x), None) => m
-                .parse::<Mac>()
-                .ok()
-                .zip(x.strip_prefix("0x").filter(|h| h.len() == 8).and_then(|h| u32::from_str_radix(h, 16).ok())),
-            _ => None,
-        };
-        match parsed {
-            Some((m, x)) => {
-                map.insert(m, x);
-            }
-            None => bad.push(i + 1),
-        }
-    }
-    (map, bad)
-}
+pub const REPLAY_FILE: &str = "forcerenew.replay";
 
 /// The next RFC 3118 replay counter, persisted in `state_dir` before use.
 pub fn next_replay(state_dir: &Path, now_unix_us: u64) -> std::io::Result<u64> {
@@ -145,8 +118,8 @@ impl Replay<'_> {
 }
 
 /// Who to reach: `--client IP --client-mac MAC`, or the live leases of `--leases`.
-fn targets(req: &Request, xids: &HashMap<Mac, u32>) -> Result<Vec<Target>, ToolError> {
-    let with_xid = |ip, mac| Target { ip, mac, xid: xids.get(&mac).copied() };
+fn targets(req: &Request, xids: &XidDb) -> Result<Vec<Target>, ToolError> {
+    let with_xid = |ip, mac| Target { ip, mac, xid: xids.get(mac) };
     match (&req.client, &req.leases) {
         (Some(_), Some(_)) => Err(ToolError::Usage("--client and --leases: give one, not both".into())),
         (None, None) => Err(ToolError::Usage("--client IP (with --client-mac) or --leases SOURCE is required".into())),
@@ -175,7 +148,11 @@ fn targets(req: &Request, xids: &HashMap<Mac, u32>) -> Result<Vec<Target>, ToolE
 /// §6) on stdout.
 pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<Outcome, ToolError> {
     let auth = Auth::from_config(cfg, config_path)?;
-    let xids = cfg.forcerenew.as_ref().and_then(|s| s.xid_db.as_deref()).map(known_xids).unwrap_or_default();
+    let xids = cfg
+        .forcerenew
+        .as_ref()
+        .and_then(|s| s.xid_db.as_deref())
+        .map_or_else(|| XidDb::new(xid_db::MAX_ENTRIES), known_xids);
     let targets = targets(&req, &xids)?;
     let policy = Policy {
         retries: req.retries.unwrap_or(Policy::DEFAULT_RETRIES),
@@ -332,19 +309,19 @@ fn print_report(r: &Report, json: bool) {
     let _ = std::io::stdout().lock().write_all(render_report(r, json).as_bytes());
 }
 
-/// The xid file's map, or none (with a warning) when it cannot be read.
-fn known_xids(path: &Path) -> HashMap<Mac, u32> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let (map, bad) = parse_xid_db(&text);
-            if !bad.is_empty() {
-                log::warn!("{}: lines {bad:?} are not `<mac> 0x<8 hex digits>`; ignored", path.display());
+/// The xid file's table, or an empty one (with a warning) when it cannot be read. Read like
+/// `serve` reads it: bounded, a link not followed (DESIGN §10).
+fn known_xids(path: &Path) -> XidDb {
+    match XidDb::load(path, xid_db::MAX_ENTRIES) {
+        Ok((db, loaded)) => {
+            if !loaded.bad_lines.is_empty() {
+                log::warn!("{}: lines {:?} are not `<mac> 0x<8 hex digits>`; ignored", path.display(), loaded.bad_lines);
             }
-            map
+            db
         }
         Err(e) => {
             log::warn!("{}: {e}; sending xid 0 (dhcpcd will drop it)", path.display());
-            HashMap::new()
+            XidDb::new(xid_db::MAX_ENTRIES)
         }
     }
 }
@@ -352,11 +329,45 @@ fn known_xids(path: &Path) -> HashMap<Mac, u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::campaign::ClientReport;
+
+    fn report() -> Report {
+        let t = |last: u8, xid| Target { ip: Ipv4Addr::new(10, 77, 0, last), mac: Mac([2, 0, 0, 0, 0, last]), xid };
+        Report {
+            sent: 2,
+            frames: 6,
+            renewed: 1,
+            seconds: 7.7512,
+            within_1s: 1,
+            within_2s: 1,
+            first_sends_ms: Some(0.05),
+            clients: vec![
+                ClientReport { target: t(50, Some(0x1a2b_3c4d)), attempts: 1, renewed: true, ms: Some(0.9004), since_start_ms: Some(1.0) },
+                ClientReport { target: t(51, None), attempts: 5, renewed: false, ms: None, since_start_ms: None },
+            ],
+        }
+    }
 
     #[test]
-    fn xid_db_format() {
-        let (m, bad) = parse_xid_db("# comment\n02:00:00:00:00:20 0x0000beef\nnonsense\n02:00:00:00:00:20 0x12345678 # later wins\n02:00:00:00:00:21 0x123\n");
-        assert_eq!(m.get(&Mac([2, 0, 0, 0, 0, 0x20])), Some(&0x1234_5678));
-        assert_eq!(bad, vec![3, 5]);
+    fn the_json_report_has_design_s6_fields() {
+        let v: serde_json::Value = serde_json::from_str(&render_report(&report(), true)).unwrap();
+        assert_eq!((v["sent"].as_u64(), v["renewed"].as_u64(), v["seconds"].as_f64()), (Some(2), Some(1), Some(7.751)));
+        let c = &v["clients"];
+        assert_eq!(c[0]["ip"], "10.77.0.50");
+        assert_eq!(c[0]["mac"], "02:00:00:00:00:32");
+        assert_eq!(c[0]["xid"], "0x1a2b3c4d");
+        assert_eq!((c[0]["attempts"].as_u64(), c[0]["renewed"].as_bool(), c[0]["ms"].as_f64()), (Some(1), Some(true), Some(0.9)));
+        assert_eq!((&c[1]["xid"], &c[1]["ms"]), (&serde_json::Value::Null, &serde_json::Value::Null));
+        assert_eq!((c[1]["attempts"].as_u64(), c[1]["renewed"].as_bool()), (Some(5), Some(false)));
+    }
+
+    #[test]
+    fn the_text_report_names_every_client_and_the_ones_that_did_not_renew() {
+        let t = render_report(&report(), false);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "sent FORCERENEW to 2 clients (6 frames); 1 renewed in 7.75 s: 1 within 1 s, 1 within 2 s");
+        assert!(lines[1].starts_with("10.77.0.50") && lines[1].ends_with("xid 0x1a2b3c4d 1 attempt: renewed after 0.9 ms"), "{t}");
+        assert!(lines[2].ends_with("xid unknown    5 attempts: NOT renewed"), "{t}");
+        assert_eq!(lines[3], "1 of 2 clients did not renew");
     }
 }

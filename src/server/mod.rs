@@ -18,6 +18,7 @@ pub mod keygen;
 pub mod leases;
 pub mod sequence;
 pub mod serve;
+pub mod xid_db;
 
 use crate::wire::auth::{
     AuthRepr, Scheme, ALGORITHM_HMAC_MD5, PROTOCOL_DELAYED, PROTOCOL_RECONFIGURE_KEY, RDM_MONOTONIC,

@@ -24,23 +24,40 @@
 //!   holds the HMAC key lock a terminal out by claiming its MAC with a huge sequence.
 //! - [`Server::answer`] is the one place a HELLO becomes a WELCOME. One record each way: bytes
 //!   after the HELLO are ignored, and the connection closes once the WELCOME is written.
+//! - With `--interface` ([`XidLearner`]) the same loop watches the DHCP clients' messages on
+//!   that interface (inbound UDP to port 67, [`DhcpWatch`]) and keeps each client's last xid in
+//!   `[forcerenew] xid_db` (DESIGN §6), for `forcerenew` to reach clients that check it
+//!   (dhcpcd). Every client message counts, DISCOVER, REQUEST, DECLINE, RELEASE and INFORM,
+//!   because what dhcpcd checks is the xid of its last exchange. The file is written as
+//!   [`xid_db`](super::xid_db) schedules it (at once, then at most once a second), from the
+//!   loop's own timeout: no thread, and no wakeup while nothing is pending. At most
+//!   [`WATCH_BATCH`] frames are read per wakeup, so a flood to port 67 delays HELLOs by one
+//!   batch, never starves them.
+//! - The command (`run`) stops on SIGTERM or SIGINT, read from a signalfd in the same loop,
+//!   and writes a pending xid change before it exits 0.
 
 use super::conn_table::{Evicted, Eviction, Table, Token};
+use super::dhcp_watch::{ClientMsg, DhcpWatch};
 use super::error::ToolError;
+use super::xid_db::{self, XidDb};
 use crate::config::{Config, IpsyncKey};
 use crate::shell::clock;
+use crate::shell::netlink::Netlink;
+use crate::wire::dhcpv4::MessageType;
 use crate::wire::sig::{Signer, SigningKey, VerifyKey};
 use crate::wire::{ipsync, Mac};
 use nix::errno::Errno;
 use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{self as sock, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,8 +70,13 @@ pub const MAX_PER_PEER: usize = 32;
 pub const HELLO_DEADLINE: Duration = Duration::from_secs(2);
 /// Descriptors left for the rest of the process (listener, epoll, logs, config, the caller's).
 const FD_RESERVE: usize = 64;
-/// epoll user data of the listener; connection tokens never take it (see `conn_table`).
+/// epoll user data of the listener, the DHCP watcher and the signalfd. Connection tokens never
+/// take these: their low 32 bits are slot u32::MAX, which `conn_table` never uses.
 const LISTENER: u64 = u64::MAX;
+const DHCP_WATCH: u64 = 0xffff_fffe_ffff_ffff;
+const SIGNALS: u64 = 0xffff_fffd_ffff_ffff;
+/// DHCP frames read per wakeup at most (see the module's contract).
+pub const WATCH_BATCH: usize = 1024;
 const EVENTS_PER_WAIT: usize = 256;
 /// Accepts per wakeup, so a connect flood cannot starve the reads of connections already open.
 const ACCEPT_BATCH: usize = 128;
@@ -162,6 +184,12 @@ impl Server {
     /// Serves on `listener` from the calling thread until waiting for events fails (it does not
     /// in normal operation). Logs the bound address and the limits in force.
     pub fn run(&self, listener: TcpListener) -> io::Result<()> {
+        self.run_with(listener, Extras::default())
+    }
+
+    /// As [`Server::run`], also learning xids and stopping on a signal as `extras` say. Returns
+    /// `Ok` after a signal, once a pending xid change is written.
+    pub fn run_with(&self, listener: TcpListener, extras: Extras) -> io::Result<()> {
         listener.set_nonblocking(true)?;
         let bound = listener.local_addr()?;
         let cap = connection_cap(MAX_CONNECTIONS);
@@ -176,7 +204,137 @@ impl Server {
             IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
             _ => None,
         };
-        EventLoop { server: self, listener, bound_v4, epoll, table: Table::new(cap, MAX_PER_PEER) }.run()
+        if let Some(l) = &extras.learner {
+            epoll.add(l.watch_fd(), EpollEvent::new(EpollFlags::EPOLLIN, DHCP_WATCH))?;
+        }
+        if let Some(sig) = &extras.signals {
+            epoll.add(sig, EpollEvent::new(EpollFlags::EPOLLIN, SIGNALS))?;
+        }
+        let Extras { learner, signals } = extras;
+        EventLoop { server: self, listener, bound_v4, epoll, table: Table::new(cap, MAX_PER_PEER), learner, signals }
+            .run()
+    }
+}
+
+/// What the loop does besides answering HELLO.
+#[derive(Default)]
+pub struct Extras {
+    /// `--interface`: learn the DHCP clients' xids into the xid file.
+    pub learner: Option<XidLearner>,
+    /// SIGTERM/SIGINT, blocked by the caller: stop cleanly when one arrives.
+    pub signals: Option<SignalFd>,
+}
+
+/// Watches the DHCP clients on one interface and keeps their last xids in the xid file.
+pub struct XidLearner {
+    interface: String,
+    watch: DhcpWatch,
+    db: XidDb,
+    path: PathBuf,
+    /// Whether the last write failed: its error is logged once, and its recovery.
+    failing: bool,
+}
+
+impl XidLearner {
+    /// Watches `ifindex` (needs CAP_NET_RAW), starting from the table in `db`.
+    pub fn open(interface: &str, ifindex: u32, db: XidDb, path: PathBuf) -> io::Result<XidLearner> {
+        let watch = DhcpWatch::open(ifindex)?;
+        Ok(XidLearner { interface: interface.to_string(), watch, db, path, failing: false })
+    }
+
+    fn watch_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the watcher owns this descriptor and outlives the borrow (both are ours).
+        unsafe { BorrowedFd::borrow_raw(self.watch.raw_fd()) }
+    }
+
+    /// The watcher's socket is readable (or in error): one batch of client messages.
+    fn on_ready(&mut self, events: EpollFlags, now: Instant) {
+        if events.intersects(EpollFlags::EPOLLERR) {
+            // A packet socket reports ENETDOWN and the like as a pending error, which stays
+            // reported (level-triggered) until read: read it, or the loop would spin.
+            let mut err: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: `err` and `len` are live and `len` is err's size.
+            let r = unsafe {
+                libc::getsockopt(
+                    self.watch.raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    (&mut err as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            if r == 0 && err != 0 {
+                log::warn!("serve: {}: DHCP watch: {}", self.interface, io::Error::from_raw_os_error(err));
+            }
+        }
+        let (db, interface) = (&mut self.db, self.interface.as_str());
+        let read = self.watch.drain_max(WATCH_BATCH, |m| learn(db, interface, m, now));
+        if let Err(e) = read {
+            log::warn!("serve: {interface}: DHCP watch: {e}");
+        }
+    }
+
+    fn due(&self) -> Option<Instant> {
+        self.db.write_due()
+    }
+
+    fn write_if_due(&mut self, now: Instant) {
+        let r = self.db.write_if_due(&self.path, now);
+        self.report(r);
+    }
+
+    /// At shutdown: a pending change is written, due or not. Its failure is always logged:
+    /// there is no next try.
+    fn flush(&mut self, now: Instant) {
+        match self.db.flush(&self.path, now) {
+            Some(Err(e)) => log::warn!("serve: {}: cannot write: {e}; the last changes are lost", self.path.display()),
+            r => self.report(r),
+        }
+    }
+
+    fn report(&mut self, r: Option<io::Result<()>>) {
+        match r {
+            None => {}
+            Some(Ok(())) => {
+                if std::mem::take(&mut self.failing) {
+                    log::info!("serve: {}: written again ({} clients)", self.path.display(), self.db.len());
+                }
+                log::debug!("serve: wrote {} ({} clients)", self.path.display(), self.db.len());
+            }
+            Some(Err(e)) => {
+                // Once per failing spell: it is retried every second, and would flood the log.
+                if !std::mem::replace(&mut self.failing, true) {
+                    log::warn!("serve: {}: cannot write: {e}; retrying every second", self.path.display());
+                }
+            }
+        }
+    }
+}
+
+/// Records one client message; only the clients' own message types count (an OFFER or ACK in a
+/// BOOTREQUEST is nobody's exchange).
+fn learn(db: &mut XidDb, interface: &str, m: ClientMsg, now: Instant) {
+    let client = matches!(
+        m.message_type,
+        MessageType::Discover
+            | MessageType::Request
+            | MessageType::Decline
+            | MessageType::Release
+            | MessageType::Inform
+    );
+    if !client {
+        log::debug!("serve: {interface}: {:?} from {} is not a client message; xid not learned", m.message_type, m.mac);
+        return;
+    }
+    if db.record(m.mac, m.xid, now) {
+        log::debug!(
+            "serve: {interface}: learned xid {:#010x} for {} ({:?} from {})",
+            m.xid,
+            m.mac,
+            m.message_type,
+            m.src_ip
+        );
     }
 }
 
@@ -329,6 +487,8 @@ struct EventLoop<'a> {
     bound_v4: Option<Ipv4Addr>,
     epoll: Epoll,
     table: Table<Conn>,
+    learner: Option<XidLearner>,
+    signals: Option<SignalFd>,
 }
 
 impl EventLoop<'_> {
@@ -343,23 +503,49 @@ impl EventLoop<'_> {
             };
             // The clock is read once per wakeup: it stamps this wakeup's accepts and deadlines.
             now = Instant::now();
+            let mut stop = None;
             for ev in events.get(..n).unwrap_or_default() {
                 match ev.data() {
                     LISTENER => self.accept_batch(now),
+                    DHCP_WATCH => {
+                        if let Some(l) = &mut self.learner {
+                            l.on_ready(ev.events(), now);
+                        }
+                    }
+                    SIGNALS => stop = stop.or_else(|| self.signalled()),
                     data => self.ready(Token::from_u64(data)),
                 }
             }
             // After the events: a HELLO that completes in the wakeup of its deadline is answered.
             self.expire(now);
+            if let Some(l) = &mut self.learner {
+                l.write_if_due(now);
+            }
+            if let Some(sig) = stop {
+                log::info!("serve: stopping on {sig:?}");
+                if let Some(l) = &mut self.learner {
+                    l.flush(now);
+                }
+                return Ok(());
+            }
         }
     }
 
-    /// Until the oldest connection's deadline; forever with none open (no wakeups when idle).
+    /// The signal read from the signalfd, if one was there.
+    fn signalled(&mut self) -> Option<Signal> {
+        let info = self.signals.as_ref()?.read_signal().ok()??;
+        Signal::try_from(i32::try_from(info.ssi_signo).ok()?).ok()
+    }
+
+    /// Until the oldest connection's deadline or the xid file's write, whichever is first;
+    /// forever with neither (no wakeups when idle).
     fn timeout(&self, now: Instant) -> PollTimeout {
-        let Some((_, since)) = self.table.oldest() else {
+        let hello = self.table.oldest().map(|(_, since)| since.checked_add(HELLO_DEADLINE).unwrap_or(now));
+        let write = self.learner.as_ref().and_then(XidLearner::due);
+        let Some(at) = hello.into_iter().chain(write).min() else {
             return PollTimeout::NONE;
         };
-        let left = since.checked_add(HELLO_DEADLINE).map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+        let left = at.saturating_duration_since(now);
         // Rounded up: waking before the deadline would find nothing due and spin until it is.
         PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
     }
@@ -508,21 +694,77 @@ pub fn bind(listen: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// `ipsyncd serve`: WELCOME signed with the config's `[[key]]`s, on `listen` or on all addresses
-/// at the config's port. Runs until killed. `config_path` names the config in errors.
-pub fn run(cfg: &Config, config_path: &Path, listen: Option<&str>) -> Result<(), ToolError> {
+/// at the config's port; with `interface`, also the xid file (see the module's contract). Runs
+/// until SIGTERM or SIGINT. `config_path` names the config in errors.
+pub fn run(cfg: &Config, config_path: &Path, listen: Option<&str>, interface: Option<&str>) -> Result<(), ToolError> {
+    let in_file = |m: String| ToolError::Usage(format!("{}: {m}", config_path.display()));
     let keys = cfg.ipsync_keys();
     if !keys.values().any(|k| matches!(k, IpsyncKey::Hmac(_))) {
-        return Err(ToolError::Usage(format!(
-            "{}: [[key]]: serve needs a shared `secret` key, the one terminals sign HELLO with",
-            config_path.display()
-        )));
+        return Err(in_file("[[key]]: serve needs a shared `secret` key, the one terminals sign HELLO with".into()));
     }
     let addr: SocketAddr = match listen {
         Some(l) => l.parse().map_err(|_| ToolError::Usage(format!("--listen: expected ADDR:PORT, got {l:?}")))?,
         None => SocketAddr::from(([0, 0, 0, 0], cfg.server.port)),
     };
+    let xid_path = match interface {
+        Some(_) => Some(cfg.forcerenew.as_ref().and_then(|f| f.xid_db.clone()).ok_or_else(|| {
+            in_file("[forcerenew] xid_db: required by serve --interface (the file the learned xids are kept in)".into())
+        })?),
+        None => None,
+    };
+    // Blocked before anything else starts, and read from a signalfd in the loop: the pending
+    // xid change is written before the process exits. serve starts no threads or children.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.thread_block().map_err(|e| ToolError::Runtime(format!("sigprocmask: {e}")))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| ToolError::Runtime(format!("signalfd: {e}")))?;
+    let learner = match (interface, xid_path) {
+        (Some(ifname), Some(path)) => Some(open_learner(ifname, path)?),
+        _ => None,
+    };
     let listener = bind(addr).map_err(|e| ToolError::Runtime(format!("listen {addr}: {e}")))?;
-    Server::new(keys, None).run(listener).map_err(|e| ToolError::Runtime(format!("serve {addr}: {e}")))
+    Server::new(keys, None)
+        .run_with(listener, Extras { learner, signals: Some(signals) })
+        .map_err(|e| ToolError::Runtime(format!("serve {addr}: {e}")))
+}
+
+/// Loads the xid file (bad lines warned with their numbers) and opens the watcher on `ifname`.
+fn open_learner(ifname: &str, path: PathBuf) -> Result<XidLearner, ToolError> {
+    let (db, loaded) =
+        XidDb::load(&path, xid_db::MAX_ENTRIES).map_err(|e| ToolError::Runtime(format!("[forcerenew] xid_db: {e}")))?;
+    if !loaded.bad_lines.is_empty() {
+        log::warn!(
+            "{}: not `<mac> 0x<8 hex digits>`, left out (and out of the next write): {}",
+            path.display(),
+            xid_db::describe_lines(&loaded.bad_lines)
+        );
+    }
+    // The directory is made now, as forcerenew makes its state_dir: a missing one would
+    // otherwise surface only as a warning at the first write.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ToolError::Runtime(format!("[forcerenew] xid_db: {}: {e}", dir.display())))?;
+    }
+    if loaded.evicted > 0 {
+        log::warn!(
+            "{}: {} clients beyond the cap of {}; the earliest lines were left out",
+            path.display(),
+            loaded.evicted,
+            xid_db::MAX_ENTRIES
+        );
+    }
+    let mut nl = Netlink::open().map_err(|e| ToolError::Runtime(format!("netlink: {e}")))?;
+    let link = nl.link(ifname).map_err(|e| ToolError::Runtime(e.to_string()))?;
+    let learner = XidLearner::open(ifname, link.index, db, path.clone())
+        .map_err(|e| ToolError::Runtime(format!("{ifname}: DHCP watch: {e} (needs CAP_NET_RAW)")))?;
+    log::info!(
+        "serve: watching DHCP clients on {ifname}; their last xids kept in {} ({} known)",
+        path.display(),
+        loaded.clients
+    );
+    Ok(learner)
 }
 
 #[cfg(test)]
