@@ -19,11 +19,11 @@
 #[path = "../tests/it/lab.rs"]
 mod lab;
 
+use ipsyncd::config::IpsyncKey;
 use ipsyncd::server::{announce, serve, Announce, ForceRenew, ForceRenewAuth};
 use ipsyncd::shell::capture::Transmitter;
 use ipsyncd::shell::channel::{hello, Terminal};
 use ipsyncd::shell::netlink::Netlink;
-use ipsyncd::config::IpsyncKey;
 use ipsyncd::wire::frame::UdpFrameRepr;
 use ipsyncd::wire::sig::{Signer, VerifyKey};
 use ipsyncd::wire::Mac;

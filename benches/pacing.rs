@@ -25,7 +25,8 @@ struct Run {
 fn run(lab: &Lab, leases: &str, rate: Option<&str>) -> Option<Run> {
     let cfg = lab.dir.join("fr.toml").display().to_string();
     let sniff = Sniffer::on_port(lab, "srv");
-    let mut args = vec!["forcerenew", "--interface", "srv0", "--leases", leases, "--config", &cfg, "--retries", "0", "--json"];
+    let mut args =
+        vec!["forcerenew", "--interface", "srv0", "--leases", leases, "--config", &cfg, "--retries", "0", "--json"];
     if let Some(r) = rate {
         args.extend(["--rate", r]);
     }
@@ -45,7 +46,9 @@ fn run(lab: &Lab, leases: &str, rate: Option<&str>) -> Option<Run> {
     let seen = sniff
         .frames()
         .iter()
-        .filter(|f| f.bytes.len() > 42 && f.bytes[6..12] == SRV_MAC.0 && f.bytes[12..14] == [8, 0] && f.bytes[36..38] == [0, 68])
+        .filter(|f| {
+            f.bytes.len() > 42 && f.bytes[6..12] == SRV_MAC.0 && f.bytes[12..14] == [8, 0] && f.bytes[36..38] == [0, 68]
+        })
         .count();
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     Some(Run { first_sends_ms: r["first_sends_ms"].as_f64()?, frames: r["frames"].as_u64()?, wall_s, seen })

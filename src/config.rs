@@ -320,7 +320,9 @@ impl Config {
             err(
                 "server",
                 "dhcp_option",
-                format!("option {o} is one DHCP itself uses; expected 0 (option 54) or a site option 62–254, usually 224"),
+                format!(
+                    "option {o} is one DHCP itself uses; expected 0 (option 54) or a site option 62–254, usually 224"
+                ),
             );
         }
         if let Some(fr) = &self.forcerenew {
@@ -392,7 +394,8 @@ impl Config {
     pub fn signing_key(&self) -> Option<(u32, IpsyncKey)> {
         let keys = self.ipsync_keys();
         let ed = keys.iter().find(|(_, k)| matches!(k, IpsyncKey::Ed25519 { signing: Some(_), .. }));
-        let hmac = self.key.iter().find_map(|e| keys.get_key_value(&e.id).filter(|(_, k)| matches!(k, IpsyncKey::Hmac(_))));
+        let hmac =
+            self.key.iter().find_map(|e| keys.get_key_value(&e.id).filter(|(_, k)| matches!(k, IpsyncKey::Hmac(_))));
         ed.or(hmac).map(|(id, k)| (*id, k.clone()))
     }
 
@@ -456,12 +459,12 @@ fn ipsync_keys(entries: &[KeyEntry]) -> (BTreeMap<u32, IpsyncKey>, Vec<(usize, S
         let parsed = match (&k.secret, &k.public_key, &k.signing_key) {
             (Some(s), None, None) => secret_problem("key", k, s).map(IpsyncKey::Hmac),
             (None, public, signing) if public.is_some() || signing.is_some() => ed25519_entry(k, public, signing),
-            (None, None, None) => Err(format!(
-                "[[key]] id {id} secret: expected `secret` (a shared HMAC key) or `public_key` (Ed25519)"
-            )),
-            _ => Err(format!(
-                "[[key]] id {id} secret: a key is either `secret` or `public_key`/`signing_key`, not both"
-            )),
+            (None, None, None) => {
+                Err(format!("[[key]] id {id} secret: expected `secret` (a shared HMAC key) or `public_key` (Ed25519)"))
+            }
+            _ => {
+                Err(format!("[[key]] id {id} secret: a key is either `secret` or `public_key`/`signing_key`, not both"))
+            }
         };
         match parsed {
             Ok(v) => {
@@ -506,10 +509,7 @@ fn dhcp_keys(entries: &[KeyEntry]) -> (BTreeMap<u32, Vec<u8>>, Vec<(usize, Strin
         let parsed = match (&k.secret, &k.public_key, &k.signing_key) {
             (Some(s), None, None) => secret_problem("dhcp_key", k, s),
             (None, None, None) => Err(format!("[[dhcp_key]] id {} secret: missing", k.id)),
-            _ => Err(format!(
-                "[[dhcp_key]] id {} public_key: RFC 3118 keys are shared secrets: `secret` only",
-                k.id
-            )),
+            _ => Err(format!("[[dhcp_key]] id {} public_key: RFC 3118 keys are shared secrets: `secret` only", k.id)),
         };
         match parsed {
             Ok(v) => {
@@ -599,7 +599,8 @@ reconfigure_key = "0x00112233445566778899aabbccddeeff"
         assert!(Config::parse("[terminal]\nmac = \"zz\"").unwrap_err().contains("terminal.mac"));
         assert!(Config::parse("[[key]]\nid = 1\nsecret = \"0x0g\"").unwrap_err().contains("not hex"));
         assert!(Config::parse("[[key]]\nid = 1\nsecret = \"\"").unwrap_err().contains("at least 16"));
-        let dup = "[[dhcp_key]]\nid = 1\nsecret = \"aaaaaaaaaaaaaaaa\"\n[[dhcp_key]]\nid = 1\nsecret = \"bbbbbbbbbbbbbbbb\"";
+        let dup =
+            "[[dhcp_key]]\nid = 1\nsecret = \"aaaaaaaaaaaaaaaa\"\n[[dhcp_key]]\nid = 1\nsecret = \"bbbbbbbbbbbbbbbb\"";
         assert!(Config::parse(dup).unwrap_err().contains("twice"));
         assert!(Config::parse("mode = \"dhcpx\"").is_err());
     }
@@ -631,15 +632,22 @@ reconfigure_key = "0x00112233445566778899aabbccddeeff"
         assert!(matches!(t.ipsync_keys()[&2], IpsyncKey::Ed25519 { signing: None, .. }));
         assert!(t.signing_key().is_none(), "a public key alone cannot sign");
         assert!(t.hello_key().is_none());
-        let s = Config::parse(&format!("[[key]]\nid = 2\npublic_key = \"0x{pk}\"\nsigning_key = \"0x{seed}\"")).unwrap();
+        let s =
+            Config::parse(&format!("[[key]]\nid = 2\npublic_key = \"0x{pk}\"\nsigning_key = \"0x{seed}\"")).unwrap();
         assert_eq!(s.signing_key().map(|(id, _)| id), Some(2));
         let other = crate::wire::hex::to_hex(&[9; 32]);
-        let e = Config::parse(&format!("[[key]]\nid = 2\npublic_key = \"0x{pk}\"\nsigning_key = \"0x{other}\"")).unwrap_err();
+        let e = Config::parse(&format!("[[key]]\nid = 2\npublic_key = \"0x{pk}\"\nsigning_key = \"0x{other}\""))
+            .unwrap_err();
         assert!(e.starts_with("line 4: [[key]] id 2 signing_key: signing_key does not belong"), "{e}");
-        let e = Config::parse("[[key]]\nid = 2\npublic_key = \"0x0100000000000000000000000000000000000000000000000000000000000000\"").unwrap_err();
+        let e = Config::parse(
+            "[[key]]\nid = 2\npublic_key = \"0x0100000000000000000000000000000000000000000000000000000000000000\"",
+        )
+        .unwrap_err();
         assert!(e.contains("small-order"), "{e}");
         let both = format!("[[key]]\nid = 2\nsecret = \"0123456789abcdef\"\npublic_key = \"0x{pk}\"");
         assert!(Config::parse(&both).unwrap_err().contains("not both"));
-        assert!(Config::parse(&format!("[[dhcp_key]]\nid = 2\npublic_key = \"0x{pk}\"")).unwrap_err().contains("`secret` only"));
+        assert!(Config::parse(&format!("[[dhcp_key]]\nid = 2\npublic_key = \"0x{pk}\""))
+            .unwrap_err()
+            .contains("`secret` only"));
     }
 }

@@ -229,8 +229,9 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
         Cmd::Run { config, interface } => {
             // What `check` calls an error, `run` refuses at start (DESIGN §6).
             let cpath = config.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-            let (cfg, problems) = preflight::load_and_check(&cpath, interface.as_deref(), Some(preflight::Role::Terminal))
-                .map_err(|e| Fail::Usage(e.to_string()))?;
+            let (cfg, problems) =
+                preflight::load_and_check(&cpath, interface.as_deref(), Some(preflight::Role::Terminal))
+                    .map_err(|e| Fail::Usage(e.to_string()))?;
             let (errors, warnings): (Vec<_>, Vec<_>) =
                 problems.iter().partition(|p| p.severity == preflight::Severity::Error);
             for w in warnings {
@@ -244,7 +245,8 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
         }
         Cmd::Check { config } => {
             let cpath = config.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-            let (_, problems) = preflight::load_and_check(&cpath, None, None).map_err(|e| Fail::Usage(e.to_string()))?;
+            let (_, problems) =
+                preflight::load_and_check(&cpath, None, None).map_err(|e| Fail::Usage(e.to_string()))?;
             for p in &problems {
                 println!("{}", preflight::render(&cpath, p));
             }

@@ -77,10 +77,21 @@ pub enum Progress {
     /// Not sent to yet.
     Queued,
     /// Sent `attempts` times; the next send (or giving up) is due at `next_at`.
-    Sent { attempts: u32, first_at: Instant, next_at: Instant },
-    Renewed { attempts: u32, first_at: Instant, at: Instant },
+    Sent {
+        attempts: u32,
+        first_at: Instant,
+        next_at: Instant,
+    },
+    Renewed {
+        attempts: u32,
+        first_at: Instant,
+        at: Instant,
+    },
     /// Every attempt went out and no REQUEST came.
-    NotRenewed { attempts: u32, first_at: Instant },
+    NotRenewed {
+        attempts: u32,
+        first_at: Instant,
+    },
 }
 
 /// What the shell is to send now.
@@ -356,7 +367,9 @@ impl Campaign {
         for (t, p) in self.targets.iter().zip(&self.progress) {
             let (attempts, ok, first_to_renew, since_start) = match *p {
                 Progress::Queued => (0, false, None, None),
-                Progress::Sent { attempts, .. } | Progress::NotRenewed { attempts, .. } => (attempts, false, None, None),
+                Progress::Sent { attempts, .. } | Progress::NotRenewed { attempts, .. } => {
+                    (attempts, false, None, None)
+                }
                 Progress::Renewed { attempts, first_at, at } => {
                     (attempts, true, Some(ms(first_at, at)), Some(ms(self.started, at)))
                 }
@@ -367,7 +380,13 @@ impl Campaign {
                 w1 += usize::from(s <= 1000.0);
                 w2 += usize::from(s <= 2000.0);
             }
-            clients.push(ClientReport { target: *t, attempts, renewed: ok, ms: first_to_renew, since_start_ms: since_start });
+            clients.push(ClientReport {
+                target: *t,
+                attempts,
+                renewed: ok,
+                ms: first_to_renew,
+                since_start_ms: since_start,
+            });
         }
         Report {
             sent,

@@ -19,8 +19,8 @@ pub fn format_name(f: Format) -> &'static str {
 
 /// Reads `source` and reports what was skipped.
 pub fn read(source: &str) -> Result<Loaded, ToolError> {
-    let loaded = leases::load(source, clock::unix_secs())
-        .map_err(|e| ToolError::Runtime(format!("--leases {source}: {e}")))?;
+    let loaded =
+        leases::load(source, clock::unix_secs()).map_err(|e| ToolError::Runtime(format!("--leases {source}: {e}")))?;
     for b in &loaded.bad {
         log::warn!("{source}: line {}: {}; skipped", b.line, b.why);
     }

@@ -25,7 +25,6 @@ use crate::wire::Mac;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-
 pub const REPLAY_FILE: &str = "forcerenew.replay";
 
 /// The next RFC 3118 replay counter, persisted in `state_dir` before use.
@@ -54,7 +53,9 @@ pub struct Request {
 pub enum Outcome {
     Sent,
     /// `--require-confirm` and some clients did not renew (exit 3).
-    Unconfirmed { missing: usize },
+    Unconfirmed {
+        missing: usize,
+    },
 }
 
 /// The signing material of `[forcerenew]`, owned.
@@ -66,7 +67,8 @@ enum Auth {
 impl Auth {
     fn from_config(cfg: &Config, config_path: &Path) -> Result<Auth, ToolError> {
         let in_file = |m: String| ToolError::Usage(format!("{}: {m}", config_path.display()));
-        let section = cfg.forcerenew.clone().ok_or_else(|| in_file("[forcerenew]: required to sign FORCERENEW".into()))?;
+        let section =
+            cfg.forcerenew.clone().ok_or_else(|| in_file("[forcerenew]: required to sign FORCERENEW".into()))?;
         match section.auth {
             AuthKind::Delayed => {
                 let key = cfg.dhcp_keys().get(&section.key_id).cloned().ok_or_else(|| {
@@ -233,7 +235,8 @@ pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<Outcome, To
 /// Sleeps until `fd` is readable or `us` microseconds passed.
 fn wait(fd: std::os::fd::RawFd, us: u64) -> std::io::Result<()> {
     let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    let ts = libc::timespec { tv_sec: (us / 1_000_000) as libc::time_t, tv_nsec: ((us % 1_000_000) * 1000) as libc::c_long };
+    let ts =
+        libc::timespec { tv_sec: (us / 1_000_000) as libc::time_t, tv_nsec: ((us % 1_000_000) * 1000) as libc::c_long };
     // SAFETY: one live pollfd and a live timespec; no signal mask.
     let r = unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) };
     if r < 0 {
@@ -315,7 +318,11 @@ fn known_xids(path: &Path) -> XidDb {
     match XidDb::load(path, xid_db::MAX_ENTRIES) {
         Ok((db, loaded)) => {
             if !loaded.bad_lines.is_empty() {
-                log::warn!("{}: lines {:?} are not `<mac> 0x<8 hex digits>`; ignored", path.display(), loaded.bad_lines);
+                log::warn!(
+                    "{}: lines {:?} are not `<mac> 0x<8 hex digits>`; ignored",
+                    path.display(),
+                    loaded.bad_lines
+                );
             }
             db
         }
@@ -342,7 +349,13 @@ mod tests {
             within_2s: 1,
             first_sends_ms: Some(0.05),
             clients: vec![
-                ClientReport { target: t(50, Some(0x1a2b_3c4d)), attempts: 1, renewed: true, ms: Some(0.9004), since_start_ms: Some(1.0) },
+                ClientReport {
+                    target: t(50, Some(0x1a2b_3c4d)),
+                    attempts: 1,
+                    renewed: true,
+                    ms: Some(0.9004),
+                    since_start_ms: Some(1.0),
+                },
                 ClientReport { target: t(51, None), attempts: 5, renewed: false, ms: None, since_start_ms: None },
             ],
         }
@@ -356,7 +369,10 @@ mod tests {
         assert_eq!(c[0]["ip"], "10.77.0.50");
         assert_eq!(c[0]["mac"], "02:00:00:00:00:32");
         assert_eq!(c[0]["xid"], "0x1a2b3c4d");
-        assert_eq!((c[0]["attempts"].as_u64(), c[0]["renewed"].as_bool(), c[0]["ms"].as_f64()), (Some(1), Some(true), Some(0.9)));
+        assert_eq!(
+            (c[0]["attempts"].as_u64(), c[0]["renewed"].as_bool(), c[0]["ms"].as_f64()),
+            (Some(1), Some(true), Some(0.9))
+        );
         assert_eq!((&c[1]["xid"], &c[1]["ms"]), (&serde_json::Value::Null, &serde_json::Value::Null));
         assert_eq!((c[1]["attempts"].as_u64(), c[1]["renewed"].as_bool()), (Some(5), Some(false)));
     }
@@ -365,8 +381,14 @@ mod tests {
     fn the_text_report_names_every_client_and_the_ones_that_did_not_renew() {
         let t = render_report(&report(), false);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "sent FORCERENEW to 2 clients (6 frames); 1 renewed in 7.75 s: 1 within 1 s, 1 within 2 s");
-        assert!(lines[1].starts_with("10.77.0.50") && lines[1].ends_with("xid 0x1a2b3c4d 1 attempt: renewed after 0.9 ms"), "{t}");
+        assert_eq!(
+            lines[0],
+            "sent FORCERENEW to 2 clients (6 frames); 1 renewed in 7.75 s: 1 within 1 s, 1 within 2 s"
+        );
+        assert!(
+            lines[1].starts_with("10.77.0.50") && lines[1].ends_with("xid 0x1a2b3c4d 1 attempt: renewed after 0.9 ms"),
+            "{t}"
+        );
         assert!(lines[2].ends_with("xid unknown    5 attempts: NOT renewed"), "{t}");
         assert_eq!(lines[3], "1 of 2 clients did not renew");
     }

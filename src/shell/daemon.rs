@@ -192,7 +192,8 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         ifname.clone(),
         Duration::from_millis(cfg.hook_timeout_ms),
     );
-    let terminal = std::sync::Arc::new(parking_lot::RwLock::new(Terminal { key_id, key, keys: cfg.keys(), mac, ip: own_ip }));
+    let terminal =
+        std::sync::Arc::new(parking_lot::RwLock::new(Terminal { key_id, key, keys: cfg.keys(), mac, ip: own_ip }));
     let hup_terminal = std::sync::Arc::clone(&terminal);
     let tx = std::sync::Arc::new(
         super::capture::Transmitter::open(link.index)

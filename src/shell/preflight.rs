@@ -76,7 +76,8 @@ pub fn render(path: &Path, p: &Problem) -> String {
 /// Every problem of `cfg`, read from `path` as `text`, for `role`.
 pub fn check(cfg: &Config, text: &str, path: &Path, role: Role) -> Vec<Problem> {
     let mut out = Vec::new();
-    let line = |table: &str, key: &str| config::locate(text, table, 0, key).map(|l| format!("line {l}: ")).unwrap_or_default();
+    let line =
+        |table: &str, key: &str| config::locate(text, table, 0, key).map(|l| format!("line {l}: ")).unwrap_or_default();
     let mut error = |t: String| out.push(Problem { severity: Severity::Error, text: t });
     for p in cfg.problems(text) {
         error(p);
@@ -111,7 +112,8 @@ pub fn check(cfg: &Config, text: &str, path: &Path, role: Role) -> Vec<Problem> 
         }
         for (i, k) in cfg.key.iter().enumerate() {
             if k.signing_key.is_some() {
-                let l = config::locate(text, "key", i, "signing_key").map(|l| format!("line {l}: ")).unwrap_or_default();
+                let l =
+                    config::locate(text, "key", i, "signing_key").map(|l| format!("line {l}: ")).unwrap_or_default();
                 warn(format!(
                     "{l}[[key]] id {} signing_key: a terminal needs only public_key; whoever takes this terminal could move the fleet",
                     k.id

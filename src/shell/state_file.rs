@@ -84,7 +84,9 @@ fn parse(dir: &Path) -> io::Result<Option<Result<State, String>>> {
     match atomic_file::read_own(dir, FILE_NAME, MAX_STATE_BYTES) {
         Ok(None) => Ok(None),
         Ok(Some(text)) => match version_of(&text) {
-            Some(v) if v != u64::from(STATE_VERSION) => Err(io::Error::new(io::ErrorKind::InvalidData, UnsupportedVersion(v))),
+            Some(v) if v != u64::from(STATE_VERSION) => {
+                Err(io::Error::new(io::ErrorKind::InvalidData, UnsupportedVersion(v)))
+            }
             _ => Ok(Some(serde_json::from_slice::<State>(&text).map_err(|e| e.to_string()))),
         },
         Err(e) if e.is_foreign() => Ok(Some(Err(e.to_string()))),

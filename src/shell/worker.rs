@@ -63,7 +63,10 @@ pub type StatusSink = Box<dyn FnMut(&Engine, Instant) -> Option<std::time::Durat
 #[derive(Debug)]
 pub enum Control {
     /// SIGHUP: new keys from a re-read config.
-    ReloadKeys { keys: std::collections::BTreeMap<u32, crate::wire::sig::VerifyKey>, dhcp_keys: std::collections::BTreeMap<u32, Vec<u8>> },
+    ReloadKeys {
+        keys: std::collections::BTreeMap<u32, crate::wire::sig::VerifyKey>,
+        dhcp_keys: std::collections::BTreeMap<u32, Vec<u8>>,
+    },
 }
 
 /// Guards against an engine bug that keeps a deadline in the past: never spin.

@@ -73,11 +73,22 @@ pub enum Error {
     Length(u16),
     /// Too short for the trailer its key_id names (an Ed25519 message is at least 84 bytes).
     Trailer(u16),
-    TlvOverrun { tlv: u8 },
-    TlvDuplicate { tlv: u8 },
-    TlvUnknown { tlv: u8 },
-    TlvLength { tlv: u8, len: u8 },
-    TlvMissing { tlv: u8 },
+    TlvOverrun {
+        tlv: u8,
+    },
+    TlvDuplicate {
+        tlv: u8,
+    },
+    TlvUnknown {
+        tlv: u8,
+    },
+    TlvLength {
+        tlv: u8,
+        len: u8,
+    },
+    TlvMissing {
+        tlv: u8,
+    },
     ServerName,
 }
 

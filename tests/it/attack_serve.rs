@@ -10,9 +10,9 @@
 
 use crate::lab::within;
 use ipsyncd::config::IpsyncKey;
-use ipsyncd::wire::sig::VerifyKey;
 use ipsyncd::server::serve::{self, Server, HELLO_DEADLINE, MAX_CONNECTIONS, MAX_PER_PEER};
 use ipsyncd::shell::channel::{hello, Terminal};
+use ipsyncd::wire::sig::VerifyKey;
 use ipsyncd::wire::{ipsync, Mac};
 use nix::errno::Errno;
 use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockType, SockaddrIn};
@@ -160,7 +160,13 @@ fn sources(first: u8, count: u8) -> Vec<Ipv4Addr> {
 }
 
 fn terminal(i: usize) -> Terminal {
-    Terminal { key_id: 1, key: KEY.to_vec(), keys: BTreeMap::from([(1, VerifyKey::Hmac(KEY.to_vec()))]), mac: Mac([2, 0, 0, 0, (i >> 8) as u8, i as u8]), ip: LO }
+    Terminal {
+        key_id: 1,
+        key: KEY.to_vec(),
+        keys: BTreeMap::from([(1, VerifyKey::Hmac(KEY.to_vec()))]),
+        mac: Mac([2, 0, 0, 0, (i >> 8) as u8, i as u8]),
+        ip: LO,
+    }
 }
 
 /// `n` genuine HELLOs, built and checked as the terminal does (`shell::channel::hello`: HMAC,

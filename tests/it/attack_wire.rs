@@ -674,7 +674,11 @@ fn attack_ed25519_terminal_refuses_announces_signed_with_its_hello_hmac_key() {
     let mut r = Rig::ed(86_400);
     let s = r.fresh();
     let d = r.one(&udp(&hmac_announce(s, EVIL_IP, EVIL), EVIL));
-    assert_eq!(vr(&d), (Verdict::Reject, Some("unknown_key")), "the HELLO key moved a terminal that holds an Ed25519 key");
+    assert_eq!(
+        vr(&d),
+        (Verdict::Reject, Some("unknown_key")),
+        "the HELLO key moved a terminal that holds an Ed25519 key"
+    );
     assert_eq!(r.e.state().server, None);
 }
 

@@ -88,8 +88,8 @@ fn ed25519_public_key_terminal_follows_a_signed_move_and_refuses_every_forgery()
             // A signature by another key pair.
             tx.send(&forged(i, Signer::Ed25519(&wrong), Mac([2, 0, 0, 0, 0x66, 2])).frame(47474)).unwrap();
             // A genuine signature over a frame whose server address was then changed.
-            let mut f = Announce { server_ip: B, ..forged(i, Signer::Ed25519(&sk), Mac([2, 0, 0, 0, 0x66, 3])) }
-                .frame(47474);
+            let mut f =
+                Announce { server_ip: B, ..forged(i, Signer::Ed25519(&sk), Mac([2, 0, 0, 0, 0x66, 3])) }.frame(47474);
             // SERVER_IPV4's TLV (type 1, length 4, B), under the signature: B becomes EVIL.
             let at = f.windows(6).position(|w| w == [1, 4, 10, 77, 0, 20]).unwrap() + 5;
             f[at] = 66;

@@ -109,7 +109,10 @@ fn r9_forcerenew_over_a_dnsmasq_lease_file_of_200_reports_the_one_real_terminal_
         let c = clients.iter().find(|c| c["mac"] == mac.as_str()).unwrap_or_else(|| panic!("{mac} missing"));
         assert_eq!(c["ip"], ip.to_string());
         // The first send and the four default retries, none answered.
-        assert_eq!((c["renewed"].as_bool(), c["attempts"].as_u64(), &c["ms"]), (Some(false), Some(5), &serde_json::Value::Null));
+        assert_eq!(
+            (c["renewed"].as_bool(), c["attempts"].as_u64(), &c["ms"]),
+            (Some(false), Some(5), &serde_json::Value::Null)
+        );
     }
     // 250 ms + 500 ms + 1 s + 2 s between the sends, then 4 s for the last to be answered.
     assert!(took >= Duration::from_millis(7700), "gave up after {took:?}");
@@ -126,7 +129,8 @@ fn r9_forcerenew_over_a_dnsmasq_lease_file_of_200_reports_the_one_real_terminal_
     assert!(out.contains("199 of 200 clients did not renew"), "{out}");
     let line = out.lines().find(|l| l.contains(&TERM_MAC.to_string())).unwrap_or_default();
     assert!(line.starts_with("10.77.0.50") && line.contains("1 attempt: renewed after"), "{out}");
-    let silent = out.lines().filter(|l| l.contains("02:fa:00:00:00:") && l.ends_with("2 attempts: NOT renewed")).count();
+    let silent =
+        out.lines().filter(|l| l.contains("02:fa:00:00:00:") && l.ends_with("2 attempts: NOT renewed")).count();
     assert_eq!(silent, 199, "{out}");
 }
 
@@ -139,7 +143,10 @@ fn r9_a_bad_lease_line_is_reported_by_number_and_the_rest_still_go() {
     let e = unix_now() + 600;
     std::fs::write(
         &f,
-        format!("{e} 02:00:00:00:00:10 10.77.0.10 * *\nthis is not a lease\n{} 02:00:00:00:00:11 10.77.0.11 * *\n", unix_now() - 5),
+        format!(
+            "{e} 02:00:00:00:00:10 10.77.0.10 * *\nthis is not a lease\n{} 02:00:00:00:00:11 10.77.0.11 * *\n",
+            unix_now() - 5
+        ),
     )
     .unwrap();
     let cfg = lab.dir.join("fr.toml").display().to_string();
@@ -170,9 +177,14 @@ fn r9_announce_leases_moves_a_terminal_behind_a_router_that_the_broadcast_never_
     // The terminal lives on 10.78.0.0/24 and starts with the server at .20.
     let t = lab.dir.join("term.toml");
     let text = std::fs::read_to_string(&t).unwrap();
-    std::fs::write(&t, text.replace("10.77.0.10/24", "10.78.0.10/24").replace("address = \"10.77.0.1\"", "address = \"10.77.0.20\"")).unwrap();
+    std::fs::write(
+        &t,
+        text.replace("10.77.0.10/24", "10.78.0.10/24").replace("address = \"10.77.0.1\"", "address = \"10.77.0.20\""),
+    )
+    .unwrap();
     lab.start_follow();
-    assert!(poll(Duration::from_secs(5), || lab.status()["server"]["connected"] == true || lab.log("hook.log").contains("SERVER_CONNECTED")));
+    assert!(poll(Duration::from_secs(5), || lab.status()["server"]["connected"] == true
+        || lab.log("hook.log").contains("SERVER_CONNECTED")));
     assert_eq!(lab.status()["server"]["ip"], "10.77.0.20", "{}", lab.log("run.log"));
     let leases = lab.dir.join("leases");
     std::fs::write(&leases, format!("{} {TERM_MAC} 10.78.0.10 thin-1 *\n", unix_now() + 600)).unwrap();
@@ -180,7 +192,8 @@ fn r9_announce_leases_moves_a_terminal_behind_a_router_that_the_broadcast_never_
     let src = leases.display().to_string();
 
     // The broadcast alone stays on srv's segment.
-    let bcast = ["announce", "--interface", "srv0", "--address", "10.77.0.21", "--previous", "10.77.0.20", "--config", &cfg];
+    let bcast =
+        ["announce", "--interface", "srv0", "--address", "10.77.0.21", "--previous", "10.77.0.20", "--config", &cfg];
     let (code, out, err) = run_tool(&lab, "srv", &bcast);
     assert_eq!(code, 0, "{out}{err}");
     std::thread::sleep(Duration::from_millis(700));
@@ -199,8 +212,11 @@ fn r9_announce_leases_moves_a_terminal_behind_a_router_that_the_broadcast_never_
     );
     // Make-before-break completed on the new server's WELCOME, through the router.
     assert!(
-        within(Duration::from_secs(3), || lab.log("hook.log").lines().any(|l| l.starts_with("SERVER_CHANGED 10.77.0.20 10.77.0.21")))
-            .is_some(),
+        within(Duration::from_secs(3), || lab
+            .log("hook.log")
+            .lines()
+            .any(|l| l.starts_with("SERVER_CHANGED 10.77.0.20 10.77.0.21")))
+        .is_some(),
         "{}",
         lab.log("hook.log")
     );

@@ -168,7 +168,8 @@ fn r9_forcerenew_leases_from_kea_socket_and_csv_moves_an_ipsyncd_terminal_and_dh
         // The xid dhcpcd used last, learned by serve: forcerenew reads it from the file.
         let learned = xid_of(&xids, evil).unwrap();
         let renews_before = lab.log("dhcpcd-hook.log").matches("RENEW").count();
-        let args = ["forcerenew", "--interface", "srv0", "--leases", source, "--config", &cfg, "--json", "--require-confirm"];
+        let args =
+            ["forcerenew", "--interface", "srv0", "--leases", source, "--config", &cfg, "--json", "--require-confirm"];
         let (code, out, err) = tool(&lab, "srv", &args);
         assert_eq!(code, 0, "{source}: both must renew\nstdout:\n{out}\nstderr:\n{err}\n{}", lab.log("dhcpcd.log"));
         let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));

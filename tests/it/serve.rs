@@ -41,8 +41,13 @@ fn serve_answers_hello_and_refuses_the_rest() {
         .spawn()
         .unwrap();
     let _guard = Killed(child);
-    let t =
-        Terminal { key_id: 1, key: vec![0x42; 32], keys: BTreeMap::from([(1, VerifyKey::Hmac(vec![0x42; 32]))]), mac: Mac([2, 0, 0, 0, 0, 0x10]), ip: Ipv4Addr::new(127, 0, 0, 1) };
+    let t = Terminal {
+        key_id: 1,
+        key: vec![0x42; 32],
+        keys: BTreeMap::from([(1, VerifyKey::Hmac(vec![0x42; 32]))]),
+        mac: Mac([2, 0, 0, 0, 0, 0x10]),
+        ip: Ipv4Addr::new(127, 0, 0, 1),
+    };
     let lo = Ipv4Addr::LOCALHOST;
     let timeout = Duration::from_secs(2);
     // Wait for the listener (bounded).
