@@ -111,10 +111,10 @@ enum Cmd {
         leases: Option<String>,
         /// Resends after the first, with doubling gaps from 250 ms, until the client's REQUEST
         /// is seen.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=16))]
         retries: u32,
         /// First FORCERENEWs per second (retries share the rate).
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         rate: u32,
         /// Exit 3 unless every client renewed (its REQUEST was seen).
         #[arg(long)]
@@ -280,6 +280,9 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             };
             match forcerenew::run(&cfg, &cpath, req)? {
                 forcerenew::Outcome::Sent => Ok(()),
+                forcerenew::Outcome::Unconfirmed { missing: 0 } => {
+                    Err(Fail::Unconfirmed("no live leases: nothing was confirmed (--require-confirm)".into()))
+                }
                 forcerenew::Outcome::Unconfirmed { missing } => {
                     Err(Fail::Unconfirmed(format!("{missing} clients did not renew (--require-confirm)")))
                 }

@@ -15,7 +15,7 @@
 //! signed with the config's Ed25519 signing key when it has one, else with its first shared
 //! `[[key]]` secret ([`Config::signing_key`]).
 
-use super::campaign::{Pacer, Policy};
+use super::campaign::{Pacer, Policy, BLOCKED_PAUSE_US};
 use super::error::ToolError;
 use super::{fleet, sequence, Announce};
 use crate::config::{Config, IpsyncKey};
@@ -40,6 +40,8 @@ pub struct Unicast {
     pub sent: usize,
     /// The kernel had no route or neighbour for the lease (EHOSTUNREACH, ENETUNREACH).
     pub unreachable: usize,
+    /// Any other refusal.
+    pub failed: usize,
 }
 
 impl Sender {
@@ -105,10 +107,17 @@ impl Announcer<'_> {
             .map_err(|e| ToolError::Runtime(format!("{}: cannot send from {ip}: {e}", self.interface)))
     }
 
-    fn send(&self, sender: &Sender, ip: Ipv4Addr, previous: Option<Ipv4Addr>) -> Result<(), ToolError> {
+    /// One announcement: the broadcast, then the unicast copies when `--leases` is given.
+    /// `Ok(Some(why))`: the broadcast went out but the lease source could not be read, so no
+    /// copy did (one-shot runs fail with it after the broadcast; `--watch` warns and goes on).
+    fn send(&self, sender: &Sender, ip: Ipv4Addr, previous: Option<Ipv4Addr>) -> Result<Option<String>, ToolError> {
         // signing_key() only returns keys that can sign.
         let key = self.key.signer().ok_or_else(|| ToolError::Usage("[[key]]: no signing key".into()))?;
-        let leases = self.leases.map(fleet::read).transpose()?.map(|l| l.leases).unwrap_or_default();
+        let (leases, lease_error) = match self.leases.map(fleet::read).transpose() {
+            Ok(l) => (l.map(|l| l.leases).unwrap_or_default(), None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        // One sequence for the broadcast and one per copy; take_block checked they all fit.
         let count = leases.len() as u64 + 1;
         let first = sequence::take_block(&self.cfg.state_dir, SEQ_FILE, clock::unix_us(), count)
             .map_err(|e| ToolError::Runtime(format!("{}: {e}", self.cfg.state_dir.display())))?;
@@ -127,18 +136,19 @@ impl Announcer<'_> {
         };
         sender.send(&payload(first)).map_err(|e| ToolError::Runtime(format!("announce {ip}: {e}")))?;
         log::info!("announced {ip} ({}) on {}, sequence {first}", self.mac, self.interface);
-        if let Some(source) = self.leases {
-            let u = unicast(sender, leases.iter().map(|l| l.ip), |i| payload(first + 1 + i as u64))
-                .map_err(|e| ToolError::Runtime(format!("announce {ip} to the leases of {source}: {e}")))?;
+        if let (Some(source), None) = (self.leases, &lease_error) {
+            let u = unicast(sender, leases.iter().map(|l| l.ip), |i| payload(first + 1 + i as u64));
             log::info!(
-                "announced {ip} unicast to {} leases of {source} ({} unreachable), sequences {}..={}",
+                "announced {ip} unicast to {} of {} leases of {source} ({} unreachable, {} refused), sequences {}..={}",
                 u.sent,
+                leases.len(),
                 u.unreachable,
+                u.failed,
                 first + 1,
-                first + u.sent as u64 + u.unreachable as u64
+                first + leases.len() as u64
             );
         }
-        Ok(())
+        Ok(lease_error.map(|e| format!("announced {ip} by broadcast only: {e}")))
     }
 }
 
@@ -148,7 +158,7 @@ fn unicast(
     sender: &Sender,
     to: impl Iterator<Item = Ipv4Addr>,
     payload: impl Fn(usize) -> Vec<u8>,
-) -> std::io::Result<Unicast> {
+) -> Unicast {
     let mut pacer = Pacer::new(Policy::DEFAULT_RATE, Policy::default().burst, clock::boottime());
     let mut out = Unicast::default();
     for (i, ip) in to.enumerate() {
@@ -162,19 +172,26 @@ fn unicast(
             match sender.send_to(&bytes, ip) {
                 Ok(()) => out.sent += 1,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) => {
-                    pacer.push_back(now);
+                    pacer.hold(now, BLOCKED_PAUSE_US);
                     continue;
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EHOSTUNREACH | libc::ENETUNREACH)) => {
                     log::debug!("announce to {ip}: {e}");
                     out.unreachable += 1;
                 }
-                Err(e) => return Err(e),
+                // One lease the kernel will not send to (a full neighbour table, say) does not
+                // cost the others their copy.
+                Err(e) => {
+                    if out.failed == 0 {
+                        log::warn!("announce to {ip}: {e} (further refusals are only counted)");
+                    }
+                    out.failed += 1;
+                }
             }
             break;
         }
     }
-    Ok(out)
+    out
 }
 
 /// `ipsyncd announce`. `config_path` names the config in errors.
@@ -208,13 +225,14 @@ pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<(), ToolErr
         return watch(&signer, sender, link.index, ip, previous, req.interval);
     }
     let count = req.count.unwrap_or(1).max(1);
+    let mut partial = None;
     for i in 0..count {
-        signer.send(&sender, ip, previous)?;
+        partial = signer.send(&sender, ip, previous)?.or(partial);
         if i + 1 < count {
             std::thread::sleep(Duration::from_secs(req.interval.unwrap_or(1)));
         }
     }
-    Ok(())
+    partial.map_or(Ok(()), |why| Err(ToolError::Runtime(why)))
 }
 
 fn parse_ip(flag: &str, s: &str) -> Result<Ipv4Addr, ToolError> {
@@ -236,7 +254,9 @@ fn watch(
     // poll(2) takes milliseconds as an int; -1 waits for an address change only.
     let timeout = interval.map_or(-1, |s| (s.saturating_mul(1000)).min(i32::MAX as u64) as i32);
     loop {
-        signer.send(&sender, ip, previous)?;
+        if let Some(why) = signer.send(&sender, ip, previous)? {
+            log::warn!("{why}; trying the lease source again at the next announcement");
+        }
         // Wait for a new address, or for the refresh interval.
         loop {
             let mut pfd = libc::pollfd { fd: mon.as_raw_fd(), events: libc::POLLIN, revents: 0 };

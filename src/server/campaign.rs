@@ -162,11 +162,16 @@ impl Pacer {
         true
     }
 
-    /// The device had no room: hold the rate back by one frame so its queue can drain.
-    pub fn push_back(&mut self, now: Instant) {
-        self.tat = Instant(self.tat.max(now).micros() + self.interval_us);
+    /// The device had no room: nothing more for `pause_us`, so its queue can drain (and the
+    /// burst tolerance cannot turn the refusal into a tight retry loop).
+    pub fn hold(&mut self, now: Instant, pause_us: u64) {
+        let resume = now.micros().saturating_add(pause_us).saturating_add(self.tolerance_us);
+        self.tat = Instant(self.tat.micros().max(resume));
     }
 }
+
+/// How long the sender pauses after the device refused a frame for lack of room.
+pub const BLOCKED_PAUSE_US: u64 = 1000;
 
 pub struct Campaign {
     policy: Policy,
@@ -264,6 +269,10 @@ impl Campaign {
                 return None;
             }
             self.blocked.pop();
+            // Renewed while its frame waited for room: nothing to send any more.
+            if !matches!(self.progress[s.index], Progress::Sent { .. }) {
+                return self.poll_transmit(now);
+            }
             // The refused frame never left: the client's clock starts now.
             let next_at = now.add_ms(self.policy.interval_ms(s.attempt));
             if let Progress::Sent { first_at, next_at: n, .. } = &mut self.progress[s.index] {
@@ -324,15 +333,20 @@ impl Campaign {
     /// not counted as an attempt the client could have answered.
     pub fn handle_send_blocked(&mut self, now: Instant, send: Send) {
         self.frames = self.frames.saturating_sub(1);
-        self.pacer.push_back(now);
+        self.pacer.hold(now, BLOCKED_PAUSE_US);
         self.blocked.push(send);
     }
 
-    /// A DHCPREQUEST from `mac` was seen. Returns whether it renewed a client of this campaign.
-    pub fn handle_request(&mut self, now: Instant, mac: Mac) -> bool {
+    /// A DHCPREQUEST from `mac` for `address` (its ciaddr, else its requested address) was
+    /// seen. It renews the client only if it is for the leased address: a forged REQUEST with
+    /// the client's chaddr alone does not silence the retries. Returns whether it renewed one.
+    pub fn handle_request(&mut self, now: Instant, mac: Mac, address: Option<Ipv4Addr>) -> bool {
         let Some(&i) = self.by_mac.get(&mac) else {
             return false;
         };
+        if address != Some(self.targets[i].ip) {
+            return false;
+        }
         match self.progress[i] {
             Progress::Sent { attempts, first_at, .. } | Progress::NotRenewed { attempts, first_at } => {
                 self.progress[i] = Progress::Renewed { attempts, first_at, at: now };
@@ -433,7 +447,7 @@ mod tests {
                 }
                 replies.pop();
                 let mac = c.targets[i].mac;
-                c.handle_request(at, mac);
+                c.handle_request(at, mac, Some(c.targets[i].ip));
             }
             if c.is_finished() {
                 return c.report();
@@ -488,7 +502,7 @@ mod tests {
     fn retries_zero_sends_once_and_a_request_before_our_send_does_not_count() {
         let p = Policy { retries: 0, ..Policy::default() };
         let mut c = Campaign::new(targets(2), p, T0);
-        assert!(!c.handle_request(T0, c.targets[0].mac));
+        assert!(!c.handle_request(T0, c.targets[0].mac, Some(c.targets[0].ip)));
         let r = drive(&mut c, 0, |_, _| false);
         assert_eq!((r.frames, r.renewed), (2, 0));
         assert!(r.clients.iter().all(|c| c.attempts == 1));
@@ -509,7 +523,8 @@ mod tests {
         assert!(next > T0);
         assert_eq!(c.poll_transmit(next), Some(blocked), "the refused send goes first");
         for s in &burst {
-            assert!(c.handle_request(next, s.target.mac));
+            assert!(!c.handle_request(next, s.target.mac, None), "a REQUEST for no address");
+            assert!(c.handle_request(next, s.target.mac, Some(s.target.ip)));
         }
         let r = drive(&mut c, 10, |_, _| true);
         assert_eq!((r.sent, r.frames, r.renewed), (100, 100, 100));
@@ -524,7 +539,7 @@ mod tests {
         t.push(t[0]);
         let mut c = Campaign::new(t, Policy::default(), T0);
         assert_eq!(c.len(), 2);
-        assert!(!c.handle_request(T0, Mac([9; 6])));
+        assert!(!c.handle_request(T0, Mac([9; 6]), None));
         let r = drive(&mut c, 1, |_, _| true);
         assert_eq!((r.sent, r.renewed), (2, 2));
     }

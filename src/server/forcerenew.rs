@@ -26,6 +26,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 pub const REPLAY_FILE: &str = "forcerenew.replay";
+/// Replay counters reserved per write (at most 65 ms ahead of a µs clock).
+const MAX_REPLAY_BLOCK: u64 = 65_536;
 
 /// The next RFC 3118 replay counter, persisted in `state_dir` before use.
 pub fn next_replay(state_dir: &Path, now_unix_us: u64) -> std::io::Result<u64> {
@@ -101,20 +103,22 @@ impl Auth {
 struct Replay<'a> {
     dir: &'a Path,
     next: u64,
-    end: u64,
+    /// Values of the reserved block not yet used.
+    remaining: u64,
     block: u64,
 }
 
 impl Replay<'_> {
     fn take(&mut self) -> Result<u64, ToolError> {
-        if self.next >= self.end {
-            let first = sequence::take_block(self.dir, REPLAY_FILE, clock::unix_us(), self.block)
+        if self.remaining == 0 {
+            self.next = sequence::take_block(self.dir, REPLAY_FILE, clock::unix_us(), self.block)
                 .map_err(|e| ToolError::Runtime(format!("{}: {e}", self.dir.display())))?;
-            self.next = first;
-            self.end = first.saturating_add(self.block);
+            self.remaining = self.block;
         }
         let r = self.next;
-        self.next += 1;
+        self.remaining -= 1;
+        // take_block checked that the whole block fits; past its end the value is never used.
+        self.next = self.next.wrapping_add(1);
         Ok(r)
     }
 }
@@ -184,15 +188,42 @@ pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<Outcome, To
     // Opened before the first frame leaves, so no REQUEST it provokes is missed.
     let mut watch = DhcpWatch::open(link.index)
         .map_err(|e| ToolError::Runtime(format!("{interface}: watching for REQUESTs: {e} (needs CAP_NET_RAW)")))?;
-    let block = (targets.len() as u64).saturating_mul(u64::from(policy.retries) + 1).max(1);
-    let mut replay = Replay { dir: &cfg.state_dir, next: 0, end: 0, block };
+    // Enough for every frame of a normal run in one write, but never far ahead of the clock:
+    // a counter reserved days ahead would make terminals reject the next sender's frames as
+    // replayed if this state directory were lost.
+    let block = (targets.len() as u64).saturating_mul(u64::from(policy.retries) + 1).clamp(1, MAX_REPLAY_BLOCK);
+    let mut replay = Replay { dir: &cfg.state_dir, next: 0, remaining: 0, block };
     let auth = auth.borrow();
     let mut campaign = Campaign::new(targets, policy, clock::boottime());
+    // Whatever ends the run early, the report of what was done so far is printed first.
+    let result = drive(&mut campaign, &tx, &mut watch, &mut replay, auth, &from, server_mac, interface);
+    let report = campaign.report();
+    print_report(&report, req.json);
+    result?;
+    let missing = report.clients.len() - report.renewed;
+    if req.require_confirm && report.clients.is_empty() {
+        return Ok(Outcome::Unconfirmed { missing: 0 });
+    }
+    Ok(if req.require_confirm && missing > 0 { Outcome::Unconfirmed { missing } } else { Outcome::Sent })
+}
+
+/// Runs the campaign to its end: sends what it says when it says, and reports the REQUESTs.
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    campaign: &mut Campaign,
+    tx: &Transmitter,
+    watch: &mut DhcpWatch,
+    replay: &mut Replay<'_>,
+    auth: ForceRenewAuth<'_>,
+    from: &dyn Fn(Ipv4Addr) -> Ipv4Addr,
+    server_mac: Mac,
+    interface: &str,
+) -> Result<(), ToolError> {
     while !campaign.is_finished() {
         let now = clock::boottime();
         watch
             .drain(|m| {
-                if m.message_type == MessageType::Request && campaign.handle_request(now, m.mac) {
+                if m.message_type == MessageType::Request && campaign.handle_request(now, m.mac, m.address()) {
                     log::debug!("REQUEST from {} ({}) xid {:#010x}", m.mac, m.address().unwrap_or(m.src_ip), m.xid);
                 }
             })
@@ -216,7 +247,6 @@ pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<Outcome, To
                     break;
                 }
                 Err(e) => {
-                    print_report(&campaign.report(), req.json);
                     return Err(ToolError::Runtime(format!("{interface}: sending FORCERENEW to {}: {e}", t.ip)));
                 }
             }
@@ -226,10 +256,7 @@ pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<Outcome, To
                 .map_err(|e| ToolError::Runtime(format!("{interface}: {e}")))?;
         }
     }
-    let report = campaign.report();
-    print_report(&report, req.json);
-    let missing = report.clients.len() - report.renewed;
-    Ok(if req.require_confirm && missing > 0 { Outcome::Unconfirmed { missing } } else { Outcome::Sent })
+    Ok(())
 }
 
 /// Sleeps until `fd` is readable or `us` microseconds passed.

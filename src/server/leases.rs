@@ -359,7 +359,11 @@ fn parse_dnsmasq(bytes: &[u8], now: u64, source: &str) -> Result<Loaded, LeaseEr
         };
         let hostname = (host != "*").then(|| clean_hostname(host.as_bytes()));
         let expires = (expiry != 0).then_some(expiry);
-        c.row(ip, Some(Lease { ip, mac, expires, hostname }))?;
+        let lease = Lease { ip, mac, expires, hostname };
+        match usable(&lease) {
+            Ok(()) => c.row(ip, Some(lease))?,
+            Err(why) => c.bad(n, why)?,
+        }
     }
     Ok(c.finish(now))
 }
@@ -447,7 +451,7 @@ fn parse_kea_csv(bytes: &[u8], now: u64, source: &str) -> Result<Loaded, LeaseEr
                 continue;
             }
         };
-        match kea_row(text, cols) {
+        match kea_row(text, cols).and_then(usable_row) {
             Ok(KeaRow::Live(lease)) => c.row(lease.ip, Some(lease))?,
             Ok(KeaRow::Gone(ip)) => c.row(ip, None)?,
             Err(why) => c.bad(n, why)?,
@@ -490,6 +494,27 @@ fn kea_row(text: &str, cols: &Columns) -> Result<KeaRow, String> {
     let hostname = cols.hostname.map(field).filter(|h| !h.is_empty()).map(|h| clean_hostname(&kea_unescape(h)));
     let expires = (valid != KEA_INFINITE).then_some(expire);
     Ok(KeaRow::Live(Lease { ip, mac, expires, hostname }))
+}
+
+/// A lease the senders may send to: a unicast MAC and an address a DHCP server could lease
+/// (DESIGN §5's usable addresses: not 0/8, loopback, link-local, multicast or broadcast).
+/// Anything else is a bad line: it would make `forcerenew` send to every host on the segment,
+/// or `announce` to a multicast group.
+fn usable(l: &Lease) -> Result<(), String> {
+    if crate::engine::vocab::reserved_address(l.ip) {
+        return Err(format!("address {} is not one a DHCP server leases", l.ip));
+    }
+    if l.mac.0[0] & 1 != 0 || l.mac.0 == [0; 6] {
+        return Err(format!("MAC {} is not a unicast MAC", l.mac));
+    }
+    Ok(())
+}
+
+fn usable_row(r: KeaRow) -> Result<KeaRow, String> {
+    if let KeaRow::Live(l) = &r {
+        usable(l)?;
+    }
+    Ok(r)
 }
 
 /// Undoes Kea's CSV escaping: `&#xHH` is the byte 0xHH (Kea escapes the separator, `&`,
@@ -774,7 +799,7 @@ fn parse_reply(reply: &[u8], now: u64, source: &str) -> Result<Loaded, LeaseErro
         return Err(bad_reply("result 0 without arguments.leases".into()));
     };
     for (i, l) in leases.into_iter().enumerate() {
-        match kea_entry(l) {
+        match kea_entry(l).and_then(usable_row) {
             Ok(KeaRow::Live(lease)) => c.row(lease.ip, Some(lease))?,
             Ok(KeaRow::Gone(_)) => {}
             Err(why) => c.bad(i + 1, why)?,
@@ -940,6 +965,20 @@ fn clip(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn r9_leases_the_senders_must_not_send_to_are_bad_lines() {
+        let text = "0 02:00:00:00:00:10 10.77.0.10 * *\n\
+                    0 ff:ff:ff:ff:ff:ff 10.77.0.11 * *\n\
+                    0 03:00:00:00:00:12 10.77.0.12 * *\n\
+                    0 02:00:00:00:00:13 255.255.255.255 * *\n\
+                    0 02:00:00:00:00:14 224.0.0.1 * *\n\
+                    0 02:00:00:00:00:15 127.0.0.1 * *\n\
+                    0 02:00:00:00:00:16 0.0.0.0 * *\n";
+        let l = super::parse_text(text, 1000).unwrap();
+        assert_eq!(l.leases.len(), 1);
+        assert_eq!(l.bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6, 7]);
+    }
+
     use super::*;
     use std::path::PathBuf;
 

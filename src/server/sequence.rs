@@ -16,6 +16,14 @@ pub const MAX_COUNTER_BYTES: u64 = 64;
 
 /// Takes the next sequence from the counter file `dir/name` and persists it before returning.
 pub fn take_persisted(dir: &Path, name: &str, now_unix_us: u64) -> std::io::Result<u64> {
+    take_block(dir, name, now_unix_us, 1)
+}
+
+/// Takes `count` consecutive sequences at once: returns the first, with the last persisted (one
+/// write) before returning. A sender of thousands of frames writes its counter once instead of
+/// once per frame, and the next run still starts above every value of this block. A counter
+/// that would pass `u64::MAX` is an error, never a wrap or a repeat.
+pub fn take_block(dir: &Path, name: &str, now_unix_us: u64, count: u64) -> std::io::Result<u64> {
     let last = match read_own(dir, name, MAX_COUNTER_BYTES) {
         Ok(Some(b)) => std::str::from_utf8(&b).ok().and_then(|s| s.trim().parse().ok()),
         Ok(None) => None,
@@ -24,20 +32,13 @@ pub fn take_persisted(dir: &Path, name: &str, now_unix_us: u64) -> std::io::Resu
             None
         }
     };
-    let next = next_sequence(last, now_unix_us);
-    write_atomic(dir, name, format!("{next}\n").as_bytes())?;
-    Ok(next)
-}
-
-/// Takes `count` consecutive sequences at once: returns the first, with the last persisted
-/// before returning. A sender of thousands of frames writes its counter once instead of once
-/// per frame, and the next run still starts above every value of this block.
-pub fn take_block(dir: &Path, name: &str, now_unix_us: u64, count: u64) -> std::io::Result<u64> {
-    let first = take_persisted(dir, name, now_unix_us)?;
-    if count > 1 {
-        let last = first.saturating_add(count - 1);
-        write_atomic(dir, name, format!("{last}\n").as_bytes())?;
+    let exhausted = || std::io::Error::other(format!("{}: the counter is exhausted", dir.join(name).display()));
+    if last == Some(u64::MAX) {
+        return Err(exhausted());
     }
+    let first = next_sequence(last, now_unix_us);
+    let end = first.checked_add(count.max(1) - 1).ok_or_else(exhausted)?;
+    write_atomic(dir, name, format!("{end}\n").as_bytes())?;
     Ok(first)
 }
 
@@ -65,6 +66,18 @@ mod tests {
         assert_eq!(take_block(&d, "forcerenew.replay", 1000, 50).unwrap(), 1000);
         assert_eq!(std::fs::read_to_string(d.join("forcerenew.replay")).unwrap(), "1049\n");
         assert_eq!(take_block(&d, "forcerenew.replay", 1010, 1).unwrap(), 1050);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_exhausted_counter_is_an_error_not_a_wrap() {
+        let d = std::env::temp_dir().join(format!("ipsyncd-seq-max-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("forcerenew.replay"), format!("{}\n", u64::MAX - 2)).unwrap();
+        assert!(take_block(&d, "forcerenew.replay", 5, 3).is_err(), "MAX-1 ..= MAX+1 does not fit");
+        assert_eq!(take_block(&d, "forcerenew.replay", 5, 2).unwrap(), u64::MAX - 1);
+        assert!(take_persisted(&d, "forcerenew.replay", 5).is_err());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -33,11 +33,14 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// `tcpdump -dd -y EN10MB 'inbound and (arp or (ip and udp and (dst port 68 or dst port 47474)))'`
+/// `tcpdump -dd -y EN10MB 'inbound and (arp or (ip and udp and (dst port 68 or dst port 47474)))'`,
+/// with its `jeq #OUTGOING` made `jge #OTHERHOST`: frames for other hosts' MACs (a bridge
+/// flooding unknown unicast, a hub, a VM's promiscuous tap) are dropped in the kernel too, so
+/// a server's FORCERENEWs to the rest of the fleet never reach, or rate-limit, this terminal.
 /// Instruction 12 holds the ipsync port; [`filter_for_port`] patches it.
 const FILTER: [libc::sock_filter; 15] = [
     bpf(0x28, 0, 0, 0xfffff004),  // ldh [type]          (SKF_AD_PKTTYPE)
-    bpf(0x15, 12, 0, 0x00000004), // jeq #OUTGOING → drop
+    bpf(0x35, 12, 0, 0x00000003), // jge #OTHERHOST → drop (also OUTGOING, LOOPBACK)
     bpf(0x28, 0, 0, 0x0000000c),  // ldh [12]            ethertype
     bpf(0x15, 9, 0, 0x00000806),  // jeq #ARP → accept
     bpf(0x15, 0, 9, 0x00000800),  // jeq #IPv4 else drop
@@ -83,24 +86,28 @@ pub fn filter_for_port(port: u16) -> [libc::sock_filter; 15] {
 }
 
 /// Follow mode (DESIGN §5): the same, and also the system client's REQUESTs on their way out:
-/// `(inbound and (arp or (ip and udp and (dst port 68 or dst port P)))) or
+/// `(inbound and not otherhost and (arp or (ip and udp and (dst port 68 or dst port P)))) or
 ///  (outbound and ip and udp and dst port 67)`, with first fragments only.
-pub fn follow_filter_for_port(port: u16) -> [libc::sock_filter; 26] {
+pub fn follow_filter_for_port(port: u16) -> [libc::sock_filter; 27] {
     let f = filter_for_port(port);
-    let mut out = [bpf(0x06, 0, 0, 0); 26];
-    out[..15].copy_from_slice(&f);
-    out[1] = bpf(0x15, 13, 0, 0x00000004); // jeq #OUTGOING → 15
-    out[15] = bpf(0x28, 0, 0, 0x0000000c); // ldh [12]            ethertype
-    out[16] = bpf(0x15, 0, 8, 0x00000800); // jeq #IPv4 else drop (25)
-    out[17] = bpf(0x30, 0, 0, 0x00000017); // ldb [23]            protocol
-    out[18] = bpf(0x15, 0, 6, 0x00000011); // jeq #UDP else drop
-    out[19] = bpf(0x28, 0, 0, 0x00000014); // ldh [20]            flags+fragment
-    out[20] = bpf(0x45, 4, 0, 0x00001fff); // jset #0x1fff → drop
-    out[21] = bpf(0xb1, 0, 0, 0x0000000e); // ldxb 4*([14]&0xf)   IHL
-    out[22] = bpf(0x48, 0, 0, 0x00000010); // ldh [x + 16]        UDP destination port
-    out[23] = bpf(0x15, 0, 1, 0x00000043); // jeq #67 → accept else drop
-    out[24] = bpf(0x06, 0, 0, 0x00040000); // ret #262144         accept
-    out[25] = bpf(0x06, 0, 0, 0x00000000); // ret #0              drop
+    let mut out = [bpf(0x06, 0, 0, 0); 27];
+    out[0] = f[0]; //                         ldh [type]
+    out[1] = bpf(0x15, 14, 0, 0x00000004); // jeq #OUTGOING → 16
+    out[2] = bpf(0x35, 12, 0, 0x00000003); // jge #OTHERHOST → drop (15)
+    // The inbound part as in FILTER, one further down: its jumps are relative and land on its
+    // own accept (14) and drop (15).
+    out[3..16].copy_from_slice(&f[2..15]);
+    out[16] = bpf(0x28, 0, 0, 0x0000000c); // ldh [12]            ethertype
+    out[17] = bpf(0x15, 0, 8, 0x00000800); // jeq #IPv4 else drop (26)
+    out[18] = bpf(0x30, 0, 0, 0x00000017); // ldb [23]            protocol
+    out[19] = bpf(0x15, 0, 6, 0x00000011); // jeq #UDP else drop
+    out[20] = bpf(0x28, 0, 0, 0x00000014); // ldh [20]            flags+fragment
+    out[21] = bpf(0x45, 4, 0, 0x00001fff); // jset #0x1fff → drop
+    out[22] = bpf(0xb1, 0, 0, 0x0000000e); // ldxb 4*([14]&0xf)   IHL
+    out[23] = bpf(0x48, 0, 0, 0x00000010); // ldh [x + 16]        UDP destination port
+    out[24] = bpf(0x15, 0, 1, 0x00000043); // jeq #67 → accept else drop
+    out[25] = bpf(0x06, 0, 0, 0x00040000); // ret #262144         accept
+    out[26] = bpf(0x06, 0, 0, 0x00000000); // ret #0              drop
     out
 }
 
@@ -616,5 +623,93 @@ impl Transmitter {
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::frame::UdpFrameRepr;
+    use std::net::Ipv4Addr;
+
+    /// The classic-BPF subset our filters use, run as the kernel would: the verdict for one
+    /// frame of packet type `pkttype`. Any other opcode fails the test.
+    fn run(prog: &[libc::sock_filter], pkttype: u16, f: &[u8]) -> u32 {
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        let ld = |off: usize, n: usize| f.get(off..off + n).map(|b| b.iter().fold(0u32, |v, &c| v << 8 | u32::from(c)));
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            let k = i.k as usize;
+            match i.code {
+                0x28 if i.k == 0xfffff004 => a = u32::from(pkttype),
+                0x28 => a = match ld(k, 2) { Some(v) => v, None => return 0 },
+                0x30 => a = match ld(k, 1) { Some(v) => v, None => return 0 },
+                0xb1 => x = match ld(k, 1) { Some(v) => (v & 0xf) * 4, None => return 0 },
+                0x48 => a = match ld(x as usize + k, 2) { Some(v) => v, None => return 0 },
+                0x06 => return i.k,
+                0x15 | 0x35 | 0x45 => {
+                    let t = match i.code {
+                        0x15 => a == i.k,
+                        0x35 => a >= i.k,
+                        _ => a & i.k != 0,
+                    };
+                    pc += usize::from(if t { i.jt } else { i.jf });
+                }
+                c => panic!("opcode {c:#x} not in the interpreter"),
+            }
+        }
+    }
+
+    fn udp(dst_port: u16) -> Vec<u8> {
+        let r = UdpFrameRepr {
+            src_mac: Mac([2, 0, 0, 0, 0, 1]),
+            dst_mac: Mac([2, 0, 0, 0, 0, 0x10]),
+            src_ip: Ipv4Addr::new(10, 77, 0, 1),
+            dst_ip: Ipv4Addr::new(10, 77, 0, 10),
+            src_port: 67,
+            dst_port,
+            ttl: 64,
+        };
+        r.emit(&[0u8; 300])
+    }
+
+    const HOST: u16 = 0;
+    const BROADCAST: u16 = 1;
+    const OTHERHOST: u16 = 3;
+    const OUTGOING: u16 = 4;
+
+    #[test]
+    fn r9_the_terminal_filters_drop_frames_for_other_hosts_and_keep_what_they_did() {
+        let plain = filter_for_port(47474);
+        let follow = follow_filter_for_port(47474);
+        let mut arp = vec![0u8; 42];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let mut fragment = udp(68);
+        fragment[20] = 0x20;
+        fragment[21] = 0x10; // fragment offset ≠ 0
+        for prog in [&plain[..], &follow[..]] {
+            assert_ne!(run(prog, HOST, &udp(68)), 0, "DHCP to us");
+            assert_ne!(run(prog, BROADCAST, &udp(47474)), 0, "an ANNOUNCE");
+            assert_ne!(run(prog, HOST, &arp), 0, "ARP");
+            assert_eq!(run(prog, OTHERHOST, &udp(68)), 0, "a FORCERENEW to another terminal's MAC");
+            assert_eq!(run(prog, OTHERHOST, &udp(47474)), 0);
+            assert_eq!(run(prog, HOST, &udp(1234)), 0, "unrelated UDP");
+            assert_eq!(run(prog, HOST, &fragment), 0, "a later fragment");
+            assert_eq!(run(prog, OUTGOING, &udp(68)), 0, "our own frames");
+        }
+        assert_eq!(run(&plain, OUTGOING, &udp(67)), 0);
+        assert_ne!(run(&follow, OUTGOING, &udp(67)), 0, "follow mode: the system client's REQUEST");
+        assert_eq!(run(&follow, OUTGOING, &udp(1234)), 0);
+        assert_eq!(run(&filter_for_port(5000), BROADCAST, &udp(47474)), 0, "the port is patched");
+    }
+
+    #[test]
+    fn the_dhcp_server_filter_takes_inbound_port_67_only() {
+        let f = DHCP_SERVER_FILTER;
+        assert_ne!(run(&f, HOST, &udp(67)), 0);
+        assert_ne!(run(&f, BROADCAST, &udp(67)), 0);
+        assert_eq!(run(&f, HOST, &udp(68)), 0);
+        assert_eq!(run(&f, OUTGOING, &udp(67)), 0);
     }
 }

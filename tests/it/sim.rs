@@ -524,14 +524,11 @@ impl Sim {
         if udp.dst_port != dhcpv4::SERVER_PORT {
             return;
         }
-        let is_request = dhcpv4::Packet::new_checked(udp.payload)
-            .ok()
-            .and_then(|p| dhcpv4::Repr::parse(&p, 224).ok())
-            .is_some_and(|r| r.message_type == MessageType::Request);
-        if is_request {
-            if let Some(s) = &mut self.forcerenew {
-                s.campaign.handle_request(self.now, f.src);
-            }
+        // What `forcerenew` does with a frame on its interface: the real watcher's decode.
+        let mut stats = ipsyncd::server::dhcp_watch::WatchStats::default();
+        let seen = ipsyncd::server::dhcp_watch::decode(bytes, Checksum::Verify, &mut stats);
+        if let (Some(m), Some(s)) = (seen.filter(|m| m.message_type == MessageType::Request), &mut self.forcerenew) {
+            s.campaign.handle_request(self.now, m.mac, m.address());
         }
         let Some((mac, reply)) = self.dhcp.as_mut().and_then(|d| d.answer(udp.payload)) else { return };
         if let Some(&to) = self.by_mac.get(&mac) {
