@@ -172,10 +172,10 @@ pub fn forcerenew_move(f: &Fleet) -> Outcome {
                 (None, _) => "no REQUEST reached the host before the campaign gave up",
                 (Some(_), None) => "REQUEST seen, no ACK arrived by the horizon",
                 (Some(s), Some(t)) if t - s > 1.0 => {
-                    "ACK lost: the sender saw the REQUEST and stopped; the terminal waited for its own 4 s (±1 s) REQUEST retransmit"
+                    "ACK lost: the sender saw the REQUEST and stopped; the terminal waited for its own REQUEST retransmit (250 ms ±25%, six times, then 4 s)"
                 }
                 (Some(_), Some(_)) if c.attempts > 1 => {
-                    "REQUEST lost: the sender's resends found the terminal RENEWING (wrong_state); it waited for its own 4 s (±1 s) REQUEST retransmit"
+                    "REQUEST lost: the sender's resends found the terminal RENEWING (wrong_state); it waited for its own REQUEST retransmit"
                 }
                 _ => "other",
             };
