@@ -154,11 +154,7 @@ impl Announcer<'_> {
 
 /// Sends `payload(i)` to each address in turn, paced; a full device queue is waited out, an
 /// unroutable address counted.
-fn unicast(
-    sender: &Sender,
-    to: impl Iterator<Item = Ipv4Addr>,
-    payload: impl Fn(usize) -> Vec<u8>,
-) -> Unicast {
+fn unicast(sender: &Sender, to: impl Iterator<Item = Ipv4Addr>, payload: impl Fn(usize) -> Vec<u8>) -> Unicast {
     let mut pacer = Pacer::new(Policy::DEFAULT_RATE, Policy::default().burst, clock::boottime());
     let mut out = Unicast::default();
     for (i, ip) in to.enumerate() {

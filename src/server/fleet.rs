@@ -6,16 +6,8 @@
 //! since the file is the DHCP server's, not ours to fix). Nothing is sent from here.
 
 use super::error::ToolError;
-use super::leases::{self, Format, Loaded};
+use super::leases::{self, Loaded};
 use crate::shell::clock;
-
-pub fn format_name(f: Format) -> &'static str {
-    match f {
-        Format::Dnsmasq => "dnsmasq lease file",
-        Format::KeaCsv => "Kea memfile CSV",
-        Format::KeaSocket => "Kea control socket",
-    }
-}
 
 /// Reads `source` and reports what was skipped.
 pub fn read(source: &str) -> Result<Loaded, ToolError> {
@@ -26,7 +18,7 @@ pub fn read(source: &str) -> Result<Loaded, ToolError> {
     }
     eprintln!(
         "{source}: {}: {} live leases, {} expired and {} bad lines skipped",
-        format_name(loaded.format),
+        loaded.format,
         loaded.leases.len(),
         loaded.expired,
         loaded.bad.len()

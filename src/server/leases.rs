@@ -53,7 +53,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -254,12 +254,7 @@ fn read_file(source: &str) -> Result<Vec<u8>, LeaseError> {
     let meta = file.metadata().map_err(io_err)?;
     let ft = meta.file_type();
     if !ft.is_file() {
-        let kind = match () {
-            _ if ft.is_dir() => "directory",
-            _ if ft.is_fifo() => "FIFO",
-            _ if ft.is_socket() => "socket",
-            _ => "device",
-        };
+        let kind = crate::shell::atomic_file::not_regular_kind(ft);
         return Err(LeaseError::NotRegular { source: source.to_string(), kind });
     }
     let too_large = |len| LeaseError::TooLarge { source: source.to_string(), len, max: MAX_BYTES };

@@ -18,7 +18,7 @@ use super::clock;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Fresh names to try before giving up. A collision of 64 random bits means someone is
@@ -120,13 +120,7 @@ pub fn read_own(dir: &Path, name: &str, max: u64) -> Result<Option<Vec<u8>>, Rea
     let meta = file.metadata().map_err(io_err)?;
     let ft = meta.file_type();
     if !ft.is_file() {
-        let kind = match () {
-            _ if ft.is_dir() => "directory",
-            _ if ft.is_fifo() => "FIFO",
-            _ if ft.is_socket() => "socket",
-            _ => "device",
-        };
-        return Err(ReadError::NotRegular { path, kind });
+        return Err(ReadError::NotRegular { path, kind: not_regular_kind(ft) });
     }
     if meta.len() > max {
         return Err(ReadError::TooLarge { path, len: meta.len(), max });
@@ -168,6 +162,17 @@ fn fill_and_rename(mut file: File, bytes: &[u8], tmp: &Path, target: &Path) -> i
     file.sync_all()?;
     drop(file);
     fs::rename(tmp, target)
+}
+
+/// What a path that is not a regular file is, for error messages.
+pub fn not_regular_kind(ft: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    match () {
+        _ if ft.is_dir() => "directory",
+        _ if ft.is_fifo() => "FIFO",
+        _ if ft.is_socket() => "socket",
+        _ => "device",
+    }
 }
 
 #[cfg(test)]

@@ -94,8 +94,8 @@ pub fn follow_filter_for_port(port: u16) -> [libc::sock_filter; 27] {
     out[0] = f[0]; //                         ldh [type]
     out[1] = bpf(0x15, 14, 0, 0x00000004); // jeq #OUTGOING → 16
     out[2] = bpf(0x35, 12, 0, 0x00000003); // jge #OTHERHOST → drop (15)
-    // The inbound part as in FILTER, one further down: its jumps are relative and land on its
-    // own accept (14) and drop (15).
+                                           // The inbound part as in FILTER, one further down: its jumps are relative and land on its
+                                           // own accept (14) and drop (15).
     out[3..16].copy_from_slice(&f[2..15]);
     out[16] = bpf(0x28, 0, 0, 0x0000000c); // ldh [12]            ethertype
     out[17] = bpf(0x15, 0, 8, 0x00000800); // jeq #IPv4 else drop (26)
@@ -643,10 +643,30 @@ mod tests {
             let k = i.k as usize;
             match i.code {
                 0x28 if i.k == 0xfffff004 => a = u32::from(pkttype),
-                0x28 => a = match ld(k, 2) { Some(v) => v, None => return 0 },
-                0x30 => a = match ld(k, 1) { Some(v) => v, None => return 0 },
-                0xb1 => x = match ld(k, 1) { Some(v) => (v & 0xf) * 4, None => return 0 },
-                0x48 => a = match ld(x as usize + k, 2) { Some(v) => v, None => return 0 },
+                0x28 => {
+                    a = match ld(k, 2) {
+                        Some(v) => v,
+                        None => return 0,
+                    }
+                }
+                0x30 => {
+                    a = match ld(k, 1) {
+                        Some(v) => v,
+                        None => return 0,
+                    }
+                }
+                0xb1 => {
+                    x = match ld(k, 1) {
+                        Some(v) => (v & 0xf) * 4,
+                        None => return 0,
+                    }
+                }
+                0x48 => {
+                    a = match ld(x as usize + k, 2) {
+                        Some(v) => v,
+                        None => return 0,
+                    }
+                }
                 0x06 => return i.k,
                 0x15 | 0x35 | 0x45 => {
                     let t = match i.code {

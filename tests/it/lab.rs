@@ -76,17 +76,22 @@ impl Lab {
         Lab::build(tag, "")
     }
 
-    fn build(tag: &str, term_cidr: &str) -> Option<Lab> {
+    /// The bridge in its own namespace and `srv` on it; `None` when not root.
+    fn bridge_and_srv(tag: &str) -> Option<Lab> {
         if unsafe { libc::geteuid() } != 0 {
             return None;
         }
         let prefix = format!("ipsl{}{}", tag, std::process::id());
-        let mut lab =
-            Lab { prefix: prefix.clone(), names: Vec::new(), children: Vec::new(), dir: tmpdir(tag), dnsmasq: None };
+        let mut lab = Lab { prefix, names: Vec::new(), children: Vec::new(), dir: tmpdir(tag), dnsmasq: None };
         let br = lab.add_ns("br");
         lab.ip(&["-n", &br, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"]);
         lab.ip(&["-n", &br, "link", "set", "br0", "up"]);
         lab.host("srv", "srv0", SRV_MAC, "10.77.0.1/24");
+        Some(lab)
+    }
+
+    fn build(tag: &str, term_cidr: &str) -> Option<Lab> {
+        let mut lab = Lab::bridge_and_srv(tag)?;
         lab.host("term", "term0", TERM_MAC, term_cidr);
         lab.host("attacker", "att0", EVIL_MAC, "10.77.0.66/24");
         Some(lab)
@@ -97,16 +102,7 @@ impl Lab {
     /// (10.78.0.10/24, default route via rtr1); srv routes 10.78.0.0/24 via rtr0. A broadcast
     /// from srv never reaches `term`; a unicast does. `None` when not root.
     pub fn new_routed(tag: &str) -> Option<Lab> {
-        if unsafe { libc::geteuid() } != 0 {
-            return None;
-        }
-        let prefix = format!("ipsl{}{}", tag, std::process::id());
-        let mut lab =
-            Lab { prefix: prefix.clone(), names: Vec::new(), children: Vec::new(), dir: tmpdir(tag), dnsmasq: None };
-        let br = lab.add_ns("br");
-        lab.ip(&["-n", &br, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"]);
-        lab.ip(&["-n", &br, "link", "set", "br0", "up"]);
-        lab.host("srv", "srv0", SRV_MAC, "10.77.0.1/24");
+        let mut lab = Lab::bridge_and_srv(tag)?;
         lab.host("rtr", "rtr0", RTR_MAC, "10.77.0.254/24");
         let (rtr, term) = (lab.ns("rtr"), lab.add_ns("term"));
         lab.ip(&["link", "add", "rtr1", "netns", &rtr, "type", "veth", "peer", "name", "term0", "netns", &term]);
