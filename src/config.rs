@@ -239,6 +239,27 @@ fn default_key_id() -> u32 {
     1
 }
 
+/// A command-line duration: a number with a unit (`250ms`, `30s`, `5m`, `1h`), or a bare number
+/// of seconds as before. At least 1 ms and at most a day: a longer pause is a typo, and a zero
+/// one would be a flood.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number with a unit, such as 500ms, 30s or 5m"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
+    };
+    match ms {
+        Some(ms @ 1..=86_400_000) => Ok(std::time::Duration::from_millis(ms)),
+        _ => Err(format!("{s:?}: expected between 1ms and 24h")),
+    }
+}
+
 /// `"0x…"` is hex; anything else is its UTF-8 bytes (as dhcpcd's authtoken).
 pub fn parse_secret(s: &str) -> Result<Vec<u8>, String> {
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -554,6 +575,20 @@ pub fn locate(text: &str, table: &str, index: usize, key: &str) -> Option<usize>
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn durations_take_units_and_refuse_nonsense() {
+        use std::time::Duration as D;
+        assert_eq!(parse_duration("500ms"), Ok(D::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(D::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(D::from_secs(30)), "bare seconds, as before");
+        assert_eq!(parse_duration("5m"), Ok(D::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(D::from_secs(3600)));
+        for bad in ["", "0", "0ms", "1s5", "-1s", "1.5s", "25h", "1d", "99999999999999999999s", "ms"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -2,7 +2,7 @@
 //! config, and dispatch to the module that does each subcommand's work.
 //!
 //! Contract: exit 0 on success, 1 on a runtime failure, 2 on a usage or config error, 3 when
-//! `forcerenew --require-confirm` saw a client not renew; every
+//! `forcerenew --require-confirm` saw a client not renew or `status` finds no daemon running; every
 //! error message names the file, the key and what was expected. The modules return typed
 //! errors; this file alone maps them to exit codes.
 
@@ -80,9 +80,10 @@ enum Cmd {
         /// Keep running; announce again whenever the interface gains a new address.
         #[arg(long)]
         watch: bool,
-        /// Seconds between announcements (with --count), or between refreshes (with --watch).
-        #[arg(long)]
-        interval: Option<u64>,
+        /// Time between announcements with --count [default: 1s], or between refreshes with
+        /// --watch [default: none, only on address changes]: 500ms, 30s, 5m.
+        #[arg(long, value_parser = config::parse_duration)]
+        interval: Option<std::time::Duration>,
         /// How many announcements to send [default: 1].
         #[arg(long)]
         count: Option<u64>,
@@ -162,8 +163,9 @@ enum Fail {
     Usage(String),
     /// The system refused: exit 1.
     Runtime(String),
-    /// The work was done but not confirmed (`forcerenew --require-confirm`): exit 3.
-    Unconfirmed(String),
+    /// The command ran and the answer is no: exit 3 (`forcerenew --require-confirm` with a
+    /// client that did not renew; `status` of a daemon that is not running).
+    Negative(String),
 }
 
 impl From<ReplayError> for Fail {
@@ -187,7 +189,8 @@ impl From<DaemonError> for Fail {
 impl From<StatusError> for Fail {
     fn from(e: StatusError) -> Fail {
         match e {
-            StatusError::NothingKnown(_) => Fail::Runtime(e.to_string()),
+            StatusError::NothingKnown(_) => Fail::Negative(e.to_string()),
+            StatusError::Unreadable(..) => Fail::Runtime(e.to_string()),
         }
     }
 }
@@ -259,7 +262,10 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
         }
         Cmd::Status { config, json } => {
             let (cpath, cfg) = load_config(config)?;
-            Ok(status::show(&cfg, &cpath, json)?)
+            match status::show(&cfg, &cpath, json)? {
+                true => Ok(()),
+                false => Err(Fail::Negative("ipsyncd is not running; the status above is its last".into())),
+            }
         }
         Cmd::Announce { interface, config, address, previous, watch, interval, count, leases } => {
             let (cpath, cfg) = load_config(config)?;
@@ -281,10 +287,10 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             match forcerenew::run(&cfg, &cpath, req)? {
                 forcerenew::Outcome::Sent => Ok(()),
                 forcerenew::Outcome::Unconfirmed { missing: 0 } => {
-                    Err(Fail::Unconfirmed("no live leases: nothing was confirmed (--require-confirm)".into()))
+                    Err(Fail::Negative("no live leases: nothing was confirmed (--require-confirm)".into()))
                 }
                 forcerenew::Outcome::Unconfirmed { missing } => {
-                    Err(Fail::Unconfirmed(format!("{missing} clients did not renew (--require-confirm)")))
+                    Err(Fail::Negative(format!("{missing} clients did not renew (--require-confirm)")))
                 }
             }
         }
@@ -329,7 +335,7 @@ fn main() -> ExitCode {
             eprintln!("ipsyncd: {m}");
             ExitCode::from(1)
         }
-        Err(Fail::Unconfirmed(m)) => {
+        Err(Fail::Negative(m)) => {
             eprintln!("ipsyncd: {m}");
             ExitCode::from(3)
         }

@@ -86,8 +86,8 @@ pub struct Request {
     pub watch: bool,
     /// Also unicast to every live lease of this source (as `forcerenew --leases`).
     pub leases: Option<String>,
-    /// Seconds between announcements (`--count`), or between refreshes (`--watch`).
-    pub interval: Option<u64>,
+    /// Between announcements (`--count`), or between refreshes (`--watch`).
+    pub interval: Option<Duration>,
     pub count: Option<u64>,
 }
 
@@ -135,10 +135,12 @@ impl Announcer<'_> {
             .payload()
         };
         sender.send(&payload(first)).map_err(|e| ToolError::Runtime(format!("announce {ip}: {e}")))?;
-        log::info!("announced {ip} ({}) on {}, sequence {first}", self.mac, self.interface);
+        // What was sent, on stdout: the operator's record (and `--watch`'s journal).
+        let prev = previous.map(|p| format!(", previous {p}")).unwrap_or_default();
+        println!("announced {ip} ({}){prev} on {}, sequence {first}", self.mac, self.interface);
         if let (Some(source), None) = (self.leases, &lease_error) {
             let u = unicast(sender, leases.iter().map(|l| l.ip), |i| payload(first + 1 + i as u64));
-            log::info!(
+            println!(
                 "announced {ip} unicast to {} of {} leases of {source} ({} unreachable, {} refused), sequences {}..={}",
                 u.sent,
                 leases.len(),
@@ -225,7 +227,7 @@ pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<(), ToolErr
     for i in 0..count {
         partial = signer.send(&sender, ip, previous)?.or(partial);
         if i + 1 < count {
-            std::thread::sleep(Duration::from_secs(req.interval.unwrap_or(1)));
+            std::thread::sleep(req.interval.unwrap_or(Duration::from_secs(1)));
         }
     }
     partial.map_or(Ok(()), |why| Err(ToolError::Runtime(why)))
@@ -236,19 +238,19 @@ fn parse_ip(flag: &str, s: &str) -> Result<Ipv4Addr, ToolError> {
 }
 
 /// `announce --watch`: announce now, then again whenever the interface gains a new IPv4 address
-/// (with the old one as PREVIOUS_IPV4), and every `interval` seconds if given. Runs until killed.
+/// (with the old one as PREVIOUS_IPV4), and every `interval` if given. Runs until killed.
 fn watch(
     signer: &Announcer,
     mut sender: Sender,
     ifindex: u32,
     mut ip: Ipv4Addr,
     mut previous: Option<Ipv4Addr>,
-    interval: Option<u64>,
+    interval: Option<Duration>,
 ) -> Result<(), ToolError> {
     let mon = netlink::address_monitor().map_err(|e| ToolError::Runtime(format!("netlink: {e}")))?;
     let mut buf = Vec::new();
     // poll(2) takes milliseconds as an int; -1 waits for an address change only.
-    let timeout = interval.map_or(-1, |s| (s.saturating_mul(1000)).min(i32::MAX as u64) as i32);
+    let timeout = interval.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32);
     loop {
         if let Some(why) = signer.send(&sender, ip, previous)? {
             log::warn!("{why}; trying the lease source again at the next announcement");

@@ -41,7 +41,7 @@ pub fn section(kind: Kind, id: u32) -> String {
             // RFC 6704 option 90 as a DHCP server hands it out: protocol 3, algorithm 1
             // (HMAC-MD5), RDM 0, an 8-byte replay counter of 0, type 1 (the key), the key.
             format!(
-                "[forcerenew]\nauth = \"reconfigure-key\"\nreconfigure_key = \"0x{}\"\n                 # dnsmasq: --dhcp-option-force=90,03:01:00:00:00:00:00:00:00:00:00:01:{}",
+                "[forcerenew]\nauth = \"reconfigure-key\"\nreconfigure_key = \"0x{}\"\n# dnsmasq: --dhcp-option-force=90,03:01:00:00:00:00:00:00:00:00:00:01:{}",
                 to_hex(&key),
                 colons.join(":")
             )
@@ -80,6 +80,12 @@ mod tests {
         assert_eq!(c.dhcp_keys()[&3].len(), KEY_BYTES);
         let c = Config::parse(&section(Kind::Reconfigure, 1)).unwrap();
         assert!(c.forcerenew.unwrap().reconfigure_key.is_some());
+        // The dnsmasq line hands out the same 16 bytes, colon-separated, after the option 90 head.
+        let text = section(Kind::Reconfigure, 1);
+        let hex = text.split("reconfigure_key = \"0x").nth(1).unwrap().split('"').next().unwrap().to_string();
+        let line = text.lines().last().unwrap();
+        assert!(line.starts_with("# dnsmasq: --dhcp-option-force=90,03:01:00:00:00:00:00:00:00:00:00:01:"), "{line}");
+        assert_eq!(line.rsplit(",").next().unwrap().split(':').skip(12).collect::<String>(), hex);
     }
 
     #[test]

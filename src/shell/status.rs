@@ -94,12 +94,19 @@ pub enum Count {
 pub enum StatusError {
     /// Neither a status file nor a readable state file in this directory.
     NothingKnown(PathBuf),
+    /// The directory is there but this user may not read it (exit 1: we cannot tell).
+    Unreadable(PathBuf, std::io::Error),
 }
 
 impl fmt::Display for StatusError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StatusError::NothingKnown(dir) => write!(f, "{}: no status or state (is ipsyncd running?)", dir.display()),
+            StatusError::Unreadable(dir, e) => write!(
+                f,
+                "{}: {e}: cannot tell whether ipsyncd runs (run as root or as a member of the state directory's group)",
+                dir.display()
+            ),
         }
     }
 }
@@ -233,10 +240,19 @@ pub fn read(dir: &Path) -> std::io::Result<Status> {
 /// The status file if there is one (with `running` from whether its writer is alive), else the
 /// state file; then asks the kernel about the pin.
 pub fn query(cfg: &Config) -> Result<Status, StatusError> {
+    // A directory we may not list is not the same answer as no daemon at all.
+    if let Err(e) = std::fs::read_dir(&cfg.state_dir) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            return Err(StatusError::Unreadable(cfg.state_dir.clone(), e));
+        }
+    }
     let mut s = match read(&cfg.state_dir) {
         Ok(mut s) => {
             s.running = s.pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
             s
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(StatusError::Unreadable(cfg.state_dir.clone(), e));
         }
         Err(_) => match state_file::read(&cfg.state_dir) {
             Ok(Some(state)) => from_state(cfg, &state),
@@ -309,7 +325,9 @@ pub fn render_text(s: &Status, config_path: &Path) -> String {
 }
 
 /// `ipsyncd status [--json]`: prints the status on stdout.
-pub fn show(cfg: &Config, config_path: &Path, json: bool) -> Result<(), StatusError> {
+/// Prints the status; returns whether the daemon runs (DESIGN §6: `status` exits 0 when it
+/// does, 3 when it does not, as `systemctl status`).
+pub fn show(cfg: &Config, config_path: &Path, json: bool) -> Result<bool, StatusError> {
     let s = query(cfg)?;
     if json {
         // Through a Value, whose keys are sorted: the same order the file has.
@@ -317,7 +335,7 @@ pub fn show(cfg: &Config, config_path: &Path, json: bool) -> Result<(), StatusEr
     } else {
         print!("{}", render_text(&s, config_path));
     }
-    Ok(())
+    Ok(s.running)
 }
 
 #[cfg(test)]

@@ -341,3 +341,59 @@ fn a_config_with_a_nul_byte_or_of_a_megabyte_is_refused_by_name() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("huge.toml: larger than"));
 }
+
+#[test]
+fn status_exits_3_when_no_daemon_runs_and_shows_the_last_state() {
+    let (_, cap, cfg) = fixtures().into_iter().find(|f| f.0 == "server-move").unwrap();
+    let d = tmpdir("status3");
+    assert_eq!(replay(&cap, &cfg, &["--state-dir", d.to_str().unwrap()]).status.code(), Some(0));
+    let conf = d.join("status.toml");
+    std::fs::write(&conf, format!("interface = \"eth9\"\nmode = \"follow\"\nstate_dir = \"{}\"\n", d.display()))
+        .unwrap();
+    let out = bin().args(["status", "--json", "--config"]).arg(&conf).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["running"].as_bool(), v["server"]["ip"].as_str()), (Some(false), Some("10.77.0.20")), "{v}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
+    // Nothing at all in the state directory: no daemon known, also 3, and said so.
+    let empty = tmpdir("status3-empty");
+    std::fs::write(&conf, format!("interface = \"eth9\"\nmode = \"follow\"\nstate_dir = \"{}\"\n", empty.display()))
+        .unwrap();
+    let out = bin().args(["status", "--config"]).arg(&conf).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no status or state"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn status_of_a_state_dir_it_may_not_read_is_exit_1_and_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tmpdir("status-unreadable");
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = d.join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("status.json"), b"{}").unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let conf = d.join("status.toml");
+    std::fs::write(&conf, format!("interface = \"eth9\"\nmode = \"follow\"\nstate_dir = \"{}\"\n", state.display()))
+        .unwrap();
+    // A copy of the binary nobody can run, wherever the checkout lives.
+    let exe = d.join("ipsyncd");
+    std::fs::copy(env!("CARGO_BIN_EXE_ipsyncd"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["status", "--config"])
+        .arg(&conf)
+        .output()
+        .expect("setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot tell whether ipsyncd runs"), "{err}");
+    assert!(err.contains(state.to_str().unwrap()), "{err}");
+}
