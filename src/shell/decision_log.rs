@@ -130,7 +130,29 @@ impl RejectWarnings {
         let folded = std::mem::take(&mut entry.1);
         entry.0 = time;
         let more = if folded > 0 { format!(" ({folded} more since the last warning)") } else { String::new() };
-        Some(format!("rejected {} ({}){more}", key.0, key.1))
+        let server = match (d.server_ip, d.server_mac) {
+            (Some(ip), Some(mac)) => format!(", naming server {ip} at {mac}"),
+            (Some(ip), None) => format!(", naming server {ip}"),
+            _ => String::new(),
+        };
+        Some(format!("rejected {}: {} ({}){server}{more}", key.0, in_words(key.1), key.1))
+    }
+}
+
+/// A reject reason (DESIGN §5) as an administrator reads it: `bad_mac` is the message's
+/// authentication code, never a MAC address.
+fn in_words(reason: &str) -> &'static str {
+    use crate::engine::reason as r;
+    match reason {
+        r::UNAUTHENTICATED => "no authentication, and unauthenticated input is not allowed",
+        r::UNKNOWN_KEY => "signed with a key id this terminal does not hold for it",
+        r::BAD_MAC => "its HMAC or signature check failed",
+        r::REPLAYED => "its sequence or replay counter is not above the last one accepted",
+        r::BAD_SOURCE => "it came from a source this terminal does not take it from",
+        r::WRONG_STATE => "it does not fit the DHCP client's state",
+        r::NOT_FOR_US => "it is addressed to another client",
+        r::STALE => "its timestamp is too far from this terminal's clock",
+        _ => "see the decision log",
     }
 }
 
@@ -177,6 +199,7 @@ mod tests {
         assert!(w.note(&d("replayed"), t.add_secs(1)).is_some(), "another reason has its own minute");
         let again = w.note(&d("bad_mac"), t.add_secs(61)).unwrap_or_default();
         assert!(again.contains("1 more"), "{again}");
+        assert!(again.starts_with("rejected forcerenew: its HMAC or signature check failed (bad_mac)"), "{again}");
         let apply = Decision::new(None, Instant(0), Input::ForceRenew, Verdict::Renew);
         assert!(w.note(&apply, t).is_none());
     }
