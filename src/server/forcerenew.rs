@@ -345,11 +345,8 @@ fn known_xids(path: &Path) -> XidDb {
     match XidDb::load(path, xid_db::MAX_ENTRIES) {
         Ok((db, loaded)) => {
             if !loaded.bad_lines.is_empty() {
-                log::warn!(
-                    "{}: lines {:?} are not `<mac> 0x<8 hex digits>`; ignored",
-                    path.display(),
-                    loaded.bad_lines
-                );
+                let lines = xid_db::describe_lines(&loaded.bad_lines);
+                log::warn!("{}: not `<mac> 0x<8 hex digits>`, ignored: {lines}", path.display());
             }
             db
         }

@@ -10,7 +10,9 @@
 //! hook's log; and `status --json` and the decision log for what only the daemon knows.
 //! Everything is removed when the `Lab` drops, even on a failed assert.
 
-use crate::lab::{dhcp_type, within, ArpClaimer, DhcpSeen, Lab, Sniffer, DHCP_SECRET, EVIL_MAC, SRV_MAC, TERM_MAC};
+use crate::lab::{
+    dhcp_type, poll, within, ArpClaimer, DhcpSeen, Lab, Sniffer, DHCP_SECRET, EVIL_MAC, SRV_MAC, TERM_MAC,
+};
 use ipsyncd::server::{ForceRenew, ForceRenewAuth};
 use ipsyncd::shell::capture::Transmitter;
 use ipsyncd::shell::netlink::Netlink;
@@ -27,18 +29,6 @@ const RES_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 51);
 /// Cloud servers (option 224): more addresses of srv0, where `serve` listens.
 const CLOUD_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
 const CLOUD_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 201);
-
-/// Polls `f` every 50 ms (for checks that fork a process, such as `status`).
-fn poll(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
-}
 
 /// Whether, within `secs`, a `reason` hook ran whose variables hold every one of `needles`.
 fn hook_ran(lab: &Lab, secs: u64, reason: &str, needles: &[&str]) -> bool {

@@ -5,18 +5,13 @@
 //! What each test checks is read from outside the tool where it can be: dnsmasq's lease file
 //! and log, the terminal's `status --json` and decision log, and the tool's exit code and report.
 
-use crate::lab::{within, Lab, DHCP_SECRET, TERM_MAC};
+use crate::lab::{poll, unix_now, within, Lab, DHCP_SECRET, TERM_MAC};
 use std::net::Ipv4Addr;
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const RES_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 50);
 const CLOUD_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
 const CLOUD_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 201);
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 /// 199 leases for clients that do not exist: addresses of 10.77.0.0/24 that no host of the lab
 /// uses, MACs 02:fa:00:00:00:NN. In dnsmasq's lease-file format, valid for an hour.
@@ -27,31 +22,6 @@ fn fake_leases() -> Vec<(Ipv4Addr, String)> {
         .take(199)
         .map(|o| (Ipv4Addr::new(10, 77, 0, o), format!("02:fa:00:00:00:{o:02x}")))
         .collect()
-}
-
-/// Runs `ipsyncd ARGS` in `host`; (exit code, stdout, stderr).
-fn run_tool(lab: &Lab, host: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.ns(host), env!("CARGO_BIN_EXE_ipsyncd")])
-        .args(args)
-        .output()
-        .expect("ipsyncd");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn poll(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let t = std::time::Instant::now();
-    while t.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 #[test]
@@ -91,7 +61,7 @@ fn r9_forcerenew_over_a_dnsmasq_lease_file_of_200_reports_the_one_real_terminal_
     let src = leases.display().to_string();
     let args = ["forcerenew", "--interface", "srv0", "--leases", &src, "--config", &cfg, "--json", "--require-confirm"];
     let started = std::time::Instant::now();
-    let (code, out, err) = run_tool(&lab, "srv", &args);
+    let (code, out, err) = lab.tool("srv", &args);
     let took = started.elapsed();
     assert_eq!(code, 3, "--require-confirm with 199 silent clients must exit 3\nstdout:\n{out}\nstderr:\n{err}");
     assert!(err.contains("200 live leases, 0 expired and 0 bad lines skipped"), "{err}");
@@ -123,7 +93,7 @@ fn r9_forcerenew_over_a_dnsmasq_lease_file_of_200_reports_the_one_real_terminal_
 
     // Text for a person, and without --require-confirm a silent client is no failure.
     let args = ["forcerenew", "--interface", "srv0", "--leases", &src, "--config", &cfg, "--retries", "1"];
-    let (code, out, err) = run_tool(&lab, "srv", &args);
+    let (code, out, err) = lab.tool("srv", &args);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.starts_with("sent FORCERENEW to 200 clients (399 frames); 1 renewed in "), "{out}");
     assert!(out.contains("199 of 200 clients did not renew"), "{out}");
@@ -152,7 +122,7 @@ fn r9_a_bad_lease_line_is_reported_by_number_and_the_rest_still_go() {
     let cfg = lab.dir.join("fr.toml").display().to_string();
     let src = f.display().to_string();
     let args = ["forcerenew", "--interface", "srv0", "--leases", &src, "--config", &cfg, "--json", "--retries", "0"];
-    let (code, out, err) = run_tool(&lab, "srv", &args);
+    let (code, out, err) = lab.tool("srv", &args);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.contains("line 2"), "the bad line by number: {err}");
     assert!(err.contains("1 live leases, 1 expired and 1 bad lines skipped"), "{err}");
@@ -161,7 +131,7 @@ fn r9_a_bad_lease_line_is_reported_by_number_and_the_rest_still_go() {
     assert_eq!(r["clients"][0]["ip"], "10.77.0.10");
     // A missing source is the DHCP server's problem, named, exit 1.
     let args = ["forcerenew", "--interface", "srv0", "--leases", "/nonexistent/leases", "--config", &cfg];
-    let (code, _, err) = run_tool(&lab, "srv", &args);
+    let (code, _, err) = lab.tool("srv", &args);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("/nonexistent/leases"), "{err}");
 }
@@ -194,7 +164,7 @@ fn r9_announce_leases_moves_a_terminal_behind_a_router_that_the_broadcast_never_
     // The broadcast alone stays on srv's segment.
     let bcast =
         ["announce", "--interface", "srv0", "--address", "10.77.0.21", "--previous", "10.77.0.20", "--config", &cfg];
-    let (code, out, err) = run_tool(&lab, "srv", &bcast);
+    let (code, out, err) = lab.tool("srv", &bcast);
     assert_eq!(code, 0, "{out}{err}");
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(lab.status()["server"]["ip"], "10.77.0.20", "a broadcast crossed the router?");
@@ -203,7 +173,7 @@ fn r9_announce_leases_moves_a_terminal_behind_a_router_that_the_broadcast_never_
     // With --leases it goes unicast to the lease too, through the router.
     let mut uni = bcast.to_vec();
     uni.extend(["--leases", &src]);
-    let (code, out, err) = run_tool(&lab, "srv", &uni);
+    let (code, out, err) = lab.tool("srv", &uni);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         within(Duration::from_secs(5), || lab.status()["server"]["ip"] == "10.77.0.21").is_some(),

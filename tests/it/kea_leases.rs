@@ -6,19 +6,15 @@
 //! append-log rule (the deletion row replaces the lease) against what real Kea writes.
 //! Everything is removed on drop, even after a failed assert: Kea first, then the lab.
 
-use crate::lab::{within, Kea, Lab, TERM_MAC};
+use crate::lab::{unix_now, within, Kea, Lab, TERM_MAC};
 use ipsyncd::server::leases::{self, Format, Lease, Loaded};
 use ipsyncd::wire::Mac;
 use std::net::Ipv4Addr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The cloud server Kea names in option 224.
 const CLOUD: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
 const LIFETIME: u64 = 120;
-
-fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 fn pairs(l: &Loaded) -> Vec<(Ipv4Addr, Mac)> {
     l.leases.iter().map(|l| (l.ip, l.mac)).collect()
@@ -41,7 +37,7 @@ fn kea_leases_of_a_real_client_from_the_socket_and_the_csv() {
     let lab = Lab::require_dhcp("kl");
     let kea = Kea::start(&lab.ns("srv"), "srv0", "10.77.0.0/24", "10.77.0.100 - 10.77.0.150", CLOUD, LIFETIME as u32);
     lab.write_dhcpcd_conf("noarp");
-    let before = now_unix();
+    let before = unix_now();
     assert!(lab.start_dhcpcd(), "dhcpcd got no lease\n{}\n{}", lab.log("dhcpcd.log"), kea.log());
     let addrs = lab.term_addrs();
     assert_eq!(addrs.len(), 1, "{addrs:?}");
@@ -55,7 +51,7 @@ fn kea_leases_of_a_real_client_from_the_socket_and_the_csv() {
         lab.log("dhcpcd-hook.log")
     );
 
-    let now = now_unix();
+    let now = unix_now();
     let (sock, csv) = both(&kea, now);
     assert_eq!(pairs(&sock), [(ip, TERM_MAC)], "{sock:?}");
     assert_eq!(pairs(&csv), [(ip, TERM_MAC)], "{csv:?}\n{}", kea.lease_csv());
@@ -77,7 +73,7 @@ fn kea_leases_of_a_real_client_from_the_socket_and_the_csv() {
         r#"{{"command":"lease4-add","arguments":{{"ip-address":"{other}","hw-address":"{other_mac}","hostname":"desk,7&b"}}}}"#
     );
     kea.command(&add).unwrap_or_else(|e| panic!("lease4-add: {e}"));
-    let (sock, csv) = both(&kea, now_unix());
+    let (sock, csv) = both(&kea, unix_now());
     let want = Lease { ip: other, mac: other_mac, expires: None, hostname: Some("desk,7&b".into()) };
     for l in [&sock, &csv] {
         assert_eq!(l.leases.len(), 2, "{l:?}");
@@ -89,24 +85,13 @@ fn kea_leases_of_a_real_client_from_the_socket_and_the_csv() {
     // Deleted: Kea appends a row with valid_lifetime 0, which replaces the earlier one.
     kea.command(&format!(r#"{{"command":"lease4-del","arguments":{{"ip-address":"{other}"}}}}"#))
         .unwrap_or_else(|e| panic!("lease4-del: {e}"));
-    let (sock, csv) = both(&kea, now_unix());
+    let (sock, csv) = both(&kea, unix_now());
     assert_eq!(pairs(&sock), [(ip, TERM_MAC)]);
     assert_eq!(pairs(&csv), [(ip, TERM_MAC)], "{}", kea.lease_csv());
     lab.stop_dhcpcd();
 }
 
 const CLOUD_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 201);
-
-/// Runs `ipsyncd ARGS` in `host`; (exit code, stdout, stderr).
-fn tool(lab: &Lab, host: &str, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.ns(host), env!("CARGO_BIN_EXE_ipsyncd")])
-        .args(args)
-        .output()
-        .expect("ipsyncd");
-    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code().unwrap_or(-1), s(&out.stdout), s(&out.stderr))
-}
 
 fn xid_of(path: &std::path::Path, mac: Mac) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -170,7 +155,7 @@ fn r9_forcerenew_leases_from_kea_socket_and_csv_moves_an_ipsyncd_terminal_and_dh
         let renews_before = lab.log("dhcpcd-hook.log").matches("RENEW").count();
         let args =
             ["forcerenew", "--interface", "srv0", "--leases", source, "--config", &cfg, "--json", "--require-confirm"];
-        let (code, out, err) = tool(&lab, "srv", &args);
+        let (code, out, err) = lab.tool("srv", &args);
         assert_eq!(code, 0, "{source}: both must renew\nstdout:\n{out}\nstderr:\n{err}\n{}", lab.log("dhcpcd.log"));
         let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
         assert_eq!((r["sent"].as_u64(), r["renewed"].as_u64()), (Some(2), Some(2)), "{source}: {r}");

@@ -182,6 +182,17 @@ impl Lab {
         in_netns(&self.ns(host), f)
     }
 
+    /// Runs `ipsyncd ARGS` inside `host`; (exit code, stdout, stderr).
+    pub fn tool(&self, host: &str, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host), env!("CARGO_BIN_EXE_ipsyncd")])
+            .args(args)
+            .output()
+            .expect("ipsyncd");
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code().unwrap_or(-1), s(&out.stdout), s(&out.stderr))
+    }
+
     /// Runs `ipsyncd ARGS` inside `host`; true when it exits 0.
     pub fn ipsyncd(&self, host: &str, args: &[&str]) -> bool {
         let mut full = vec![env!("CARGO_BIN_EXE_ipsyncd")];
@@ -319,6 +330,24 @@ pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 's
     })
     .join()
     .expect("namespace thread")
+}
+
+/// Polls `f` every 50 ms until it holds or `limit` passes, then once more (for checks that
+/// fork a process, such as `status`).
+pub fn poll(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// Seconds since the epoch, as lease files count them.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Polls `f` every 5 ms until it holds or `limit` passes; returns how long it took.
