@@ -5,6 +5,7 @@
 //! `shell` owns threads, sockets and the clock.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod server;
