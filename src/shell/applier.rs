@@ -133,11 +133,11 @@ mod live {
             }
         }
 
-        fn set_promote_secondaries(&self) {
-            // Without it, removing the old primary silently deletes the new secondary (LAB-NOTES).
-            let p = format!("/proc/sys/net/ipv4/conf/{}/promote_secondaries", self.cfg.ifname);
-            if let Err(e) = std::fs::write(&p, b"1") {
-                log::warn!("{p}: {e}");
+        fn set_promote_secondaries(&mut self) {
+            // Without it, removing the old primary silently deletes the new secondary
+            // (DESIGN §5). Through rtnetlink: /proc/sys is read-only under the unit.
+            if let Err(e) = self.nl.set_promote_secondaries(self.cfg.ifindex) {
+                log::warn!("{e}; the old address's removal may take the new one with it");
             }
         }
     }

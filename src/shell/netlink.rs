@@ -13,7 +13,7 @@ use netlink_packet_core::{
     NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{AfSpecInet, AfSpecUnspec, InetDevConf, LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -139,6 +139,52 @@ impl Netlink {
             }
         }
         Err(NetlinkError { op: "get link", object: name.to_string(), errno: libc::ENODEV })
+    }
+
+    /// Sets `net.ipv4.conf.<if>.promote_secondaries=1` through rtnetlink (RTM_SETLINK with
+    /// IFLA_AF_SPEC → AF_INET → IFLA_INET_CONF), not /proc/sys: the unit's
+    /// ProtectKernelTunables makes /proc/sys read-only, and CAP_NET_ADMIN is all this needs.
+    /// Only the one setting is sent: the request form nests just the non-zero entries, so every
+    /// other devconf value of the interface is left as it is.
+    pub fn set_promote_secondaries(&mut self, ifindex: u32) -> Result<(), NetlinkError> {
+        let mut conf = InetDevConf::default();
+        conf.promote_secondaries = 1;
+        let mut m = LinkMessage::default();
+        m.header.index = ifindex;
+        m.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![AfSpecInet::DevConfRequest(conf)])]));
+        let msg = RouteNetlinkMessage::SetLink(m);
+        self.request("set promote_secondaries", &|| format!("dev #{ifindex}"), msg, 0).map(|_| ())
+    }
+
+    /// The interface's promote_secondaries as the kernel reports it (IFLA_INET_CONF in a link
+    /// dump); `None` when the kernel's answer has no AF_INET devconf.
+    pub fn promote_secondaries(&mut self, ifindex: u32) -> Result<Option<bool>, NetlinkError> {
+        let all = self.request(
+            "get link",
+            &|| format!("dev #{ifindex}"),
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        for m in all {
+            let RouteNetlinkMessage::NewLink(l) = m else { continue };
+            if l.header.index != ifindex {
+                continue;
+            }
+            for a in &l.attributes {
+                let LinkAttribute::AfSpecUnspec(specs) = a else { continue };
+                for spec in specs {
+                    let AfSpecUnspec::Inet(inet) = spec else { continue };
+                    for i in inet {
+                        if let AfSpecInet::DevConf(c) = i {
+                            return Ok(Some(c.promote_secondaries != 0));
+                        }
+                    }
+                }
+            }
+            return Ok(None);
+        }
+        Err(NetlinkError { op: "get link", object: format!("dev #{ifindex}"), errno: libc::ENODEV })
     }
 
     fn neigh_msg(ifindex: u32, ip: Ipv4Addr, mac: Option<Mac>) -> NeighbourMessage {

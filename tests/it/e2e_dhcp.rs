@@ -58,12 +58,17 @@ fn add_cloud_addresses(lab: &Lab) {
 /// dnsmasq reserving RES_A with option 224 = CLOUD_A, `serve`, and `ipsyncd run` in dhcp mode;
 /// returns the daemon's pid once it is bound to RES_A (strict ACD takes up to ~7 s).
 fn boot(lab: &mut Lab, acd: &str) -> u32 {
+    boot_with(lab, acd, Lab::start_run)
+}
+
+/// [`boot`], with the daemon started by `start`.
+fn boot_with(lab: &mut Lab, acd: &str, start: fn(&mut Lab) -> u32) -> u32 {
     add_cloud_addresses(lab);
     lab.start_dnsmasq("2m", Some(RES_A), Some(CLOUD_A));
     lab.write_dhcp_configs(acd, "");
     lab.write_sender("fr", 1, DHCP_SECRET, None);
     lab.start_serve();
-    let pid = lab.start_run();
+    let pid = start(lab);
     assert!(poll(Duration::from_secs(12), || bound_to(lab, RES_A)), "not bound to {RES_A} within 12 s\n{}", lab.dump());
     pid
 }
@@ -174,6 +179,39 @@ fn forcerenew_after_a_changed_reservation_moves_the_address_and_the_cloud_server
     // `serve` listens on both cloud addresses throughout: no outage to report.
     assert!(poll(Duration::from_secs(5), || lab.hooks("SERVER_CONNECTED").len() >= 2), "{}", lab.dump());
     assert!(lab.hooks("SERVER_UNREACHABLE").is_empty(), "spurious SERVER_UNREACHABLE\n{}", lab.dump());
+}
+
+/// Issue 10: the unit's ProtectKernelTunables makes /proc/sys read-only, so the daemon sets
+/// promote_secondaries through rtnetlink. With promote_secondaries off beforehand and /proc/sys
+/// read-only for the daemon, it still binds, moves to a new address on FORCERENEW, and the
+/// kernel's setting is on afterwards: only the netlink request can have turned it on.
+#[test]
+#[ignore = "needs root"]
+fn r10_the_daemon_sets_promote_secondaries_by_netlink_and_moves_with_proc_sys_read_only() {
+    let mut lab = Lab::require_dhcp("ro");
+    let promote = |lab: &Lab| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.ns("term"), "cat", "/proc/sys/net/ipv4/conf/term0/promote_secondaries"])
+            .output()
+            .expect("cat");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(lab.sh("term", &["sysctl", "-qw", "net.ipv4.conf.term0.promote_secondaries=0"]));
+    assert_eq!(promote(&lab), "0");
+    boot_with(&mut lab, "strict", Lab::start_run_with_proc_sys_read_only);
+    // The daemon really saw /proc/sys read-only: the mount is in its namespace only.
+    let run = lab.log("run.log");
+    assert!(!run.contains("promote_secondaries:"), "the netlink request failed:\n{run}");
+    assert_eq!(promote(&lab), "1", "promote_secondaries not set through netlink\n{}", lab.dump());
+    lab.dnsmasq_reload(Some(RES_B), Some(CLOUD_B));
+    assert!(lab.forcerenew("fr", RES_A), "forcerenew failed");
+    assert!(
+        poll(Duration::from_secs(20), || bound_to(&lab, RES_B)),
+        "not moved to {RES_B} within 20 s\n{}",
+        lab.dump()
+    );
+    assert!(!lab.term_addrs().contains(&cidr(RES_A)), "old address still there: {:?}", lab.term_addrs());
+    assert!(poll(Duration::from_secs(5), || lab.status()["server"]["ip"] == CLOUD_B.to_string()), "{}", lab.dump());
 }
 
 /// Where option 90's value starts in an Ethernet frame carrying DHCP, if it has one.

@@ -611,6 +611,16 @@ impl Lab {
         self.spawn_cmd("term", &[bin, "run", "--config", &cfg], "run.log")
     }
 
+    /// [`Lab::start_run`] with /proc/sys read-only for the daemon (a bind mount remounted ro in
+    /// its own mount namespace), as the unit's ProtectKernelTunables leaves it.
+    pub fn start_run_with_proc_sys_read_only(&mut self) -> u32 {
+        let cfg = self.dir.join("term.toml").display().to_string();
+        let bin = env!("CARGO_BIN_EXE_ipsyncd");
+        let script = "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec \"$0\" \"$@\"";
+        let args = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, bin, "run", "--config", &cfg];
+        self.spawn_cmd("term", &args, "run.log")
+    }
+
     /// The daemon's decision log so far.
     pub fn decisions(&self) -> Vec<serde_json::Value> {
         decisions_in(&self.log("run.log"))
