@@ -25,11 +25,20 @@ use std::path::{Path, PathBuf};
 /// planting names in our directory; a few retries make that harmless without looping forever.
 const CREATE_ATTEMPTS: usize = 8;
 
-/// Atomically replaces `dir/name` with `bytes`. `name` must be a plain file name.
+/// Atomically replaces `dir/name` with `bytes`, mode 0600. `name` must be a plain file name.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(dir, name, bytes, 0o600)
+}
+
+/// [`write_atomic`] with the file's mode set to `mode` exactly (fchmod, so the process umask
+/// cannot narrow it): the status file is 0640 for the state directory's group.
+pub fn write_atomic_mode(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
     plain_name(name)?;
     let (tmp, file) = create_temp(dir, name)?;
-    if let Err(e) = fill_and_rename(file, bytes, &tmp, &dir.join(name)) {
+    let filled = file
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode & 0o777))
+        .and_then(|()| fill_and_rename(file, bytes, &tmp, &dir.join(name)));
+    if let Err(e) = filled {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }

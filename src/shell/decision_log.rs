@@ -135,13 +135,13 @@ impl RejectWarnings {
             (Some(ip), None) => format!(", naming server {ip}"),
             _ => String::new(),
         };
-        Some(format!("rejected {}: {} ({}){server}{more}", key.0, in_words(key.1), key.1))
+        Some(format!("rejected {}: {} ({}){server}{more}", key.0, reason_in_words(key.1), key.1))
     }
 }
 
 /// A reject reason (DESIGN §5) as an administrator reads it: `bad_mac` is the message's
 /// authentication code, never a MAC address.
-fn in_words(reason: &str) -> &'static str {
+pub fn reason_in_words(reason: &str) -> &'static str {
     use crate::engine::reason as r;
     match reason {
         r::UNAUTHENTICATED => "no authentication, and unauthenticated input is not allowed",

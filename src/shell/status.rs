@@ -65,6 +65,10 @@ pub struct PinStatus {
     pub mac: String,
     /// Whether the kernel holds it as a PERMANENT entry with this MAC; `None` when not asked.
     pub in_kernel: Option<bool>,
+    /// What the kernel holds for the server's address when asked: "PERMANENT 02:…",
+    /// "REACHABLE 02:…", "none". `None` when not asked.
+    #[serde(default)]
+    pub kernel_entry: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,7 +150,9 @@ fn build(
             last_welcome,
         })
         .or_else(|| initial_server.map(|ip| ServerStatus { ip, mac: None, since: None, connected, last_welcome }));
-    let pin = state.server.and_then(|s| s.mac.map(|m| PinStatus { ip: s.ip, mac: m.to_string(), in_kernel: None }));
+    let pin = state
+        .server
+        .and_then(|s| s.mac.map(|m| PinStatus { ip: s.ip, mac: m.to_string(), in_kernel: None, kernel_entry: None }));
     let lease = match (mode, state.lease, &live) {
         (Mode::Dhcp, Some(l), Some(live)) => Some(LeaseStatus {
             address: l.address.to_string(),
@@ -222,9 +228,14 @@ pub fn same_content(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
+/// The status file's mode: the state directory's group (`ipsyncd`, StateDirectoryMode=0750 in
+/// the unit) may read it, so monitoring users need not be root. It holds no secret; the state
+/// file, which holds the RFC 6704 nonce and the replay counters, stays 0600.
+pub const FILE_MODE: u32 = 0o640;
+
 pub fn write(dir: &Path, v: &Value) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?;
-    atomic_file::write_atomic(dir, FILE_NAME, &bytes)
+    atomic_file::write_atomic_mode(dir, FILE_NAME, &bytes, FILE_MODE)
 }
 
 /// A status file is a few kilobytes; anything much larger was not written by us.
@@ -249,6 +260,13 @@ pub fn query(cfg: &Config) -> Result<Status, StatusError> {
     let mut s = match read(&cfg.state_dir) {
         Ok(mut s) => {
             s.running = s.pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            // A daemon that is gone holds no connection, whatever its last snapshot said.
+            if !s.running {
+                if let Some(srv) = s.server.as_mut() {
+                    srv.connected = false;
+                }
+                s.seconds_since_contact = None;
+            }
             s
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -261,22 +279,115 @@ pub fn query(cfg: &Config) -> Result<Status, StatusError> {
     };
     let iface = s.interface.clone().or(cfg.interface.clone());
     if let (Some(pin), Some(ifname)) = (s.pin.as_mut(), iface) {
-        pin.in_kernel = pin_in_kernel(&ifname, pin);
+        if let Some((held, entry)) = pin_in_kernel(&ifname, pin) {
+            pin.in_kernel = Some(held);
+            pin.kernel_entry = Some(entry);
+        }
     }
     Ok(s)
 }
 
-/// Whether the pin is in the kernel as a PERMANENT entry with the right MAC; `None` when the
-/// kernel cannot be asked.
-fn pin_in_kernel(ifname: &str, pin: &PinStatus) -> Option<bool> {
+/// Whether the pin is in the kernel as a PERMANENT entry with the right MAC, and what entry the
+/// kernel holds for the address; `None` when the kernel cannot be asked.
+fn pin_in_kernel(ifname: &str, pin: &PinStatus) -> Option<(bool, String)> {
     let mut nl = Netlink::open().ok()?;
     let link = nl.link(ifname).ok()?;
     let entry = nl.neighbour(link.index, pin.ip).ok()?;
-    Some(matches!(entry, Some((Some(m), NeighbourState::Permanent)) if m.to_string() == pin.mac))
+    let held = matches!(entry, Some((Some(m), NeighbourState::Permanent)) if m.to_string() == pin.mac);
+    let words = match entry {
+        None => "none".to_string(),
+        Some((mac, state)) => {
+            let state = format!("{state:?}").to_uppercase();
+            match mac {
+                Some(m) => format!("{state} {m}"),
+                None => state,
+            }
+        }
+    };
+    Some((held, words))
 }
 
-/// The text form of `status`.
-pub fn render_text(s: &Status, config_path: &Path) -> String {
+/// `t` (Unix seconds) as a local date, with the zone: "2026-12-01 21:40:12 CET".
+pub fn local_date(t: u64) -> String {
+    let Ok(secs) = libc::time_t::try_from(t) else { return format!("@{t}") };
+    // SAFETY: localtime_r and strftime write only into the buffers given, within their sizes.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&secs, &mut tm).is_null() {
+            return format!("@{t}");
+        }
+        let mut buf = [0u8; 64];
+        let n = libc::strftime(buf.as_mut_ptr().cast(), buf.len(), c"%Y-%m-%d %H:%M:%S %Z".as_ptr(), &tm);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+/// How long ago `t` was at `now` (both Unix seconds), or how far ahead: "5 s ago", "3 min ago",
+/// "2 h 5 min ago", "4 days ago", "in 59 min".
+pub fn age(now: u64, t: u64) -> String {
+    let (d, future) = if t > now { (t - now, true) } else { (now - t, false) };
+    let span = match d {
+        0..=119 => format!("{d} s"),
+        120..=7_199 => format!("{} min", d / 60),
+        7_200..=172_799 => match (d % 3_600) / 60 {
+            0 => format!("{} h", d / 3_600),
+            m => format!("{} h {m} min", d / 3_600),
+        },
+        _ => format!("{} days", d / 86_400),
+    };
+    if future {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
+    }
+}
+
+/// "2026-12-01 21:40:12 CET (3 min ago)".
+fn when(now: u64, t: u64) -> String {
+    format!("{} ({})", local_date(t), age(now, t))
+}
+
+/// What a verdict's count means, for the text form (DESIGN §5's vocabulary).
+fn verdict_in_words(verdict: &str) -> &'static str {
+    match verdict {
+        "apply" => "server changes applied",
+        "same" => "announcements of the server already in use",
+        "conflict" => "conflicting announcements (alarm raised, nothing changed)",
+        "renew" => "authenticated FORCERENEWs acted on",
+        "lease" => "DHCP leases bound or renewed",
+        "reject" => "frames refused",
+        "malformed" => "malformed frames dropped",
+        "select" => "DHCP offers selected",
+        "restart" => "DHCP restarts (NAK, lost or declined lease)",
+        "ignore" => "frames ignored (not for this terminal, or nothing to do)",
+        "retry" => "failed connection attempts, retried",
+        "unreachable" => "times the server became unreachable",
+        "repin" => "pins put back after the kernel dropped them",
+        _ => "",
+    }
+}
+
+/// What a drop counter means.
+fn drop_in_words(what: &str) -> &'static str {
+    match what {
+        "rate_limited" => "over the per-second handling limit",
+        "verify_budget" => "over the per-second signature check budget",
+        "alarm_coalesced" => "alarms folded into an earlier one of the same kind",
+        "stale_channel_result" => "connection results for a server no longer current",
+        _ => "",
+    }
+}
+
+/// One counter line: the count, the name as JSON has it, and what it means.
+fn counter_line(indent: usize, name: &str, n: u64, words: &str) -> String {
+    let name_w = 22usize.saturating_sub(indent);
+    let line = format!("{:indent$}{name:<name_w$} {n:>8}  {words}", "");
+    format!("{}\n", line.trim_end())
+}
+
+/// The text form of `status`, at `now` (Unix seconds): times as local dates with their age,
+/// counters one per line with what they mean.
+pub fn render_text(s: &Status, config_path: &Path, now: u64) -> String {
     let mut out = format!(
         "ipsyncd on {} ({} mode), config {}\n",
         s.interface.as_deref().unwrap_or("?"),
@@ -286,54 +397,93 @@ pub fn render_text(s: &Status, config_path: &Path) -> String {
         },
         config_path.display()
     );
+    out += &match (s.running, s.pid) {
+        (true, Some(p)) => format!("daemon:   running, pid {p}"),
+        (true, None) => "daemon:   running".to_string(),
+        (false, Some(p)) => format!("daemon:   NOT running (the status below was written by pid {p})"),
+        (false, None) => "daemon:   NOT running (the status below is from its state file)".to_string(),
+    };
+    if let Some(u) = s.updated {
+        out += &format!("; status written {}", when(now, u as u64));
+    }
+    out += "\n";
     match &s.server {
         Some(srv) => {
             out += &format!(
-                "server:   {} mac {} — {}{}\n",
+                "server:   {} mac {} — {}\n",
                 srv.ip,
                 srv.mac.as_deref().unwrap_or("unknown"),
                 if srv.connected { "connected" } else { "not connected" },
-                s.seconds_since_contact.map(|n| format!(", last WELCOME {n} s ago")).unwrap_or_default()
-            )
+            );
+            if let Some(t) = srv.last_welcome {
+                out += &format!("          last WELCOME {}\n", when(now, t));
+            }
+            match srv.since {
+                Some(t) => out += &format!("          our server since {}\n", when(now, t)),
+                None => out += "          configured (not switched to since)\n",
+            }
         }
         None => out += "server:   none known\n",
     }
     match &s.pin {
         Some(p) => {
-            out += &format!(
-                "pin:      {} → {} ({})\n",
-                p.ip,
-                p.mac,
-                match p.in_kernel {
-                    Some(true) => "PERMANENT in the kernel",
-                    Some(false) => "MISSING from the kernel",
-                    None => "kernel not checked",
-                }
-            )
+            let state = match (p.in_kernel, p.kernel_entry.as_deref()) {
+                (Some(true), _) => "PERMANENT in the kernel".to_string(),
+                (Some(false), Some(k)) => format!("MISSING from the kernel (it holds: {k})"),
+                (Some(false), None) => "MISSING from the kernel".to_string(),
+                (None, _) => "kernel not checked".to_string(),
+            };
+            out += &format!("pin:      {} → {} ({state})\n", p.ip, p.mac);
         }
         None => out += "pin:      none\n",
     }
-    if let Some(l) = &s.last_decision {
-        // As JSON prints it, so the text and --json show the same number.
-        out += &format!("last:     {} → {} at {}\n", l.input, l.verdict, Value::from(l.time));
+    if let Some(l) = &s.lease {
+        out +=
+            &format!("lease:    {} from {}, {}, expires {}\n", l.address, l.server_id, l.state, when(now, l.expires));
     }
-    out += &format!("counters: {}\n", serde_json::to_string(&s.counters).unwrap_or_default());
+    if let Some(l) = &s.last_decision {
+        // The exact time as JSON prints it, so text and --json can be matched.
+        out +=
+            &format!("last:     {} → {}, {} [{}]\n", l.input, l.verdict, when(now, l.time as u64), Value::from(l.time));
+    }
+    if s.counters.is_empty() {
+        out += "counters: none yet\n";
+    } else {
+        out += "counters:\n";
+        for (verdict, count) in &s.counters {
+            match count {
+                Count::Total(n) => out += &counter_line(2, verdict, *n, verdict_in_words(verdict)),
+                Count::ByReason(reasons) => {
+                    let total = reasons.values().fold(0u64, |a, b| a.saturating_add(*b));
+                    out += &counter_line(2, verdict, total, verdict_in_words(verdict));
+                    for (reason, n) in reasons {
+                        out += &counter_line(4, reason, *n, super::decision_log::reason_in_words(reason));
+                    }
+                }
+            }
+        }
+    }
+    if !s.dropped.is_empty() {
+        out += "dropped before a decision:\n";
+        for (what, n) in &s.dropped {
+            out += &counter_line(2, what, *n, drop_in_words(what));
+        }
+    }
     if !s.running {
         out += "note:     the daemon is not running; this is its last known state\n";
     }
     out
 }
 
-/// `ipsyncd status [--json]`: prints the status on stdout.
-/// Prints the status; returns whether the daemon runs (DESIGN §6: `status` exits 0 when it
-/// does, 3 when it does not, as `systemctl status`).
+/// Prints the status (`ipsyncd status [--json]`) on stdout; returns whether the daemon runs
+/// (DESIGN §6: `status` exits 0 when it does, 3 when it does not, as `systemctl status`).
 pub fn show(cfg: &Config, config_path: &Path, json: bool) -> Result<bool, StatusError> {
     let s = query(cfg)?;
     if json {
         // Through a Value, whose keys are sorted: the same order the file has.
         println!("{}", serde_json::to_value(&s).map(|v| v.to_string()).unwrap_or_default());
     } else {
-        print!("{}", render_text(&s, config_path));
+        print!("{}", render_text(&s, config_path, super::clock::unix_secs()));
     }
     Ok(s.running)
 }
@@ -426,12 +576,61 @@ mod tests {
     fn text_names_server_pin_and_that_the_daemon_is_down() {
         let d = tmpdir("text");
         let s = from_state(&cfg(&d), &state_with_server());
-        let t = render_text(&s, Path::new("/etc/ipsyncd/ipsyncd.toml"));
+        let now = 1_764_138_625 + 180;
+        let t = render_text(&s, Path::new("/etc/ipsyncd/ipsyncd.toml"), now);
         assert!(t.starts_with("ipsyncd on eth9 (follow mode), config /etc/ipsyncd/ipsyncd.toml\n"), "{t}");
+        assert!(t.contains("daemon:   NOT running (the status below is from its state file)\n"), "{t}");
         assert!(t.contains("server:   10.77.0.20 mac 02:00:00:00:00:02 — not connected\n"), "{t}");
+        let since = format!("          our server since {} (3 min ago)\n", local_date(1_764_138_625));
+        assert!(t.contains(&since), "{t}");
         assert!(t.contains("pin:      10.77.0.20 → 02:00:00:00:00:02 (kernel not checked)\n"), "{t}");
-        assert!(t.contains("counters: {}\n"), "{t}");
+        assert!(t.contains("counters: none yet\n"), "{t}");
         assert!(t.ends_with("note:     the daemon is not running; this is its last known state\n"), "{t}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn counters_are_one_per_line_with_their_meaning() {
+        let d = tmpdir("words");
+        let mut s = from_state(&cfg(&d), &state_with_server());
+        s.counters.insert("apply".into(), Count::Total(3));
+        let reasons = BTreeMap::from([("bad_mac".to_string(), 200), ("replayed".to_string(), 100)]);
+        s.counters.insert("reject".into(), Count::ByReason(reasons));
+        s.dropped.insert("rate_limited".into(), 7);
+        let t = render_text(&s, Path::new("x.toml"), 0);
+        let lines: Vec<&str> = t.lines().collect();
+        let at = lines.iter().position(|l| *l == "counters:").expect(&t);
+        assert_eq!(lines[at + 1], "  apply                       3  server changes applied", "{t}");
+        assert_eq!(lines[at + 2], "  reject                    300  frames refused", "{t}");
+        assert!(lines[at + 3].starts_with("    bad_mac                 200  "), "{t}");
+        assert!(lines[at + 3].contains("HMAC or signature"), "{t}");
+        assert!(lines[at + 4].starts_with("    replayed                100  "), "{t}");
+        assert_eq!(lines[at + 5], "dropped before a decision:", "{t}");
+        assert_eq!(lines[at + 6], "  rate_limited                7  over the per-second handling limit", "{t}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ages_read_as_a_person_says_them() {
+        assert_eq!(age(100, 95), "5 s ago");
+        assert_eq!(age(1_000, 1_000), "0 s ago");
+        assert_eq!(age(0, 180), "in 3 min");
+        assert_eq!(age(3 * 3_600 + 300, 0), "3 h 5 min ago");
+        assert_eq!(age(7_200, 0), "2 h ago");
+        assert_eq!(age(5 * 86_400, 0), "5 days ago");
+        // A local date with its zone, never raw epoch seconds.
+        let d = local_date(1_764_138_625);
+        assert!(d.starts_with("2025-11-2"), "{d}");
+        assert_eq!(d.matches(':').count(), 2, "{d}");
+    }
+
+    #[test]
+    fn the_status_file_is_group_readable_and_the_state_file_is_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tmpdir("mode");
+        write(&d, &serde_json::json!({})).unwrap();
+        let mode = std::fs::metadata(d.join(FILE_NAME)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
