@@ -29,3 +29,4 @@ mod serve;
 mod sim;
 mod sim_fleet;
 mod sim_scenarios;
+mod units;
