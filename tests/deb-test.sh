@@ -124,6 +124,15 @@ grep -q 'ipsyncd.toml' <<<"$(zcat "$root/usr/share/man/man8/ipsyncd.8.gz")" || f
 grep -q 'ipsyncd\\-hooks' <<<"$(zcat "$root/usr/share/man/man8/ipsyncd.8.gz")" || fail "ipsyncd(8) does not SEE ALSO ipsyncd-hooks(7)"
 ok "every man page renders without warnings (groff -man -ww); ipsyncd(8) refers to ipsyncd.toml(5) and ipsyncd-hooks(7)"
 
+comp=$root/usr/share/bash-completion/completions/ipsyncd
+bash -n "$comp" || fail "bash completion: not valid bash"
+for sub in run check replay status announce forcerenew serve keygen; do
+  grep -q "$sub" "$comp" || fail "bash completion: no subcommand $sub"
+done
+grep -q -- '--require-confirm' "$root/usr/share/zsh/vendor-completions/_ipsyncd" || fail "zsh completion: no --require-confirm"
+grep -q 'require-confirm' "$root/usr/share/fish/vendor_completions.d/ipsyncd.fish" || fail "fish completion: no require-confirm"
+ok "completions: bash parses (bash -n) and names every subcommand; zsh and fish carry the options"
+
 unit=$root/usr/lib/systemd/system/ipsyncd.service
 template=$root/usr/lib/systemd/system/ipsyncd@.service
 for line in 'Type=notify' 'User=ipsyncd' 'Group=ipsyncd' 'NoNewPrivileges=yes' 'ProtectSystem=strict' \
