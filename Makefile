@@ -5,7 +5,7 @@ BIN := target/release/ipsyncd
 FIXTURES := pcap-fixtures
 APT_PKGS := dnsmasq-base dhcpcd-base tcpdump iproute2 arping kea-dhcp4-server
 
-.PHONY: all build test deps demo bench fuzz-smoke golden fixtures clean netns-test
+.PHONY: all build test deps demo bench fuzz-smoke golden fixtures clean netns-test deb deb-test docs
 
 all: build
 
@@ -46,12 +46,34 @@ test: deps
 	$(CARGO) test --release --locked --lib --bins --tests --examples $(ROOT_TEST_ARGS)
 	$(CARGO) bench --locked --no-run  # benches must build; they run in make bench only
 	$(MAKE) --no-print-directory netns-test
+	$(MAKE) --no-print-directory deb-test
 
 # Live tests in network namespaces (root only; each removes what it made, even on failure).
 netns-test: build
 	@if [ "$$(id -u)" != 0 ]; then echo "netns-test: SKIP (needs root)"; exit 0; fi; \
 	bash tests/netns/real-peers-test.sh $(BIN) && \
 	bash tests/netns/dhcpcd-interop-test.sh $(BIN)
+
+# The Debian package (cargo-deb; see [package.metadata.deb] in Cargo.toml). cargo-deb is
+# installed when missing (as the pinned version, a few minutes once). The assets are the release
+# binary and what `docs` renders into target/assets/; the .deb's path is the last line printed.
+CARGO_DEB_VERSION := 3.8.0
+ASSETS := target/assets
+
+docs:
+	$(CARGO) run --release --locked --example gendocs -- $(ASSETS) >/dev/null
+
+deb: build docs
+	@if ! $(CARGO) deb --version 2>/dev/null | grep -qx 'cargo-deb $(CARGO_DEB_VERSION)'; then \
+	  echo "installing cargo-deb $(CARGO_DEB_VERSION)"; \
+	  $(CARGO) install --locked cargo-deb --version $(CARGO_DEB_VERSION); \
+	fi
+	@$(CARGO) deb --no-build --locked --strip --quiet
+
+# Builds the package and checks every file, mode, man page, the unit's hardening and its
+# exposure score (tests/deb-test.sh; prints "deb-test: SKIP (reason)" when it cannot run).
+deb-test:
+	@bash tests/deb-test.sh
 
 demo: build
 	@bash tests/demo.sh $(BIN)

@@ -30,3 +30,4 @@ mod serve;
 mod sim;
 mod sim_fleet;
 mod sim_scenarios;
+mod units;
