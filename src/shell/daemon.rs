@@ -285,13 +285,10 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         last_write = Some((std::time::Instant::now(), fp));
         None
     });
-    let mut warnings = super::decision_log::RejectWarnings::default();
+    // The decision line, its reject warning and its alarms, with their journal fields.
+    let mut lines = super::log_lines::DecisionLines::default();
     let sink = Box::new(move |d: &crate::engine::Decision, wall: crate::engine::Instant| {
-        log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json_at(d, wall));
-        // Monotonic time: a step of the wall clock must not silence the warnings.
-        if let Some(w) = warnings.note(d, d.time) {
-            log::warn!("{w}");
-        }
+        lines.log(log::logger(), d, wall);
     });
     match cfg.mode {
         Mode::Follow => log::info!("following on {ifname} ({mac}, {own_ip}), ipsync port {port}"),
