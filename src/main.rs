@@ -15,7 +15,6 @@ use ipsyncd::shell::daemon::{self, DaemonError};
 use ipsyncd::shell::preflight;
 use ipsyncd::shell::replay::{self, ReplayError};
 use ipsyncd::shell::status::{self, StatusError};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -163,30 +162,13 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
     }
 }
 
-/// stderr, or journald when systemd connected our stderr to it (JOURNAL_STREAM): then each line
-/// carries its syslog priority as `<N>` and no timestamp, which journald adds itself.
-fn init_logging(default_level: &str) {
-    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        b.format(|f, r| {
-            let prio = match r.level() {
-                log::Level::Error => 3,
-                log::Level::Warn => 4,
-                log::Level::Info => 6,
-                _ => 7,
-            };
-            writeln!(f, "<{prio}>{}", r.args())
-        });
-    } else {
-        b.format_timestamp_millis();
-    }
-    b.init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon reports what it does at info; one-shot tools only warn.
-    init_logging(if matches!(cli.cmd, Cmd::Run { .. } | Cmd::Serve { .. }) { "info" } else { "warn" });
+    ipsyncd::shell::logging::init(
+        if matches!(cli.cmd, Cmd::Run { .. } | Cmd::Serve { .. }) { "info" } else { "warn" },
+        std::path::Path::new(ipsyncd::shell::journal::JOURNAL_SOCKET),
+    );
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail::Usage(m)) => {

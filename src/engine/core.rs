@@ -61,6 +61,9 @@ pub struct Engine {
     last_decision: Option<(Input, Verdict, Instant)>,
     /// The server we last got a WELCOME from, and when.
     pub(super) welcomed: Option<(Ipv4Addr, Instant)>,
+    /// While [`Engine::handle_frame`] runs: the frame's source and the key it named, which
+    /// [`Engine::decide`] puts on that frame's decision (for the journal's reject warning).
+    frame_source: Option<((Mac, Ipv4Addr), Option<u32>)>,
 }
 
 impl Engine {
@@ -100,6 +103,7 @@ impl Engine {
             persist: None,
             last_decision: None,
             welcomed: None,
+            frame_source: None,
         }
     }
 
@@ -174,6 +178,16 @@ impl Engine {
     }
 
     pub fn handle_frame(&mut self, now: Instant, inbound: &Inbound) {
+        self.frame_source = match &inbound.kind {
+            InboundKind::Ipsync { src_ip } => Some(((inbound.src, *src_ip), Some(IpsyncMsg::key_id_of(&inbound.raw)))),
+            InboundKind::Dhcp(msg) => Some(((inbound.src, msg.src_ip), dhcp_key_id(msg))),
+            _ => None,
+        };
+        self.handle_frame_from(now, inbound);
+        self.frame_source = None;
+    }
+
+    fn handle_frame_from(&mut self, now: Instant, inbound: &Inbound) {
         let exempt = self.state.server.and_then(|s| s.mac).is_some_and(|m| m.ct_eq(&inbound.src));
         match &inbound.kind {
             InboundKind::Own(msg) => self.handle_own_dhcp(now, msg),
@@ -268,7 +282,13 @@ impl Engine {
 
     /// Records one decision and queues its actions for the applier: the only way an action is
     /// ever queued.
-    pub(super) fn decide(&mut self, d: Decision) {
+    pub(super) fn decide(&mut self, mut d: Decision) {
+        // Only the frame's own decision: a timer that ran on the way has no source.
+        if let (Some((source, key_id)), Some(_)) = (self.frame_source, d.frame) {
+            if d.source.is_none() {
+                d = d.from_frame(Some(source), key_id);
+            }
+        }
         self.actions.extend(d.actions.iter().cloned());
         self.counters.count_decision(&d);
         self.last_decision = Some((d.input, d.verdict, d.time));
@@ -410,6 +430,15 @@ impl Engine {
     /// A server MAC must be unicast, non-zero and not our own.
     pub(super) fn usable_mac(&self, mac: Mac) -> bool {
         mac.is_unicast() && !mac.ct_eq(&self.cfg.mac)
+    }
+}
+
+/// The RFC 3118 secret id a DHCP message names, when it uses delayed authentication; RFC 6704's
+/// nonce has no id.
+fn dhcp_key_id(msg: &super::input::DhcpMsg) -> Option<u32> {
+    match msg.auth.map(|a| a.scheme) {
+        Some(crate::wire::auth::Scheme::Delayed { secret_id, .. }) => Some(secret_id),
+        _ => None,
     }
 }
 

@@ -109,11 +109,28 @@ pub struct Decision {
     pub server_ip: Option<Ipv4Addr>,
     pub server_mac: Option<Mac>,
     pub actions: Vec<Action>,
+    /// The frame's Ethernet and IPv4 source, for the journal's reject warning. Not in the JSON
+    /// decision log (DESIGN §8 fixes its fields); `None` for timers and results.
+    pub source: Option<(Mac, Ipv4Addr)>,
+    /// The key the input named (an ipsync key_id, a FORCERENEW's RFC 3118 secret id), for the
+    /// same warning; not in the JSON either.
+    pub key_id: Option<u32>,
 }
 
 impl Decision {
     pub fn new(frame: Option<u64>, time: Instant, input: Input, verdict: Verdict) -> Decision {
-        Decision { frame, time, input, verdict, reason: None, server_ip: None, server_mac: None, actions: Vec::new() }
+        Decision {
+            frame,
+            time,
+            input,
+            verdict,
+            reason: None,
+            server_ip: None,
+            server_mac: None,
+            actions: Vec::new(),
+            source: None,
+            key_id: None,
+        }
     }
     pub fn reason(mut self, r: &'static str) -> Decision {
         self.reason = Some(r);
@@ -122,6 +139,12 @@ impl Decision {
     pub fn server(mut self, ip: Option<Ipv4Addr>, mac: Option<Mac>) -> Decision {
         self.server_ip = ip;
         self.server_mac = mac;
+        self
+    }
+    /// Where the frame decided on came from, and the key it named.
+    pub fn from_frame(mut self, source: Option<(Mac, Ipv4Addr)>, key_id: Option<u32>) -> Decision {
+        self.source = source;
+        self.key_id = key_id;
         self
     }
     pub fn actions(mut self, actions: Vec<Action>) -> Decision {

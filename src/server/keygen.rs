@@ -60,9 +60,33 @@ pub fn section(kind: Kind, id: u32) -> String {
     }
 }
 
-/// Prints [`section`] on stdout.
+/// Prints [`section`] on stdout. When stdout is a regular file (`keygen > keys.toml`), it is
+/// made 0600 first, before any secret is in it: the shell created it 0644 (umask 022), and a
+/// key file every local user can read is a key every local user holds. A terminal or a pipe is
+/// left alone (its mode says nothing about who reads the secret).
 pub fn run(kind: Kind, id: u32) {
+    match private_stdout() {
+        Ok(Some(old)) => {
+            eprintln!("ipsyncd keygen: stdout is a file of mode {old:04o}; made it 0600 (it holds secrets)")
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!("ipsyncd keygen: stdout is a file whose mode could not be made 0600: {e}"),
+    }
     println!("{}", section(kind, id));
+}
+
+/// fchmods stdout to 0600 when it is a regular file readable or writable by others; returns the
+/// mode it had when it changed it.
+fn private_stdout() -> nix::Result<Option<u32>> {
+    use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
+    let st = fstat(1)?;
+    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    let perm = st.st_mode & 0o7777;
+    if kind != SFlag::S_IFREG || perm & 0o077 == 0 {
+        return Ok(None);
+    }
+    fchmod(1, Mode::from_bits_truncate(0o600))?;
+    Ok(Some(perm))
 }
 
 #[cfg(test)]

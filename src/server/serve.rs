@@ -398,6 +398,8 @@ struct Conn {
     phase: Phase,
     /// What epoll watches for on this socket; `None` before it is registered.
     interest: Option<EpollFlags>,
+    /// Who the answered HELLO said it was, for the debug line once the WELCOME is written.
+    hello: Option<String>,
 }
 
 enum Phase {
@@ -455,6 +457,9 @@ impl Conn {
         };
         match server.answer(record, self.local) {
             Ok(reply) => {
+                if log::log_enabled!(target: SERVE_TARGET, log::Level::Debug) {
+                    self.hello = Some(hello_words(record));
+                }
                 self.phase = Phase::Writing { reply, written: 0 };
                 self.flush()
             }
@@ -613,7 +618,7 @@ impl EventLoop<'_> {
             return;
         };
         let buf = Box::new([0u8; ipsync::MAX_LEN]);
-        let conn = Conn { stream, peer, local, phase: Phase::Reading { buf, filled: 0 }, interest: None };
+        let conn = Conn { stream, peer, local, phase: Phase::Reading { buf, filled: 0 }, interest: None, hello: None };
         // An IPv4 peer on a dual-stack listener counts as the same address as over IPv4.
         let (token, evicted) = self.table.admit(peer.ip().to_canonical(), now, conn);
         if let Some(e) = evicted {
@@ -667,7 +672,16 @@ impl EventLoop<'_> {
         let Some(c) = self.table.remove(token) else { return };
         let stats = &self.server.stats;
         match outcome {
-            Outcome::Welcomed => Stats::bump(&stats.welcomed),
+            Outcome::Welcomed => {
+                Stats::bump(&stats.welcomed);
+                log::debug!(
+                    target: SERVE_TARGET,
+                    "serve: HELLO from {} (peer {}): WELCOME status {} (success) sent",
+                    c.hello.as_deref().unwrap_or("?"),
+                    c.peer,
+                    ipsync::status::SUCCESS
+                );
+            }
             Outcome::Refused(why) => {
                 Stats::bump(&stats.rejected);
                 log::debug!("serve: refused HELLO from {}: {why:?}", c.peer);
@@ -678,6 +692,19 @@ impl EventLoop<'_> {
             }
         }
     }
+}
+
+/// The target of the per-client debug lines (`RUST_LOG=info,ipsyncd::serve=debug`).
+pub const SERVE_TARGET: &str = "ipsyncd::serve";
+
+/// "MAC/IP for key K" as an answered HELLO names its terminal (TERMINAL_MAC and TERMINAL_IPV4,
+/// each `?` when absent).
+fn hello_words(record: &[u8]) -> String {
+    let Ok(p) = ipsync::Packet::new_checked(record) else { return "?".into() };
+    let Ok(h) = ipsync::Repr::parse(&p) else { return "?".into() };
+    let mac = h.terminal_mac.map_or("?".to_string(), |m| m.to_string());
+    let ip = h.terminal_ipv4.map_or("?".to_string(), |i| i.to_string());
+    format!("{mac}/{ip} for key {}", h.key_id)
 }
 
 /// A listener for `serve`: SO_REUSEADDR (a restart does not wait out TIME_WAIT) and a backlog as
@@ -795,6 +822,16 @@ mod tests {
         assert_eq!(record_len(b"IPSY\x01\x02\x04\x01"), Err(Refusal::Length(1025)));
         assert_eq!(record_len(b"IPSY\x01\x02\x00\x33"), Err(Refusal::Length(51)));
         assert_eq!(record_len(b"IPSY\x01\x02\x04\x00"), Ok(Some(1024)));
+    }
+
+    #[test]
+    fn hello_words_name_the_terminal_and_key() {
+        let mut h = ipsync::Repr::new(ipsync::MessageType::Hello, 3, 1);
+        h.nonce = Some([1; 16]);
+        h.terminal_mac = Some(crate::wire::Mac([2, 0, 0, 0, 0, 0x10]));
+        h.terminal_ipv4 = Some(Ipv4Addr::new(10, 77, 0, 10));
+        assert_eq!(hello_words(&h.to_bytes(&[7; 32])), "02:00:00:00:00:10/10.77.0.10 for key 3");
+        assert_eq!(hello_words(b"IPSY"), "?");
     }
 
     #[test]

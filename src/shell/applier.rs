@@ -232,10 +232,9 @@ mod live {
                     log::info!("server is now {ip}{}", mac.map(|m| format!(" at {m}")).unwrap_or_default());
                     ActionResult::Done
                 }
-                Action::Alarm { kind, detail } => {
-                    log::warn!("ALARM {kind}: {detail}");
-                    ActionResult::Done
-                }
+                // Logged by the worker's decision sink (log_lines.rs), which knows the decision
+                // the alarm belongs to and gives its line the journal fields.
+                Action::Alarm { .. } => ActionResult::Done,
                 Action::Hook { reason, env } => {
                     self.cfg.hooks.fire(*reason, env);
                     ActionResult::Done

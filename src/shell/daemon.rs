@@ -48,6 +48,19 @@ pub fn sd_notify(msg: &str) {
     }
 }
 
+/// The ping interval when systemd's watchdog is on for us (sd_watchdog_enabled(3)):
+/// `WATCHDOG_USEC` set and non-zero, and `WATCHDOG_PID`, when set, our own pid (a variable
+/// inherited from a parent service is not ours). Half the timeout, as systemd recommends.
+pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, our_pid: u32) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
+    if let Some(p) = pid {
+        if p.trim().parse::<u32>().ok() != Some(our_pid) {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec / 2))
+}
+
 /// What the status file shows, in a form that costs no allocation: whether to write it is
 /// decided on this, and the snapshot is built only to be written (the worker calls the sink
 /// once per batch of frames, so under a flood thousands of times a second).
@@ -285,13 +298,10 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         last_write = Some((std::time::Instant::now(), fp));
         None
     });
-    let mut warnings = super::decision_log::RejectWarnings::default();
+    // The decision line, its reject warning and its alarms, with their journal fields.
+    let mut lines = super::log_lines::DecisionLines::default();
     let sink = Box::new(move |d: &crate::engine::Decision, wall: crate::engine::Instant| {
-        log::debug!(target: "ipsyncd::decision", "{}", super::decision_log::to_json_at(d, wall));
-        // Monotonic time: a step of the wall clock must not silence the warnings.
-        if let Some(w) = warnings.note(d, d.time) {
-            log::warn!("{w}");
-        }
+        lines.log(log::logger(), d, wall);
     });
     match cfg.mode {
         Mode::Follow => log::info!("following on {ifname} ({mac}, {own_ip}), ipsync port {port}"),
@@ -301,6 +311,15 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
             if cfg.acd == crate::engine::AcdMode::Strict { "strict" } else { "optimistic" }
         ),
     }
+    let watchdog = watchdog_interval(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    )
+    .map(|every| {
+        log::info!("systemd watchdog: pinging every {} ms from the worker", every.as_millis());
+        super::worker::Watchdog { every, ping: Box::new(|| sd_notify("WATCHDOG=1")) }
+    });
     sd_notify("READY=1");
     let summary = pipeline::run(
         Box::new(source),
@@ -309,10 +328,25 @@ pub fn run(config_path: &Path, cfg: Config, interface: Option<String>) -> Result
         Box::new(applier),
         sink,
         Timing::Live(Box::new(clock)),
-        Extras { status: Some(status_sink), control: Some(ctl_rx), frames: Some(frames) },
+        Extras { status: Some(status_sink), control: Some(ctl_rx), frames: Some(frames), watchdog },
     );
     match summary.source_error {
         Some(e) => Err(DaemonError::Runtime(format!("{ifname}: capture: {e}"))),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_follows_sd_watchdog_enabled() {
+        assert_eq!(watchdog_interval(Some("400000"), None, 7), Some(Duration::from_millis(200)));
+        assert_eq!(watchdog_interval(Some("400000"), Some("7"), 7), Some(Duration::from_millis(200)));
+        assert_eq!(watchdog_interval(Some("400000"), Some("8"), 7), None, "another process's watchdog");
+        assert_eq!(watchdog_interval(None, Some("7"), 7), None);
+        assert_eq!(watchdog_interval(Some("0"), None, 7), None);
+        assert_eq!(watchdog_interval(Some("soon"), None, 7), None);
     }
 }

@@ -3,7 +3,7 @@
 //! Contract: written by hand rather than through a map so the field order and the number format
 //! (`time` as seconds with six decimals) are exactly what the golden files hold.
 
-use crate::engine::{Action, Decision, Instant};
+use crate::engine::{Action, Decision, Input, Instant};
 use std::fmt::Write;
 
 fn esc(s: &str, out: &mut String) {
@@ -135,24 +135,52 @@ impl RejectWarnings {
             (Some(ip), None) => format!(", naming server {ip}"),
             _ => String::new(),
         };
-        Some(format!("rejected {}: {} ({}){server}{more}", key.0, reason_in_words(key.1), key.1))
+        // The source is what an administrator blocks or hunts down: the MAC first, since a
+        // forged IPv4 source is cheap and the MAC at least names the segment's port.
+        let from = match d.source {
+            Some((mac, ip)) => format!(" from {mac}/{ip}"),
+            None => String::new(),
+        };
+        Some(format!("rejected {}: {}{from} ({}){server}{more}", key.0, in_words(key.1, d.input, d.key_id), key.1))
     }
 }
 
-/// A reject reason (DESIGN §5) as an administrator reads it: `bad_mac` is the message's
-/// authentication code, never a MAC address.
-pub fn reason_in_words(reason: &str) -> &'static str {
+/// A reject reason counted over every input and key (`status`'s counters): the words of
+/// [`in_words`] with neither an input's own check nor a key to name.
+pub fn reason_in_words(reason: &str) -> String {
+    in_words(reason, Input::Announce, None)
+}
+
+/// A reject reason (DESIGN §5) as an administrator reads it, naming the key the input named
+/// when one applies: `bad_mac` is the message's authentication code, never a MAC address.
+pub fn in_words(reason: &str, input: Input, key: Option<u32>) -> String {
     use crate::engine::reason as r;
-    match reason {
-        r::UNAUTHENTICATED => "no authentication, and unauthenticated input is not allowed",
-        r::UNKNOWN_KEY => "signed with a key id this terminal does not hold for it",
-        r::BAD_MAC => "its HMAC or signature check failed",
-        r::REPLAYED => "its sequence or replay counter is not above the last one accepted",
-        r::BAD_SOURCE => "it came from a source this terminal does not take it from",
-        r::WRONG_STATE => "it does not fit the DHCP client's state",
-        r::NOT_FOR_US => "it is addressed to another client",
-        r::STALE => "its timestamp is too far from this terminal's clock",
-        _ => "see the decision log",
+    // FORCERENEW is checked with RFC 3118's HMAC-MD5 only; an ipsync key may be Ed25519.
+    let check = if input == Input::ForceRenew { "HMAC" } else { "HMAC or signature" };
+    let holds = if input == Input::ForceRenew { "[[dhcp_key]]" } else { "[[key]]" };
+    let what = match input {
+        Input::ForceRenew => "FORCERENEW",
+        Input::Welcome => "WELCOMEs",
+        _ => "announcements",
+    };
+    match (reason, key) {
+        (r::UNKNOWN_KEY, Some(k)) => format!("no key {k} for {what} (this terminal holds no {holds} with id {k})"),
+        (r::UNKNOWN_KEY, None) if input == Input::ForceRenew => {
+            "RFC 6704 authentication, and no nonce from a lease is stored to check it with".into()
+        }
+        (r::UNKNOWN_KEY, None) => "signed with a key id this terminal does not hold for it".into(),
+        (r::BAD_MAC, Some(k)) => format!("{check} check failed for key {k}"),
+        (r::BAD_MAC, None) => format!("its {check} check failed"),
+        (r::REPLAYED, Some(k)) => {
+            format!("its sequence or replay counter is not above the last one accepted for key {k}")
+        }
+        (r::REPLAYED, None) => "its sequence or replay counter is not above the last one accepted".into(),
+        (r::UNAUTHENTICATED, _) => "no authentication, and unauthenticated input is not allowed".into(),
+        (r::BAD_SOURCE, _) => "it came from a source this terminal does not take it from".into(),
+        (r::WRONG_STATE, _) => "it does not fit the DHCP client's state".into(),
+        (r::NOT_FOR_US, _) => "it is addressed to another client".into(),
+        (r::STALE, _) => "its timestamp is too far from this terminal's clock".into(),
+        _ => "see the decision log".into(),
     }
 }
 
@@ -182,6 +210,9 @@ mod tests {
                 Action::SetServer { ip: b, mac: Some(m) },
                 Action::Hook { reason: HookReason::ServerChanged, env: HookEnv::default() },
             ],
+            // The journal's source and key: never in the JSON (the golden files fix its fields).
+            source: Some((Mac([2, 0, 0, 0, 0, 0x66]), Ipv4Addr::new(10, 77, 0, 66))),
+            key_id: Some(1),
         };
         let want = r#"{"frame":12,"time":1764138625.123456,"input":"announce","verdict":"apply","server_ip":"10.77.0.20","server_mac":"02:00:00:00:00:02","actions":[{"op":"pin_neighbour","ip":"10.77.0.20","mac":"02:00:00:00:00:02"},{"op":"unpin_neighbour","ip":"10.77.0.1"},{"op":"connect","ip":"10.77.0.20","port":47474},{"op":"set_server","ip":"10.77.0.20","mac":"02:00:00:00:00:02"},{"op":"hook","reason":"SERVER_CHANGED"}]}"#;
         assert_eq!(to_json(&d), want);
@@ -199,8 +230,43 @@ mod tests {
         assert!(w.note(&d("replayed"), t.add_secs(1)).is_some(), "another reason has its own minute");
         let again = w.note(&d("bad_mac"), t.add_secs(61)).unwrap_or_default();
         assert!(again.contains("1 more"), "{again}");
-        assert!(again.starts_with("rejected forcerenew: its HMAC or signature check failed (bad_mac)"), "{again}");
+        assert!(again.starts_with("rejected forcerenew: its HMAC check failed (bad_mac)"), "{again}");
         let apply = Decision::new(None, Instant(0), Input::ForceRenew, Verdict::Renew);
         assert!(w.note(&apply, t).is_none());
+    }
+
+    #[test]
+    fn reject_warning_names_the_key_and_the_source() {
+        let mut w = RejectWarnings::default();
+        let src = Some((Mac([2, 0, 0, 0, 0, 0x66]), Ipv4Addr::new(10, 77, 0, 66)));
+        let d = Decision::new(Some(3), Instant(0), Input::ForceRenew, Verdict::Reject)
+            .reason("bad_mac")
+            .from_frame(src, Some(1));
+        let line = w.note(&d, Instant::from_secs(5)).unwrap_or_default();
+        assert_eq!(
+            line,
+            "rejected forcerenew: HMAC check failed for key 1 from 02:00:00:00:00:66/10.77.0.66 (bad_mac)"
+        );
+        let a = Decision::new(Some(4), Instant(0), Input::Announce, Verdict::Reject)
+            .reason("unknown_key")
+            .server(Some(Ipv4Addr::new(10, 77, 0, 20)), None)
+            .from_frame(src, Some(7));
+        let line = w.note(&a, Instant::from_secs(5)).unwrap_or_default();
+        assert_eq!(
+            line,
+            "rejected announce: no key 7 for announcements (this terminal holds no [[key]] with id 7) \
+             from 02:00:00:00:00:66/10.77.0.66 (unknown_key), naming server 10.77.0.20"
+        );
+    }
+
+    #[test]
+    fn reasons_in_words_name_the_key_only_when_one_applies() {
+        assert_eq!(in_words("bad_mac", Input::Announce, Some(2)), "HMAC or signature check failed for key 2");
+        assert_eq!(in_words("bad_mac", Input::Announce, None), "its HMAC or signature check failed");
+        assert!(in_words("unknown_key", Input::ForceRenew, Some(9)).starts_with("no key 9 for FORCERENEW"));
+        assert!(in_words("unknown_key", Input::ForceRenew, None).contains("RFC 6704"));
+        assert!(in_words("replayed", Input::Announce, Some(3)).ends_with("for key 3"));
+        assert!(!in_words("bad_source", Input::ForceRenew, Some(3)).contains("key"), "no key in a source check");
+        assert_eq!(in_words("something_new", Input::Dhcp, None), "see the decision log");
     }
 }

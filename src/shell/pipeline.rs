@@ -10,7 +10,9 @@
 
 use super::applier::Applier;
 use super::source::{FrameSource, SourceError};
-use super::worker::{run_applier, ApplierMsg, CaptureMsg, Control, DecisionSink, FrameTx, StatusSink, Timing, Worker};
+use super::worker::{
+    run_applier, ApplierMsg, CaptureMsg, Control, DecisionSink, FrameTx, StatusSink, Timing, Watchdog, Worker,
+};
 use crate::engine::input::{decode_frame_from, DecodeContext, Decoded};
 use crate::engine::{ActionResult, Counters, Engine};
 use crossbeam_channel::bounded;
@@ -42,6 +44,8 @@ pub struct Extras {
     pub control: Option<crossbeam_channel::Receiver<Control>>,
     /// Live: the worker sends frames itself (worker.rs says why).
     pub frames: Option<FrameTx>,
+    /// Live under systemd's watchdog: pinged from the worker's loop.
+    pub watchdog: Option<Watchdog>,
 }
 
 pub fn run(
@@ -111,6 +115,7 @@ pub fn run(
         control,
         frames,
         status_again: None,
+        watchdog: extras.watchdog,
     };
     let worker_thread = thread::Builder::new().name("worker".into()).spawn(move || worker.run(cap_rx));
 

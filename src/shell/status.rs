@@ -457,7 +457,7 @@ pub fn render_text(s: &Status, config_path: &Path, now: u64) -> String {
                     let total = reasons.values().fold(0u64, |a, b| a.saturating_add(*b));
                     out += &counter_line(2, verdict, total, verdict_in_words(verdict));
                     for (reason, n) in reasons {
-                        out += &counter_line(4, reason, *n, super::decision_log::reason_in_words(reason));
+                        out += &counter_line(4, reason, *n, &super::decision_log::reason_in_words(reason));
                     }
                 }
             }

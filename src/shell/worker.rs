@@ -59,6 +59,15 @@ pub type DecisionSink = Box<dyn FnMut(&Decision, Instant) + Send>;
 /// counter-only changes is written at most once a second, and its last state must still land).
 pub type StatusSink = Box<dyn FnMut(&Engine, Instant) -> Option<std::time::Duration> + Send>;
 
+/// systemd's watchdog (sd_watchdog_enabled(3)), pinged from the worker's loop so that a worker
+/// stuck in the engine stops the pings and systemd restarts the daemon. The ping itself (an
+/// sd_notify datagram) belongs to the daemon, which hands it in.
+pub struct Watchdog {
+    /// Half of WATCHDOG_USEC, as systemd recommends.
+    pub every: std::time::Duration,
+    pub ping: Box<dyn FnMut() + Send>,
+}
+
 /// Out-of-band requests to the worker (from the signal thread).
 #[derive(Debug)]
 pub enum Control {
@@ -84,6 +93,8 @@ pub struct Worker {
     pub frames: Option<(FrameTx, Sender<ActionResult>)>,
     /// When the status sink asked to be called again (one wake-up, only after a held write).
     pub status_again: Option<std::time::Instant>,
+    /// Live, under systemd with `WatchdogSec=`: pinged from [`Worker::run_live`]'s loop.
+    pub watchdog: Option<Watchdog>,
 }
 
 impl Worker {
@@ -228,7 +239,23 @@ impl Worker {
         self.flush();
         self.changed(now);
         let control = self.control.clone();
+        let mut watchdog = self.watchdog.take();
+        let mut ping_at = std::time::Instant::now();
         loop {
+            // Pinged whenever one is due, whichever arm woke us: under a flood the frames' arm is
+            // always ready, and the ping must not wait for a quiet moment.
+            if let Some(w) = watchdog.as_mut() {
+                let t = std::time::Instant::now();
+                if t >= ping_at {
+                    (w.ping)();
+                    ping_at = t + w.every;
+                }
+            }
+            // Only with the watchdog on: without it the idle daemon has no timer at all.
+            let dog_tick = match &watchdog {
+                Some(_) => crossbeam_channel::at(ping_at),
+                None => crossbeam_channel::never(),
+            };
             // No deadline, no timer: an idle daemon does not wake up.
             let tick = match self.engine.poll_timeout() {
                 Some(d) => crossbeam_channel::after(std::time::Duration::from_micros(d.saturating_sub(clock.now()))),
@@ -277,6 +304,8 @@ impl Worker {
                     self.run_timers(now, true);
                     self.changed(now);
                 }
+                // The ping itself is at the top of the loop.
+                recv(dog_tick) -> _ => {}
             }
         }
     }

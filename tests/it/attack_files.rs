@@ -203,6 +203,7 @@ fn attack_unwritable_state_dir_raises_persist_failed_and_holds_hooks_until_writt
         control: crossbeam_channel::never(),
         frames: None,
         status_again: None,
+        watchdog: None,
     };
     let (cap_tx, cap_rx) = crossbeam_channel::bounded::<CaptureMsg>(8);
     let worker = std::thread::spawn(move || worker.run(cap_rx));

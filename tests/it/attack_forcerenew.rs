@@ -430,3 +430,26 @@ fn attack_forcerenew_hmac_covers_every_byte_but_hops_giaddr_and_the_mac() {
         }
     }
 }
+
+/// Issue 10 item 4: a rejected FORCERENEW's decision carries the frame's source and the key it
+/// named, for the journal's warning, and the JSON decision log still shows neither.
+#[test]
+fn r10_rejected_forcerenew_names_its_source_and_key() {
+    let mut r = Rig::new(false);
+    let mut m = genuine(10);
+    let at = opt90_values(&m, main_region(&m))[0];
+    m[at + 20] ^= 1; // a bit of the HMAC itself
+    let d = r.send(&wrap(&m, SRV_IP));
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].verdict, d[0].reason), reject("bad_mac"));
+    assert_eq!(d[0].source, Some((SRV, SRV_IP)));
+    assert_eq!(d[0].key_id, Some(1));
+    let json = ipsyncd::shell::decision_log::to_json(&d[0]);
+    assert!(!json.contains("10.77.0.2") && !json.contains("02:00:00:00:00:03"), "{json}");
+    let mut w = ipsyncd::shell::decision_log::RejectWarnings::default();
+    let line = w.note(&d[0], d[0].time).unwrap_or_default();
+    assert!(
+        line.starts_with("rejected forcerenew: HMAC check failed for key 1 from 02:00:00:00:00:03/10.77.0.2"),
+        "{line}"
+    );
+}

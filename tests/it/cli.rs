@@ -397,3 +397,24 @@ fn status_of_a_state_dir_it_may_not_read_is_exit_1_and_says_so() {
     assert!(err.contains("cannot tell whether ipsyncd runs"), "{err}");
     assert!(err.contains(state.to_str().unwrap()), "{err}");
 }
+
+/// Issue 10 item 5: `keygen > keys.toml` leaves no secret readable by others: the file the
+/// shell made 0644 is 0600 before the key is written, and keygen says so; into a pipe nothing
+/// is said.
+#[test]
+fn r10_keygen_into_a_file_makes_it_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmpdir("keygen-mode");
+    let path = dir.join("keys.toml");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_permissions(std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = bin().args(["keygen", "--kind", "hmac"]).stdout(Stdio::from(f)).output().unwrap();
+    assert!(out.status.success());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "keys.toml is {mode:o}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0644") && err.contains("0600"), "{err}");
+    assert!(std::fs::read_to_string(&path).unwrap().contains("secret = \"0x"));
+    let piped = bin().args(["keygen", "--kind", "hmac"]).output().unwrap();
+    assert!(piped.status.success() && piped.stderr.is_empty(), "{}", String::from_utf8_lossy(&piped.stderr));
+}

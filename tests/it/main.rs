@@ -15,6 +15,7 @@ mod e2e;
 mod e2e_channel;
 mod e2e_dhcp;
 mod e2e_ed25519;
+mod e2e_logs;
 mod e2e_status;
 mod e2e_xid;
 mod fleet;
