@@ -15,7 +15,7 @@ use super::limits::{Alarms, ArpCache, Lane, RateLimiter, VerifyBudget};
 use super::pending::{Dial, FollowRequest, PendingMove, PersistRetry, Resolving, RESOLVE_REQUESTS};
 use super::state::{ServerState, State};
 use super::vocab::{
-    reserved_address, Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Wall,
+    reserved_address, Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Service, Wall,
 };
 use crate::wire::sig::{Trailer, VerifyKey};
 use crate::wire::Mac;
@@ -61,6 +61,10 @@ pub struct Engine {
     last_decision: Option<(Input, Verdict, Instant)>,
     /// The server we last got a WELCOME from, and when.
     pub(super) welcomed: Option<(Ipv4Addr, Instant)>,
+    /// What the ANNOUNCE (or WELCOME) that made this server current said about its service, so
+    /// the SERVER_CONNECTED hook of a later WELCOME that carries none still sees it. Not
+    /// persisted: after a restart only a WELCOME can tell.
+    pub(super) service: Option<(Ipv4Addr, Service)>,
 }
 
 impl Engine {
@@ -100,6 +104,7 @@ impl Engine {
             persist: None,
             last_decision: None,
             welcomed: None,
+            service: None,
         }
     }
 
@@ -234,7 +239,7 @@ impl Engine {
             }
             ActionResult::PersistFailed { error } => self.persist_failed(now, error),
             ActionResult::Persisted => self.persisted(),
-            ActionResult::Welcome { ip, mac, status } => self.handle_welcome(now, ip, mac, status),
+            ActionResult::Welcome { ip, mac, status, service } => self.handle_welcome(now, ip, mac, status, service),
             ActionResult::WelcomeRejected { ip, reason } => self.handle_welcome_rejected(now, ip, reason),
             ActionResult::ChannelFailed { ip, failure } => self.handle_channel_failed(now, ip, failure.as_str()),
             ActionResult::PinLost { ip } => {
