@@ -235,7 +235,7 @@ pub struct HookEnv {
     pub own_ip: Option<Ipv4Addr>,
     pub old_own_ip: Option<Ipv4Addr>,
     pub conflict_kind: Option<&'static str>,
-    /// SERVER_NAME, from the ANNOUNCE that moved us, when it carried one.
+    /// SERVER_NAME, from the ANNOUNCE that moved us or the server's WELCOME, when one carried it.
     pub server_name: Option<ServerName>,
 }
 

@@ -24,6 +24,8 @@
 //!   holds the HMAC key lock a terminal out by claiming its MAC with a huge sequence.
 //! - [`Server::answer`] is the one place a HELLO becomes a WELCOME. One record each way: bytes
 //!   after the HELLO are ignored, and the connection closes once the WELCOME is written.
+//!   With `--service-port`/`--server-name` ([`Service`]) every WELCOME also carries
+//!   SERVICE_PORT and SERVER_NAME, which the terminal hands to its SERVER_CONNECTED hook.
 //! - With `--interface` ([`XidLearner`]) the same loop watches the DHCP clients' messages on
 //!   that interface (inbound UDP to port 67, [`DhcpWatch`]) and keeps each client's last xid in
 //!   `[forcerenew] xid_db` (DESIGN §6), for `forcerenew` to reach clients that check it

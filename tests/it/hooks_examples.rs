@@ -89,6 +89,13 @@ fn remote_viewer_hook_writes_the_vv_file_exactly() {
     let r = run(&hook, &connected);
     assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(std::fs::read_to_string(&vv).expect("vv"), "[virt-viewer]\ntype=spice\nhost=10.77.0.21\nport=5900\n");
+
+    // A name with a control character (the engine never passes one; a hook run by hand might
+    // get one) would start a new key in the file: the title is left out, the rest written.
+    let r = run(&hook, &with(CHANGED, &[("SERVER_NAME", "vdi-1\nhost=10.66.6.6")]));
+    assert_eq!(r.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("SERVER_NAME"));
+    assert_eq!(std::fs::read_to_string(&vv).expect("vv"), "[virt-viewer]\ntype=spice\nhost=10.77.0.21\nport=5901\n");
 }
 
 #[test]
