@@ -6,6 +6,7 @@
 //! Contract: types only; no I/O. Defaults shown in help are the ones the code applies.
 
 use crate::config;
+use crate::engine::ServerName;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -82,6 +83,14 @@ pub enum Cmd {
         /// dnsmasq lease file, a Kea memfile CSV, or kea:PATH), so terminals behind routers hear it.
         #[arg(long, value_name = "SOURCE")]
         leases: Option<String>,
+        /// The VDI service's TCP port, sent as SERVICE_PORT; terminals hand it to their hooks as
+        /// SERVICE_PORT (SPICE 5900, RDP 3389): 1-65535.
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        service_port: Option<u16>,
+        /// The server's name, sent as SERVER_NAME; terminals hand it to their hooks as
+        /// SERVER_NAME (a viewer's window title, say): 1-64 bytes of UTF-8, no control characters.
+        #[arg(long, value_name = "NAME", value_parser = parse_server_name)]
+        server_name: Option<String>,
     },
     /// Send authenticated FORCERENEW to terminals (cloud-server side).
     Forcerenew {
@@ -127,6 +136,14 @@ pub enum Cmd {
         /// `[forcerenew] xid_db`, so that `forcerenew` reaches clients that check it (dhcpcd).
         #[arg(long)]
         interface: Option<String>,
+        /// The VDI service's TCP port, sent as SERVICE_PORT in each WELCOME; terminals hand it to their hooks as
+        /// SERVICE_PORT (SPICE 5900, RDP 3389): 1-65535.
+        #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+        service_port: Option<u16>,
+        /// The server's name, sent as SERVER_NAME in each WELCOME; terminals hand it to their hooks as
+        /// SERVER_NAME (a viewer's window title, say): 1-64 bytes of UTF-8, no control characters.
+        #[arg(long, value_name = "NAME", value_parser = parse_server_name)]
+        server_name: Option<String>,
     },
     /// Print a fresh key section (ed25519: the server's and the terminals' halves).
     Keygen {
@@ -146,4 +163,32 @@ pub enum KeyKind {
     Hmac,
     Dhcp,
     Reconfigure,
+}
+
+/// `--server-name`: what a terminal's engine passes on as SERVER_NAME (DESIGN §4.3 TLV 4: 1-64
+/// bytes of UTF-8; §9: no control character, which would start a new key in a viewer's file).
+/// Refused here rather than sent, since every terminal would silently drop it.
+pub fn parse_server_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > ServerName::MAX {
+        return Err(format!("expected 1-{} bytes of UTF-8, got {} bytes", ServerName::MAX, s.len()));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("control characters (newline, tab, escape...) are not allowed".into());
+    }
+    ServerName::new(s).map(|_| s.to_string()).ok_or_else(|| "not a server name".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_are_what_terminals_pass_on() {
+        assert_eq!(parse_server_name("vdi-1"), Ok("vdi-1".into()));
+        assert!(parse_server_name(&"é".repeat(32)).is_ok(), "64 bytes of UTF-8");
+        assert!(parse_server_name(&"a".repeat(65)).is_err());
+        assert!(parse_server_name("").is_err());
+        assert!(parse_server_name("vdi\nhost=evil").is_err());
+        assert!(parse_server_name("vdi\u{1b}[2J").is_err());
+    }
 }

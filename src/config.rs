@@ -17,6 +17,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_PATH: &str = "/etc/ipsyncd/ipsyncd.toml";
+/// Lines the parser refuses that [`Config::parse_all`] steps over before it gives up: a file
+/// with more is not a config of ours.
+pub const MAX_LISTED: usize = 64;
 /// A config is a few hundred bytes; anything past this is not one (and is not read whole).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -187,6 +190,40 @@ pub const MIN_SECRET_LEN: usize = 16;
 /// strength is reached at 32 bytes).
 pub const GOOD_SECRET_LEN: usize = 32;
 
+/// A key printed in one of the example configs (contrib/ipsyncd.toml.example and
+/// contrib/ipsyncd-server.toml.example): public, so a config holding one is warned about.
+pub struct ExampleKey {
+    /// The value as the example writes it ("0x" and hex).
+    pub hex: &'static str,
+    /// What the warning says after "line N: [[key]] id N field: ".
+    pub why: &'static str,
+}
+
+const FROM_SERVER_EXAMPLE: &str =
+    "this is the published example key from ipsyncd-server.toml.example; generate your own with `ipsyncd keygen`";
+
+/// Every key in the example configs. The terminal example's public key was made once and its
+/// signing half thrown away, so no one can sign for it; the server example's keys must be whole
+/// to be valid, so anyone can sign with them.
+pub const EXAMPLE_KEYS: &[ExampleKey] = &[
+    ExampleKey {
+        hex: "0xd96c3f396582f3774718efc92dbaffc5f13da12fe8b1e4445af9be37e692755c",
+        why: "this is the published example key from ipsyncd.toml.example, whose signing half was discarded: \
+              no server can sign for it; put your server's public key here (`ipsyncd keygen` on the server)",
+    },
+    // [[key]] id 1 of the server example: public_key, then signing_key.
+    ExampleKey {
+        hex: "0x98b773b1071f3729e0c0810aeebc7d3facbae2e4451143831376f51c8ff285da",
+        why: "this is the public half of the published example key from ipsyncd-server.toml.example, whose \
+              signing half anyone can read; generate your own with `ipsyncd keygen`",
+    },
+    ExampleKey { hex: "0x7728ae540102de05aefed077192f5df3e769d3cec011e89fd60490509f69ad83", why: FROM_SERVER_EXAMPLE },
+    // [[key]] id 2 secret (HELLO), [[dhcp_key]] id 1 secret, [forcerenew] reconfigure_key.
+    ExampleKey { hex: "0x465406e57e01952c5b6441a8455cdd7850251b9346479c807781fd2c63db2337", why: FROM_SERVER_EXAMPLE },
+    ExampleKey { hex: "0xa6e9959988175815c1fecbca3718ce0cd714209f16b5c38c4fc62c205dd96ba7", why: FROM_SERVER_EXAMPLE },
+    ExampleKey { hex: "0xb1b474547cb895902de1337a9521cd26", why: FROM_SERVER_EXAMPLE },
+];
+
 /// One `[[key]]`, checked: what the receiver verifies with, and for Ed25519 what a server
 /// signs with when the config holds the signing half.
 #[derive(Clone)]
@@ -284,21 +321,64 @@ impl Config {
             let line = text[..at].matches('\n').count() + 1;
             return Err(format!("line {line}: a NUL byte: a config is text; is this a binary or a truncated file?"));
         }
-        let c: Config = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_string();
-            match e.span() {
-                Some(span) => {
-                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    format!("line {line}: {msg}")
-                }
-                None => msg,
-            }
+        let c = Config::from_text(text).map_err(|(line, msg)| match line {
+            Some(line) => format!("line {line}: {msg}"),
+            None => msg,
         })?;
         let problems = c.problems(text);
         if !problems.is_empty() {
             return Err(problems.join("\n"));
         }
         Ok(c)
+    }
+
+    /// TOML and the schema only; the error with its 1-based line where the parser knows one.
+    fn from_text(text: &str) -> Result<Config, (Option<usize>, String)> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            (line, e.message().to_string())
+        })
+    }
+
+    /// As [`Config::parse`], for `check` and `run`, which list every problem at once (DESIGN
+    /// §6): a line the parser refuses (an unknown key, a `mode` that is neither choice, a value
+    /// of the wrong type) does not hide the rest. It is reported and left out, so its default
+    /// applies, and the parser goes on, up to [`MAX_LISTED`] such lines; the config without them
+    /// is then validated as usual. A line that is not TOML at all is stepped over the same way.
+    /// `Ok`: that config and every problem (none: the file is valid). `Err`: no config could
+    /// be had (a NUL byte, a problem with no line to leave out, or too many), with every
+    /// problem found until then.
+    pub fn parse_all(text: &str) -> Result<(Config, Vec<String>), String> {
+        if text.contains('\0') {
+            return Config::parse(text).map(|c| (c, Vec::new()));
+        }
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        let mut found = Vec::new();
+        loop {
+            // Left-out lines stay as empty lines, so every line number is the file's.
+            let current = lines.join("\n");
+            match Config::from_text(&current) {
+                Ok(c) => {
+                    found.extend(c.problems(&current));
+                    return Ok((c, found));
+                }
+                Err((line, msg)) => {
+                    let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+                    // The parser names a bad value but not its key ("unknown variant `fallow`").
+                    let key = line.and_then(|l| key_on_line(&current, l)).filter(|k| {
+                        let bare = k.rsplit(['.', ' ']).next().unwrap_or(k);
+                        !msg.contains(&format!("`{bare}`"))
+                    });
+                    let key = key.map(|k| format!("{k}: ")).unwrap_or_default();
+                    found.push(format!("{at}{key}{msg}"));
+                    let idx = line.and_then(|l| l.checked_sub(1)).filter(|&i| i < lines.len());
+                    match idx {
+                        Some(i) if !lines[i].trim().is_empty() && found.len() < MAX_LISTED => lines[i] = "",
+                        _ => return Err(found.join("\n")),
+                    }
+                }
+            }
+        }
     }
 
     /// Every problem in a parsed config, each as "line N: key: what was expected".
@@ -370,7 +450,7 @@ impl Config {
 
     /// Warnings that `check` shows and `run` logs: accepted, but weaker than it should be.
     pub fn warnings(&self, text: &str) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.example_key_warnings(text);
         for (i, k) in self.key.iter().enumerate() {
             let Some(len) = k.secret.as_deref().and_then(|s| parse_secret(s).ok()).map(|v| v.len()) else { continue };
             if (MIN_SECRET_LEN..GOOD_SECRET_LEN).contains(&len) {
@@ -380,6 +460,30 @@ impl Config {
                     k.id
                 ));
             }
+        }
+        out
+    }
+
+    /// A key copied from contrib/*.toml.example: loud, since the examples are published (the
+    /// value itself is never printed).
+    fn example_key_warnings(&self, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut look = |table: &str, index: usize, name: String, key: &str, value: Option<&String>| {
+            let Some(bytes) = value.and_then(|v| parse_secret(v).ok()) else { return };
+            let Some(ex) = EXAMPLE_KEYS.iter().find(|e| parse_secret(e.hex).is_ok_and(|h| h == bytes)) else { return };
+            let line = locate(text, table, index, key).map(|l| format!("line {l}: ")).unwrap_or_default();
+            out.push(format!("{line}{name} {key}: {}", ex.why));
+        };
+        for (i, k) in self.key.iter().enumerate() {
+            for (field, v) in [("secret", &k.secret), ("public_key", &k.public_key), ("signing_key", &k.signing_key)] {
+                look("key", i, format!("[[key]] id {}", k.id), field, v.as_ref());
+            }
+        }
+        for (i, k) in self.dhcp_key.iter().enumerate() {
+            look("dhcp_key", i, format!("[[dhcp_key]] id {}", k.id), "secret", k.secret.as_ref());
+        }
+        if let Some(fr) = &self.forcerenew {
+            look("forcerenew", 0, "[forcerenew]".into(), "reconfigure_key", fr.reconfigure_key.as_ref());
         }
         out
     }
@@ -544,6 +648,31 @@ fn dhcp_keys(entries: &[KeyEntry]) -> (BTreeMap<u32, Vec<u8>>, Vec<(usize, Strin
     (out, problems)
 }
 
+/// The key set on 1-based `line`, as the problems name it: `key`, `table.key`, or
+/// `[[table]] key` for an array's entry; `None` for a line that sets no key.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let mut table = String::new();
+    for (n, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if n + 1 == line {
+            let (k, _) = l.split_once('=')?;
+            let k = k.trim().trim_matches('"');
+            return Some(match (table.as_str(), k) {
+                (_, "") => return None,
+                ("", k) => k.to_string(),
+                (t, k) if t.starts_with("[[") => format!("{t} {k}"),
+                (t, k) => format!("{t}.{k}"),
+            });
+        }
+        if let Some(h) = l.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            table = format!("[[{}]]", h.trim());
+        } else if let Some(h) = l.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            table = h.trim().to_string();
+        }
+    }
+    None
+}
+
 /// The 1-based line of `key` in the `index`-th table named `table` ("" for the top level, or
 /// a `[[table]]` array's entry), found by a scan of the text: enough for the files people
 /// write (one key per line), and `None` where the scan cannot tell (inline tables).
@@ -590,6 +719,45 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn parse_all_steps_over_refused_lines_and_lists_every_problem() {
+        let text =
+            "mode = \"fallow\"\nfavourite_colour = 1\n[server]\nport = \"x\"\n[[key]]\nid = 1\nsecret = \"short\"\n";
+        let (c, p) = Config::parse_all(text).unwrap();
+        assert_eq!(c.mode, Mode::Dhcp, "a refused line leaves its default");
+        assert_eq!(c.server.port, crate::wire::ipsync::DEFAULT_PORT);
+        assert_eq!(p.len(), 4, "{p:#?}");
+        assert!(p[0].starts_with("line 1: mode: unknown variant `fallow`"), "{p:#?}");
+        assert!(p[1].starts_with("line 2: unknown field `favourite_colour`"), "{p:#?}");
+        assert!(p[2].starts_with("line 4: server.port: invalid type"), "{p:#?}");
+        assert!(p[3].starts_with("line 7: [[key]] id 1 secret: expected at least 16 bytes, got 5"), "{p:#?}");
+        // The strict parse still stops at the first, as every other command loads the file.
+        assert!(Config::parse(text).unwrap_err().starts_with("line 1: unknown variant"));
+        assert_eq!(Config::parse_all("mode = \"follow\"\n").map(|(_, p)| p), Ok(vec![]));
+        // A line that is not TOML at all is stepped over like the others.
+        let (_, p) = Config::parse_all("mode = \"fallow\"\n[server\n").unwrap();
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(p.iter().any(|p| p.starts_with("line 1: mode: unknown variant")), "{p:#?}");
+        assert!(p.iter().any(|p| p.starts_with("line 2: ")), "{p:#?}");
+        // What has no line to leave out ends it (a NUL byte: not a text file).
+        assert!(Config::parse_all("mode = \"follow\"\n\0").is_err());
+    }
+
+    #[test]
+    fn the_published_example_keys_are_warned_about_by_line_and_never_shown() {
+        let k = &EXAMPLE_KEYS[2];
+        let text = format!("[[key]]\nid = 1\npublic_key = \"{}\"\nsigning_key = \"{}\"\n", EXAMPLE_KEYS[1].hex, k.hex);
+        let w = Config::parse(&text).unwrap().warnings(&text);
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(w[0].starts_with("line 3: [[key]] id 1 public_key: this is the public half"), "{w:#?}");
+        assert_eq!(
+            w[1],
+            "line 4: [[key]] id 1 signing_key: this is the published example key from \
+             ipsyncd-server.toml.example; generate your own with `ipsyncd keygen`"
+        );
+        assert!(!w.iter().any(|w| w.contains(&k.hex[2..])), "the secret is never logged");
+    }
 
     #[test]
     fn unknown_key_names_its_line() {

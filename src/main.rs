@@ -128,9 +128,30 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
                 false => Err(Fail::Negative("ipsyncd is not running; the status above is its last".into())),
             }
         }
-        Cmd::Announce { interface, config, address, previous, watch, interval, count, leases } => {
+        Cmd::Announce {
+            interface,
+            config,
+            address,
+            previous,
+            watch,
+            interval,
+            count,
+            leases,
+            service_port,
+            server_name,
+        } => {
             let (cpath, cfg) = load_config(config)?;
-            let req = announce::Request { interface, address, previous, watch, leases, interval, count };
+            let req = announce::Request {
+                interface,
+                address,
+                previous,
+                watch,
+                leases,
+                interval,
+                count,
+                service_port,
+                server_name,
+            };
             Ok(announce::run(&cfg, &cpath, req)?)
         }
         Cmd::Forcerenew { interface, config, client, client_mac, leases, retries, rate, require_confirm, json } => {
@@ -155,9 +176,10 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
                 }
             }
         }
-        Cmd::Serve { config, listen, interface } => {
+        Cmd::Serve { config, listen, interface, service_port, server_name } => {
             let (cpath, cfg) = load_config(config)?;
-            Ok(serve::run(&cfg, &cpath, listen.as_deref(), interface.as_deref())?)
+            let service = serve::Service { port: service_port, name: server_name };
+            Ok(serve::run(&cfg, &cpath, listen.as_deref(), interface.as_deref(), service)?)
         }
     }
 }

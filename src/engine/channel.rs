@@ -12,7 +12,7 @@
 use super::core::Engine;
 use super::decision::{Decision, Input, Verdict};
 use super::pending::Dial;
-use super::vocab::{Action, HookReason, Instant};
+use super::vocab::{Action, HookReason, Instant, Service};
 use crate::wire::sig::VerifyKey;
 use crate::wire::{ipsync, Mac};
 use std::net::Ipv4Addr;
@@ -63,7 +63,19 @@ impl Engine {
         ok
     }
 
-    pub(super) fn handle_welcome(&mut self, now: Instant, ip: Ipv4Addr, mac: Option<Mac>, status: u8) {
+    /// `service`: what the WELCOME itself carried (SERVICE_PORT, SERVER_NAME). Each value it
+    /// carries wins over the one the ANNOUNCE gave, since the server answering is the one the
+    /// VDI client is about to reach; a value it leaves out is the ANNOUNCE's. Both hooks of a
+    /// completed move see the same values, so a hook that writes a viewer file on either writes
+    /// the same file.
+    pub(super) fn handle_welcome(
+        &mut self,
+        now: Instant,
+        ip: Ipv4Addr,
+        mac: Option<Mac>,
+        status: u8,
+        service: Service,
+    ) {
         if !self.awaited(ip) {
             return;
         }
@@ -86,9 +98,11 @@ impl Engine {
                     actions.push(Action::UnpinNeighbour { ip: p.from });
                 }
                 actions.push(Action::SetServer { ip, mac: Some(p.mac) });
+                let svc = service.or(Service { port: p.service_port, name: p.server_name });
                 let mut env = self.hook_env(Some(ip), Some(p.mac));
-                env.service_port = p.service_port;
-                env.server_name = p.server_name;
+                env.service_port = svc.port;
+                env.server_name = svc.name;
+                self.service = Some((ip, svc));
                 self.set_server_state(now, ip, Some(p.mac), false);
                 let mut connected = env.clone();
                 connected.old_server_ip = Some(p.from);
@@ -102,7 +116,12 @@ impl Engine {
             }
             None => {
                 let pinned = self.state.server.filter(|s| s.ip == ip).and_then(|s| s.mac);
-                let env = self.hook_env(Some(ip), pinned.or(mac));
+                let known = self.service.filter(|(s, _)| *s == ip).map(|(_, svc)| svc).unwrap_or_default();
+                let svc = service.or(known);
+                self.service = Some((ip, svc));
+                let mut env = self.hook_env(Some(ip), pinned.or(mac));
+                env.service_port = svc.port;
+                env.server_name = svc.name;
                 let actions = vec![Action::Hook { reason: HookReason::ServerConnected, env }];
                 self.decide(
                     Decision::new(None, now, Input::Welcome, Verdict::Same).server(Some(ip), mac).actions(actions),
@@ -205,6 +224,114 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::input::{decode_frame, DecodeContext, Decoded};
+    use crate::engine::state::State;
+    use crate::engine::vocab::{ActionResult, Cidr, EngineConfig, HookEnv, Mode, ServerName};
+    use crate::wire::frame::{Checksum, UdpFrameRepr};
+    use crate::wire::sig::Signer;
+    use std::collections::BTreeMap;
+
+    const ME: Mac = Mac([2, 0, 0, 0, 0, 0x10]);
+    const SRV: Mac = Mac([2, 0, 0, 0, 0, 2]);
+    const A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 20);
+    const KEY: [u8; 32] = [0x42; 32];
+    const T0: Instant = Instant::from_secs(1_800_000_000);
+
+    /// A follow-mode terminal with a HELLO key (so it dials), optionally knowing server `A`.
+    fn engine(initial: Option<Ipv4Addr>) -> Engine {
+        let mut cfg = EngineConfig::new(Mode::Follow, ME);
+        cfg.address = Some(Cidr::new(Ipv4Addr::new(10, 77, 0, 10), 24));
+        cfg.keys = BTreeMap::from([(1, VerifyKey::Hmac(KEY.to_vec()))]);
+        cfg.max_age_s = 0;
+        cfg.initial_server = initial;
+        Engine::new(cfg, State::default(), 1)
+    }
+
+    fn announce(e: &mut Engine, now: Instant, seq: u64, to: Ipv4Addr, previous: Option<Ipv4Addr>, port: Option<u16>) {
+        let mut r = ipsync::Repr::new(ipsync::MessageType::Announce, 1, seq);
+        r.server_ipv4 = Some(to);
+        r.server_mac = Some(SRV);
+        r.previous_ipv4 = previous;
+        r.service_port = port;
+        r.server_name = Some("vdi-1");
+        let udp = UdpFrameRepr {
+            src_mac: SRV,
+            dst_mac: Mac::BROADCAST,
+            src_ip: to,
+            dst_ip: Ipv4Addr::BROADCAST,
+            src_port: 47474,
+            dst_port: 47474,
+            ttl: 64,
+        };
+        let frame = udp.emit(&r.to_bytes_signed(Signer::Hmac(&KEY)));
+        let ctx = DecodeContext { mac: ME, port: 47474, server_option: 224 };
+        match decode_frame(Some(1), &frame, Checksum::Verify, &ctx) {
+            Decoded::Inbound(i) => e.handle_frame(now, &i),
+            other => assert!(matches!(other, Decoded::Inbound(_)), "an ANNOUNCE decodes: {other:?}"),
+        }
+    }
+
+    fn welcome(ip: Ipv4Addr, port: Option<u16>, name: Option<&str>) -> ActionResult {
+        let service = Service { port, name: name.and_then(ServerName::new) };
+        ActionResult::Welcome { ip, mac: Some(SRV), status: ipsync::status::SUCCESS, service }
+    }
+
+    /// The hooks queued since the last call, with the two values under test.
+    fn hooks(e: &mut Engine) -> Vec<(HookReason, Option<u16>, Option<String>)> {
+        let name = |env: &HookEnv| env.server_name.map(|n| n.as_str().to_string());
+        let mut out = Vec::new();
+        while let Some(a) = e.poll_action() {
+            if let Action::Hook { reason, env } = a {
+                out.push((reason, env.service_port, name(&env)));
+            }
+        }
+        while e.poll_decision().is_some() {}
+        out
+    }
+
+    #[test]
+    fn a_welcome_at_start_hands_its_service_to_server_connected() {
+        // DESIGN §6: at start the terminal dials its known server with no ANNOUNCE heard, so
+        // only the WELCOME (serve --service-port/--server-name) can tell the hook.
+        let mut e = engine(Some(A));
+        e.start(T0);
+        assert_eq!(hooks(&mut e), []);
+        e.handle_result(T0.add_ms(1), welcome(A, Some(3389), Some("rdp-1")));
+        assert_eq!(hooks(&mut e), [(HookReason::ServerConnected, Some(3389), Some("rdp-1".into()))]);
+
+        let mut plain = engine(Some(A));
+        plain.start(T0);
+        plain.handle_result(T0.add_ms(1), welcome(A, None, None));
+        assert_eq!(hooks(&mut plain), [(HookReason::ServerConnected, None, None)]);
+    }
+
+    #[test]
+    fn after_a_switch_a_bare_welcome_keeps_the_announced_service() {
+        // Break-before-make: SERVER_CHANGED has the ANNOUNCE's values, and the WELCOME that
+        // follows (carrying none) must not make SERVER_CONNECTED forget them: a hook writing a
+        // viewer file on both would otherwise rewrite it with its default port.
+        let mut e = engine(None);
+        announce(&mut e, T0, 1, B, None, Some(5900));
+        assert_eq!(hooks(&mut e), [(HookReason::ServerChanged, Some(5900), Some("vdi-1".into()))]);
+        e.handle_result(T0.add_ms(1), welcome(B, None, None));
+        assert_eq!(hooks(&mut e), [(HookReason::ServerConnected, Some(5900), Some("vdi-1".into()))]);
+    }
+
+    #[test]
+    fn a_planned_move_takes_the_welcomes_values_over_the_announces() {
+        let mut e = engine(Some(A));
+        e.start(T0);
+        e.handle_result(T0.add_ms(1), welcome(A, None, None));
+        let _ = hooks(&mut e);
+        // Make-before-break: the ANNOUNCE names A as previous, so B's WELCOME completes it.
+        announce(&mut e, T0.add_ms(10), 2, B, Some(A), Some(5900));
+        assert_eq!(hooks(&mut e), []);
+        e.handle_result(T0.add_ms(11), welcome(B, Some(5901), None));
+        let want = |r| (r, Some(5901), Some("vdi-1".to_string()));
+        assert_eq!(hooks(&mut e), [want(HookReason::ServerChanged), want(HookReason::ServerConnected)]);
+        assert_eq!(e.current_server(), Some(B));
+    }
 
     #[test]
     fn backoff_starts_at_half_a_second_and_caps_at_five() {

@@ -15,7 +15,7 @@ use super::limits::{Alarms, ArpCache, Lane, RateLimiter, VerifyBudget};
 use super::pending::{Dial, FollowRequest, PendingMove, PersistRetry, Resolving, RESOLVE_REQUESTS};
 use super::state::{ServerState, State};
 use super::vocab::{
-    reserved_address, Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Wall,
+    reserved_address, Action, ActionResult, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng, Service, Wall,
 };
 use crate::wire::sig::{Trailer, VerifyKey};
 use crate::wire::Mac;
@@ -64,6 +64,10 @@ pub struct Engine {
     /// While [`Engine::handle_frame`] runs: the frame's source and the key it named, which
     /// [`Engine::decide`] puts on that frame's decision (for the journal's reject warning).
     frame_source: Option<((Mac, Ipv4Addr), Option<u32>)>,
+    /// What the ANNOUNCE (or WELCOME) that made this server current said about its service, so
+    /// the SERVER_CONNECTED hook of a later WELCOME that carries none still sees it. Not
+    /// persisted: after a restart only a WELCOME can tell.
+    pub(super) service: Option<(Ipv4Addr, Service)>,
 }
 
 impl Engine {
@@ -104,6 +108,7 @@ impl Engine {
             last_decision: None,
             welcomed: None,
             frame_source: None,
+            service: None,
         }
     }
 
@@ -248,7 +253,7 @@ impl Engine {
             }
             ActionResult::PersistFailed { error } => self.persist_failed(now, error),
             ActionResult::Persisted => self.persisted(),
-            ActionResult::Welcome { ip, mac, status } => self.handle_welcome(now, ip, mac, status),
+            ActionResult::Welcome { ip, mac, status, service } => self.handle_welcome(now, ip, mac, status, service),
             ActionResult::WelcomeRejected { ip, reason } => self.handle_welcome_rejected(now, ip, reason),
             ActionResult::ChannelFailed { ip, failure } => self.handle_channel_failed(now, ip, failure.as_str()),
             ActionResult::PinLost { ip } => {

@@ -35,5 +35,5 @@ pub use input::{DhcpMsg, Inbound, InboundKind, IpsyncMsg};
 pub use state::State;
 pub use vocab::{
     AcdMode, Action, ActionResult, ChannelFailure, Cidr, EngineConfig, HookEnv, HookReason, Instant, Mode, Rng,
-    ServerName, TxKind, Wall,
+    ServerName, Service, TxKind, Wall,
 };

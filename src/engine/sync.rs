@@ -17,7 +17,7 @@ use super::decision::{reason, Decision, Input, Verdict};
 use super::input::IpsyncMsg;
 use super::limits::{Check, Lane};
 use super::pending::{PendingMove, Resolving, RESOLVE_REQUESTS, RESOLVE_WINDOW_MS};
-use super::vocab::{Action, HookReason, Instant, Mode, ServerName, TxKind};
+use super::vocab::{Action, HookReason, Instant, Mode, ServerName, Service, TxKind};
 use crate::wire::sig::VerifyKey;
 use crate::wire::{arp, frame, ipsync, Mac};
 use std::collections::BTreeMap;
@@ -204,6 +204,7 @@ impl Engine {
         env.service_port = port;
         env.server_name = name;
         actions.push(Action::Hook { reason: HookReason::ServerChanged, env });
+        self.service = Some((ip, Service { port, name }));
         self.set_server_state(now, ip, mac, false);
         actions
     }

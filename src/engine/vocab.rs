@@ -210,6 +210,21 @@ impl fmt::Debug for ServerName {
     }
 }
 
+/// What the server said about its VDI service, for the hook's SERVICE_PORT and SERVER_NAME
+/// (DESIGN §4.3 TLVs 5 and 4): from an ANNOUNCE, or from a WELCOME, which may carry them too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Service {
+    pub port: Option<u16>,
+    pub name: Option<ServerName>,
+}
+
+impl Service {
+    /// Each value from `self` where it has one, else from `other`.
+    pub fn or(self, other: Service) -> Service {
+        Service { port: self.port.or(other.port), name: self.name.or(other.name) }
+    }
+}
+
 /// The hook's environment (DESIGN §9), filled by the engine so hooks see what it decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HookEnv {
@@ -220,7 +235,7 @@ pub struct HookEnv {
     pub own_ip: Option<Ipv4Addr>,
     pub old_own_ip: Option<Ipv4Addr>,
     pub conflict_kind: Option<&'static str>,
-    /// SERVER_NAME, from the ANNOUNCE that moved us, when it carried one.
+    /// SERVER_NAME, from the ANNOUNCE that moved us or the server's WELCOME, when one carried it.
     pub server_name: Option<ServerName>,
 }
 
@@ -340,7 +355,8 @@ pub enum ActionResult {
     Failed { op: &'static str, error: String },
     /// One `connect` got an authenticated WELCOME from `ip` echoing our nonce, with this status.
     /// The Recorder answers every `connect` with status 0: replay is a perfect network.
-    Welcome { ip: Ipv4Addr, mac: Option<Mac>, status: u8 },
+    /// `service`: the WELCOME's SERVICE_PORT and SERVER_NAME, for the SERVER_CONNECTED hook.
+    Welcome { ip: Ipv4Addr, mac: Option<Mac>, status: u8, service: Service },
     /// One `connect` got a WELCOME that failed authentication (`unknown_key`, `bad_mac`).
     WelcomeRejected { ip: Ipv4Addr, reason: &'static str },
     /// One `connect` to `ip` failed.

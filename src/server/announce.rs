@@ -89,6 +89,10 @@ pub struct Request {
     /// Between announcements (`--count`), or between refreshes (`--watch`).
     pub interval: Option<Duration>,
     pub count: Option<u64>,
+    /// SERVICE_PORT: the VDI port terminals hand to their hooks.
+    pub service_port: Option<u16>,
+    /// SERVER_NAME (checked by the command line: 1-64 bytes, no control characters).
+    pub server_name: Option<String>,
 }
 
 /// What every announcement of one run shares.
@@ -99,6 +103,8 @@ struct Announcer<'a> {
     key_id: u32,
     key: IpsyncKey,
     mac: Mac,
+    service_port: Option<u16>,
+    server_name: Option<&'a str>,
 }
 
 impl Announcer<'_> {
@@ -129,15 +135,17 @@ impl Announcer<'_> {
                 server_ip: ip,
                 server_mac: self.mac,
                 previous_ip: previous,
-                server_name: None,
-                service_port: None,
+                server_name: self.server_name,
+                service_port: self.service_port,
             }
             .payload()
         };
         sender.send(&payload(first)).map_err(|e| ToolError::Runtime(format!("announce {ip}: {e}")))?;
         // What was sent, on stdout: the operator's record (and `--watch`'s journal).
         let prev = previous.map(|p| format!(", previous {p}")).unwrap_or_default();
-        println!("announced {ip} ({}){prev} on {}, sequence {first}", self.mac, self.interface);
+        let port = self.service_port.map(|p| format!(", service port {p}")).unwrap_or_default();
+        let name = self.server_name.map(|n| format!(", name {n:?}")).unwrap_or_default();
+        println!("announced {ip} ({}){prev}{port}{name} on {}, sequence {first}", self.mac, self.interface);
         if let (Some(source), None) = (self.leases, &lease_error) {
             let u = unicast(sender, leases.iter().map(|l| l.ip), |i| payload(first + 1 + i as u64));
             println!(
@@ -216,7 +224,16 @@ pub fn run(cfg: &Config, config_path: &Path, req: Request) -> Result<(), ToolErr
     };
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| ToolError::Runtime(format!("{}: {e}", cfg.state_dir.display())))?;
-    let signer = Announcer { interface, leases: req.leases.as_deref(), cfg, key_id, key, mac };
+    let signer = Announcer {
+        interface,
+        leases: req.leases.as_deref(),
+        cfg,
+        key_id,
+        key,
+        mac,
+        service_port: req.service_port,
+        server_name: req.server_name.as_deref(),
+    };
     // Opened before anything is sent, so a bad address fails at once, in either mode.
     let sender = signer.open(ip)?;
     if req.watch {

@@ -24,6 +24,8 @@
 //!   holds the HMAC key lock a terminal out by claiming its MAC with a huge sequence.
 //! - [`Server::answer`] is the one place a HELLO becomes a WELCOME. One record each way: bytes
 //!   after the HELLO are ignored, and the connection closes once the WELCOME is written.
+//!   With `--service-port`/`--server-name` ([`Service`]) every WELCOME also carries
+//!   SERVICE_PORT and SERVER_NAME, which the terminal hands to its SERVER_CONNECTED hook.
 //! - With `--interface` ([`XidLearner`]) the same loop watches the DHCP clients' messages on
 //!   that interface (inbound UDP to port 67, [`DhcpWatch`]) and keeps each client's last xid in
 //!   `[forcerenew] xid_db` (DESIGN §6), for `forcerenew` to reach clients that check it
@@ -116,8 +118,20 @@ pub struct Server {
     /// Signs every WELCOME when the config has one (DESIGN §4.3); else the HELLO's own key does.
     ed25519: Option<(u32, SigningKey)>,
     server_mac: Option<Mac>,
+    /// SERVICE_PORT and SERVER_NAME for every WELCOME (`--service-port`, `--server-name`).
+    service: Service,
     last_sent: Mutex<Option<u64>>,
     pub stats: Stats,
+}
+
+/// What each WELCOME says about the VDI service (DESIGN §4.3 TLVs 5 and 4), so that a terminal
+/// that connects without an ANNOUNCE (at start, to its persisted server) still hands the hook a
+/// SERVICE_PORT and SERVER_NAME. `name` was checked by the command line (1-64 bytes, no control
+/// characters); the wire cuts a longer one at a character boundary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Service {
+    pub port: Option<u16>,
+    pub name: Option<String>,
 }
 
 /// Why a connection got no WELCOME; logged at debug level with the peer.
@@ -138,6 +152,11 @@ impl Server {
     /// `keys` are the config's `[[key]]`s: the shared ones check HELLO, and an Ed25519 one
     /// with its signing half signs every WELCOME.
     pub fn new(keys: BTreeMap<u32, IpsyncKey>, server_mac: Option<Mac>) -> Arc<Server> {
+        Server::with_service(keys, server_mac, Service::default())
+    }
+
+    /// As [`Server::new`], every WELCOME also carrying `service`.
+    pub fn with_service(keys: BTreeMap<u32, IpsyncKey>, server_mac: Option<Mac>, service: Service) -> Arc<Server> {
         let ed25519 = keys.iter().find_map(|(id, k)| match k {
             IpsyncKey::Ed25519 { signing: Some(s), .. } => Some((*id, s.clone())),
             _ => None,
@@ -147,7 +166,7 @@ impl Server {
             .filter(|(_, k)| matches!(k, IpsyncKey::Hmac(_)))
             .map(|(id, k)| (id, k.verify_key()))
             .collect();
-        Arc::new(Server { keys, ed25519, server_mac, last_sent: Mutex::new(None), stats: Stats::default() })
+        Arc::new(Server { keys, ed25519, server_mac, service, last_sent: Mutex::new(None), stats: Stats::default() })
     }
 
     /// Checks a HELLO and builds the signed WELCOME for it. `local` is the address the terminal
@@ -178,6 +197,8 @@ impl Server {
         w.server_mac = self.server_mac;
         w.nonce = h.nonce;
         w.status = Some(ipsync::status::SUCCESS);
+        w.service_port = self.service.port;
+        w.server_name = self.service.name.as_deref();
         Ok(w.to_bytes_signed(signer))
     }
 
@@ -723,7 +744,13 @@ pub fn bind(listen: SocketAddr) -> io::Result<TcpListener> {
 /// `ipsyncd serve`: WELCOME signed with the config's `[[key]]`s, on `listen` or on all addresses
 /// at the config's port; with `interface`, also the xid file (see the module's contract). Runs
 /// until SIGTERM or SIGINT. `config_path` names the config in errors.
-pub fn run(cfg: &Config, config_path: &Path, listen: Option<&str>, interface: Option<&str>) -> Result<(), ToolError> {
+pub fn run(
+    cfg: &Config,
+    config_path: &Path,
+    listen: Option<&str>,
+    interface: Option<&str>,
+    service: Service,
+) -> Result<(), ToolError> {
     let in_file = |m: String| ToolError::Usage(format!("{}: {m}", config_path.display()));
     let keys = cfg.ipsync_keys();
     if !keys.values().any(|k| matches!(k, IpsyncKey::Hmac(_))) {
@@ -752,7 +779,7 @@ pub fn run(cfg: &Config, config_path: &Path, listen: Option<&str>, interface: Op
         _ => None,
     };
     let listener = bind(addr).map_err(|e| ToolError::Runtime(format!("listen {addr}: {e}")))?;
-    Server::new(keys, None)
+    Server::with_service(keys, None, service)
         .run_with(listener, Extras { learner, signals: Some(signals) })
         .map_err(|e| ToolError::Runtime(format!("serve {addr}: {e}")))
 }
@@ -867,6 +894,23 @@ mod tests {
         let r = ipsync::Repr::parse(&p).unwrap();
         assert_eq!(r.msg_type, ipsync::MessageType::Welcome);
         assert_eq!((r.server_ipv4, r.nonce, r.status), (Some(at), Some([5; 16]), Some(ipsync::status::SUCCESS)));
+    }
+
+    #[test]
+    fn the_welcome_carries_the_service_when_given() {
+        let key = BTreeMap::from([(1, IpsyncKey::Hmac(vec![7; 32]))]);
+        let at = Ipv4Addr::new(10, 0, 0, 1);
+        let parse = |w: &[u8]| {
+            let p = ipsync::Packet::new_checked(w).unwrap();
+            let r = ipsync::Repr::parse(&p).unwrap();
+            (r.service_port, r.server_name.map(str::to_string))
+        };
+        let plain = Server::new(key.clone(), None).answer(&hello(1, &[7; 32], 1), at).unwrap();
+        assert_eq!(parse(&plain), (None, None));
+        let service = Service { port: Some(3389), name: Some("rdp-1".into()) };
+        let s = Server::with_service(key, None, service);
+        let w = s.answer(&hello(1, &[7; 32], 1), at).unwrap();
+        assert_eq!(parse(&w), (Some(3389), Some("rdp-1".into())));
     }
 
     #[test]

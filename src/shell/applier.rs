@@ -5,7 +5,7 @@
 //! the worker never blocks on one. It holds no policy: each action is executed once and answered
 //! with an [`ActionResult`]; a `connect` is one attempt whose outcome comes back asynchronously.
 
-use crate::engine::{Action, ActionResult, State};
+use crate::engine::{Action, ActionResult, Service, State};
 use crossbeam_channel::Sender;
 use std::path::PathBuf;
 
@@ -44,7 +44,9 @@ impl Applier for Recorder {
             log.lock().push(action.clone());
         }
         match action {
-            Action::Connect { ip, .. } => ActionResult::Welcome { ip: *ip, mac: None, status: 0 },
+            Action::Connect { ip, .. } => {
+                ActionResult::Welcome { ip: *ip, mac: None, status: 0, service: Service::default() }
+            }
             _ => ActionResult::Done,
         }
     }

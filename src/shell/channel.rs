@@ -7,7 +7,7 @@
 //! One record each way, each at most 1024 bytes (the ipsync maximum); the whole exchange
 //! (connect, HELLO, WELCOME) has one deadline; every failure is a typed [`ChannelError`].
 
-use crate::engine::{ActionResult, ChannelFailure};
+use crate::engine::{ActionResult, ChannelFailure, ServerName, Service};
 use crate::wire::ipsync::next_sequence;
 use crate::wire::sig::VerifyKey;
 use crate::wire::{ipsync, Mac};
@@ -100,6 +100,9 @@ pub struct Welcome {
     pub server_ip: Ipv4Addr,
     pub server_mac: Option<Mac>,
     pub sequence: u64,
+    /// Its SERVICE_PORT and SERVER_NAME (a name with a control character is dropped, as the
+    /// engine drops one in an ANNOUNCE), for the SERVER_CONNECTED hook.
+    pub service: Service,
 }
 
 /// Reads from a stream with one deadline for all reads together, so a peer that drips one
@@ -160,7 +163,8 @@ pub fn hello(
     }
     match w.status {
         Some(ipsync::status::SUCCESS) => {
-            Ok(Welcome { server_ip: server, server_mac: w.server_mac, sequence: w.sequence })
+            let service = Service { port: w.service_port, name: w.server_name.and_then(ServerName::new) };
+            Ok(Welcome { server_ip: server, server_mac: w.server_mac, sequence: w.sequence, service })
         }
         other => Err(ChannelError::Status(other.unwrap_or(u8::MAX))),
     }
@@ -175,8 +179,10 @@ pub fn outcome(ip: Ipv4Addr, r: &Result<Welcome, ChannelError>) -> ActionResult 
     };
     let failed = |failure| ActionResult::ChannelFailed { ip, failure };
     match r {
-        Ok(w) => ActionResult::Welcome { ip, mac: w.server_mac, status: ipsync::status::SUCCESS },
-        Err(ChannelError::Status(s)) => ActionResult::Welcome { ip, mac: None, status: *s },
+        Ok(w) => ActionResult::Welcome { ip, mac: w.server_mac, status: ipsync::status::SUCCESS, service: w.service },
+        Err(ChannelError::Status(s)) => {
+            ActionResult::Welcome { ip, mac: None, status: *s, service: Service::default() }
+        }
         Err(ChannelError::UnknownKey(_)) => ActionResult::WelcomeRejected { ip, reason: "unknown_key" },
         Err(ChannelError::BadMac) => ActionResult::WelcomeRejected { ip, reason: "bad_mac" },
         Err(ChannelError::Connect(e)) | Err(ChannelError::Io(e)) => failed(io_failure(e)),
@@ -237,7 +243,10 @@ mod tests {
         let eof = Err(ChannelError::Io(io::Error::from(io::ErrorKind::UnexpectedEof)));
         assert_eq!(outcome(ip, &eof), ActionResult::ChannelFailed { ip, failure: ChannelFailure::Closed });
         assert_eq!(outcome(ip, &Err(ChannelError::BadMac)), ActionResult::WelcomeRejected { ip, reason: "bad_mac" });
-        assert_eq!(outcome(ip, &Err(ChannelError::Status(2))), ActionResult::Welcome { ip, mac: None, status: 2 });
+        assert_eq!(
+            outcome(ip, &Err(ChannelError::Status(2))),
+            ActionResult::Welcome { ip, mac: None, status: 2, service: Service::default() }
+        );
         assert_eq!(
             outcome(ip, &Err(ChannelError::NonceMismatch)),
             ActionResult::ChannelFailed { ip, failure: ChannelFailure::BadWelcome }

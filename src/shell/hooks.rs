@@ -10,7 +10,7 @@
 //!   a warning, so no flood can fork-bomb the terminal.
 //! - **What a program sees.** Its environment is only REASON, INTERFACE, OLD_SERVER_IP,
 //!   NEW_SERVER_IP, SERVER_MAC, SERVICE_PORT, OWN_IP, OLD_OWN_IP, CONFLICT_KIND (empty when not
-//!   known), SERVER_NAME (only when the ANNOUNCE carried one) and `PATH=`[`SAFE_PATH`], as
+//!   known), SERVER_NAME (only when the ANNOUNCE or WELCOME carried one) and `PATH=`[`SAFE_PATH`], as
 //!   dhcpcd-run-hooks does; nothing of the daemon's own environment leaks through. Its stdin is
 //!   /dev/null; stdout and stderr are the daemon's (the journal).
 //! - **Its own process group, killed whole at the timeout.** Each program starts as the leader

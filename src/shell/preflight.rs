@@ -55,13 +55,26 @@ pub fn load_and_check(
 ) -> Result<(Config, Vec<Problem>), config::ConfigError> {
     let err = |message: String| config::ConfigError { file: path.to_path_buf(), message };
     let text = config::read_text(path, config::MAX_CONFIG_BYTES).map_err(err)?;
-    let mut cfg = Config::parse(&text).map_err(err)?;
+    let (mut cfg, refused) = Config::parse_all(&text).map_err(err)?;
     if let Some(i) = interface {
         cfg.interface = Some(i.to_string());
     }
     let role = role.unwrap_or_else(|| Role::of(&cfg));
     let problems = check(&cfg, &text, path, role);
-    Ok((cfg, problems))
+    if refused.is_empty() {
+        return Ok((cfg, problems));
+    }
+    // The file itself is wrong: the `Err`, as for any command that loads it, but listing also
+    // what the machine says of the rest, so one `check` shows every problem. `check` itself
+    // repeats the config's own (`Config::problems`); the lines the parser refused come first.
+    let rest = problems.into_iter().filter(|p| p.severity == Severity::Error).map(|p| p.text);
+    let mut all: Vec<String> = Vec::new();
+    for t in refused.into_iter().chain(rest) {
+        if !all.contains(&t) {
+            all.push(t);
+        }
+    }
+    Err(err(all.join("\n")))
 }
 
 /// `path: error: …` / `path: warning: …`, one line each, for `check`'s output and `run`'s log.

@@ -674,7 +674,7 @@ impl Sim {
         if t > limit {
             return timeout;
         }
-        (t, ActionResult::Welcome { ip, mac: Some(s.mac), status: 0 })
+        (t, ActionResult::Welcome { ip, mac: Some(s.mac), status: 0, service: Default::default() })
     }
 
     /// A host that owns the requested address answers with a unicast reply to the requester's
