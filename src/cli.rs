@@ -51,6 +51,11 @@ pub enum Cmd {
         /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The daemon's state directory, for a user who may read it but not the config (which
+        /// holds the keys) [default: the config's state_dir; when the config cannot be read,
+        /// /var/lib/ipsyncd].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,

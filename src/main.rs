@@ -72,6 +72,27 @@ fn load_config(p: Option<PathBuf>) -> Result<(PathBuf, Config), Fail> {
     Ok((path, c))
 }
 
+/// `status`'s config. A monitoring user in the state directory's group may not read the config
+/// (it holds the keys): then the status is read from `--state-dir`, or the default state
+/// directory, and said so, rather than refused. Any other config error is still one.
+fn status_config(p: Option<PathBuf>, dir_given: bool) -> Result<(PathBuf, Config), Fail> {
+    let path = p.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    match std::fs::File::open(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            let cfg = Config::parse("").map_err(Fail::Usage)?;
+            if !dir_given {
+                eprintln!(
+                    "ipsyncd: {}: {e}; reading the status in {} (give --state-dir for another)",
+                    path.display(),
+                    cfg.state_dir.display()
+                );
+            }
+            Ok((path, cfg))
+        }
+        _ => load_config(p),
+    }
+}
+
 fn dispatch(cmd: Cmd) -> Result<(), Fail> {
     match cmd {
         Cmd::Replay { pcap, config, state_dir } => {
@@ -121,8 +142,11 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             println!("{}: OK ({} warning(s))", cpath.display(), problems.len());
             Ok(())
         }
-        Cmd::Status { config, json } => {
-            let (cpath, cfg) = load_config(config)?;
+        Cmd::Status { config, state_dir, json } => {
+            let (cpath, mut cfg) = status_config(config, state_dir.is_some())?;
+            if let Some(d) = state_dir {
+                cfg.state_dir = d;
+            }
             match status::show(&cfg, &cpath, json)? {
                 true => Ok(()),
                 false => Err(Fail::Negative("ipsyncd is not running; the status above is its last".into())),

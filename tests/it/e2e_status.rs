@@ -82,6 +82,25 @@ fn r10_a_member_of_the_state_directorys_group_reads_status_others_are_told_why_n
     assert_eq!(other.0, 1, "{other:?}");
     assert!(other.2.contains("cannot tell whether ipsyncd runs"), "{}", other.2);
 
+    // The config holds the keys and may be unreadable to the group: --state-dir reads the status.
+    let conf = lab.dir.join("term.toml");
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &lab.ns("term"), "setpriv", "--reuid=65534", "--regid=65534"]);
+    let out = c
+        .arg(format!("--groups={GROUP}"))
+        .arg(&exe)
+        .args(["status", "--json", "--config"])
+        .arg(&conf)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .expect("setpriv");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!((v["running"].as_bool(), v["interface"].as_str()), (Some(true), Some("term0")), "{v}");
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+
     // Stopped: the last known status, exit 3.
     lab.kill_all();
     let down = status_as_nobody(&lab, &exe, Some(GROUP), false);
