@@ -62,6 +62,23 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Every verdict, for tables keyed by verdict (the journal's MESSAGE_IDs).
+    pub const ALL: [Verdict; 13] = [
+        Verdict::Apply,
+        Verdict::Same,
+        Verdict::Conflict,
+        Verdict::Renew,
+        Verdict::Lease,
+        Verdict::Reject,
+        Verdict::Malformed,
+        Verdict::Select,
+        Verdict::Restart,
+        Verdict::Ignore,
+        Verdict::Retry,
+        Verdict::Unreachable,
+        Verdict::Repin,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Apply => "apply",

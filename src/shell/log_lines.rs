@@ -90,22 +90,7 @@ mod tests {
 
     #[test]
     fn ids_are_distinct_and_128_bits() {
-        use Verdict::*;
-        let all = [
-            Apply,
-            Same,
-            Conflict,
-            Renew,
-            Lease,
-            Reject,
-            Malformed,
-            Select,
-            Restart,
-            Ignore,
-            Retry,
-            Unreachable,
-            Repin,
-        ];
+        let all = Verdict::ALL;
         let mut ids: Vec<&str> = all.iter().map(|&v| message_id(v)).collect();
         ids.push(ALARM_MESSAGE_ID);
         assert!(ids.iter().all(|i| i.len() == 32 && i.bytes().all(|b| b.is_ascii_hexdigit())));

@@ -39,6 +39,15 @@ fn cidr(a: Ipv4Addr) -> String {
     format!("{a}/24")
 }
 
+/// The operator changes the reservation and option 224, reloads dnsmasq and signs a FORCERENEW;
+/// the terminal renews, is NAKed (the old address is no longer given), and binds RES_B.
+fn move_by_forcerenew(lab: &Lab) {
+    lab.dnsmasq_reload(Some(RES_B), Some(CLOUD_B));
+    assert!(lab.forcerenew("fr", RES_A), "forcerenew failed");
+    assert!(poll(Duration::from_secs(20), || bound_to(lab, RES_B)), "not moved to {RES_B} within 20 s\n{}", lab.dump());
+    assert!(!lab.term_addrs().contains(&cidr(RES_A)), "old address still there: {:?}", lab.term_addrs());
+}
+
 /// The daemon's lease as `status --json` shows it: (address, state).
 fn lease(lab: &Lab) -> (String, String) {
     let st = lab.status();
@@ -149,17 +158,8 @@ fn forcerenew_after_a_changed_reservation_moves_the_address_and_the_cloud_server
     boot(&mut lab, "strict");
     assert!(poll(Duration::from_secs(5), || lab.pinned(CLOUD_A, SRV_MAC)), "{}", lab.dump());
     assert!(poll(Duration::from_secs(5), || !lab.hooks("SERVER_CONNECTED").is_empty()), "{}", lab.dump());
-    // The operator changes the reservation and option 224 and reloads dnsmasq, then signs a
-    // FORCERENEW with the same secret the terminal holds.
-    lab.dnsmasq_reload(Some(RES_B), Some(CLOUD_B));
-    assert!(lab.forcerenew("fr", RES_A), "forcerenew failed");
-    // Renew → NAK (the old address is no longer given) → DISCOVER → the new address, probed.
-    assert!(
-        poll(Duration::from_secs(20), || bound_to(&lab, RES_B)),
-        "not moved to {RES_B} within 20 s\n{}",
-        lab.dump()
-    );
-    assert!(!lab.term_addrs().contains(&cidr(RES_A)), "old address still there: {:?}", lab.term_addrs());
+    // Renew → NAK → DISCOVER → the new address, probed.
+    move_by_forcerenew(&lab);
     assert!(poll(Duration::from_secs(3), || lab.default_gateway("term") == Some(ROUTER)), "{}", lab.dump());
     // The cloud server follows option 224: status, pin, and the old pin removed.
     assert!(poll(Duration::from_secs(5), || lab.status()["server"]["ip"] == CLOUD_B.to_string()), "{}", lab.dump());
@@ -203,14 +203,7 @@ fn r10_the_daemon_sets_promote_secondaries_by_netlink_and_moves_with_proc_sys_re
     let run = lab.log("run.log");
     assert!(!run.contains("promote_secondaries:"), "the netlink request failed:\n{run}");
     assert_eq!(promote(&lab), "1", "promote_secondaries not set through netlink\n{}", lab.dump());
-    lab.dnsmasq_reload(Some(RES_B), Some(CLOUD_B));
-    assert!(lab.forcerenew("fr", RES_A), "forcerenew failed");
-    assert!(
-        poll(Duration::from_secs(20), || bound_to(&lab, RES_B)),
-        "not moved to {RES_B} within 20 s\n{}",
-        lab.dump()
-    );
-    assert!(!lab.term_addrs().contains(&cidr(RES_A)), "old address still there: {:?}", lab.term_addrs());
+    move_by_forcerenew(&lab);
     assert!(poll(Duration::from_secs(5), || lab.status()["server"]["ip"] == CLOUD_B.to_string()), "{}", lab.dump());
 }
 
