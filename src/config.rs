@@ -197,6 +197,10 @@ pub struct ExampleKey {
     pub hex: &'static str,
     /// What the warning says after "line N: [[key]] id N field: ".
     pub why: &'static str,
+    /// Whether anyone can sign or authenticate with it (its secret or signing half is
+    /// published). A terminal that trusts such a key follows whoever read the example: `run`
+    /// refuses it; the server tools only warn, so the example itself passes `check`.
+    pub signable: bool,
 }
 
 const FROM_SERVER_EXAMPLE: &str =
@@ -210,18 +214,32 @@ pub const EXAMPLE_KEYS: &[ExampleKey] = &[
         hex: "0xd96c3f396582f3774718efc92dbaffc5f13da12fe8b1e4445af9be37e692755c",
         why: "this is the published example key from ipsyncd.toml.example, whose signing half was discarded: \
               no server can sign for it; put your server's public key here (`ipsyncd keygen` on the server)",
+        signable: false,
     },
     // [[key]] id 1 of the server example: public_key, then signing_key.
     ExampleKey {
         hex: "0x98b773b1071f3729e0c0810aeebc7d3facbae2e4451143831376f51c8ff285da",
         why: "this is the public half of the published example key from ipsyncd-server.toml.example, whose \
               signing half anyone can read; generate your own with `ipsyncd keygen`",
+        signable: true,
     },
-    ExampleKey { hex: "0x7728ae540102de05aefed077192f5df3e769d3cec011e89fd60490509f69ad83", why: FROM_SERVER_EXAMPLE },
+    ExampleKey {
+        hex: "0x7728ae540102de05aefed077192f5df3e769d3cec011e89fd60490509f69ad83",
+        why: FROM_SERVER_EXAMPLE,
+        signable: true,
+    },
     // [[key]] id 2 secret (HELLO), [[dhcp_key]] id 1 secret, [forcerenew] reconfigure_key.
-    ExampleKey { hex: "0x465406e57e01952c5b6441a8455cdd7850251b9346479c807781fd2c63db2337", why: FROM_SERVER_EXAMPLE },
-    ExampleKey { hex: "0xa6e9959988175815c1fecbca3718ce0cd714209f16b5c38c4fc62c205dd96ba7", why: FROM_SERVER_EXAMPLE },
-    ExampleKey { hex: "0xb1b474547cb895902de1337a9521cd26", why: FROM_SERVER_EXAMPLE },
+    ExampleKey {
+        hex: "0x465406e57e01952c5b6441a8455cdd7850251b9346479c807781fd2c63db2337",
+        why: FROM_SERVER_EXAMPLE,
+        signable: true,
+    },
+    ExampleKey {
+        hex: "0xa6e9959988175815c1fecbca3718ce0cd714209f16b5c38c4fc62c205dd96ba7",
+        why: FROM_SERVER_EXAMPLE,
+        signable: true,
+    },
+    ExampleKey { hex: "0xb1b474547cb895902de1337a9521cd26", why: FROM_SERVER_EXAMPLE, signable: true },
 ];
 
 /// One `[[key]]`, checked: what the receiver verifies with, and for Ed25519 what a server
@@ -450,7 +468,7 @@ impl Config {
 
     /// Warnings that `check` shows and `run` logs: accepted, but weaker than it should be.
     pub fn warnings(&self, text: &str) -> Vec<String> {
-        let mut out = self.example_key_warnings(text);
+        let mut out = Vec::new();
         for (i, k) in self.key.iter().enumerate() {
             let Some(len) = k.secret.as_deref().and_then(|s| parse_secret(s).ok()).map(|v| v.len()) else { continue };
             if (MIN_SECRET_LEN..GOOD_SECRET_LEN).contains(&len) {
@@ -464,15 +482,15 @@ impl Config {
         out
     }
 
-    /// A key copied from contrib/*.toml.example: loud, since the examples are published (the
-    /// value itself is never printed).
-    fn example_key_warnings(&self, text: &str) -> Vec<String> {
+    /// Every key copied from contrib/*.toml.example, with whether anyone can sign with it:
+    /// loud, since the examples are published (the value itself is never printed).
+    pub fn example_keys(&self, text: &str) -> Vec<(String, bool)> {
         let mut out = Vec::new();
         let mut look = |table: &str, index: usize, name: String, key: &str, value: Option<&String>| {
             let Some(bytes) = value.and_then(|v| parse_secret(v).ok()) else { return };
             let Some(ex) = EXAMPLE_KEYS.iter().find(|e| parse_secret(e.hex).is_ok_and(|h| h == bytes)) else { return };
             let line = locate(text, table, index, key).map(|l| format!("line {l}: ")).unwrap_or_default();
-            out.push(format!("{line}{name} {key}: {}", ex.why));
+            out.push((format!("{line}{name} {key}: {}", ex.why), ex.signable));
         };
         for (i, k) in self.key.iter().enumerate() {
             for (field, v) in [("secret", &k.secret), ("public_key", &k.public_key), ("signing_key", &k.signing_key)] {
@@ -748,7 +766,7 @@ mod tests {
     fn the_published_example_keys_are_warned_about_by_line_and_never_shown() {
         let k = &EXAMPLE_KEYS[2];
         let text = format!("[[key]]\nid = 1\npublic_key = \"{}\"\nsigning_key = \"{}\"\n", EXAMPLE_KEYS[1].hex, k.hex);
-        let w = Config::parse(&text).unwrap().warnings(&text);
+        let w: Vec<String> = Config::parse(&text).unwrap().example_keys(&text).into_iter().map(|(w, _)| w).collect();
         assert_eq!(w.len(), 2, "{w:#?}");
         assert!(w[0].starts_with("line 3: [[key]] id 1 public_key: this is the public half"), "{w:#?}");
         assert_eq!(

@@ -72,14 +72,22 @@ fn load_config(p: Option<PathBuf>) -> Result<(PathBuf, Config), Fail> {
     Ok((path, c))
 }
 
-/// `status`'s config. A monitoring user in the state directory's group may not read the config
-/// (it holds the keys): then the status is read from `--state-dir`, or the default state
-/// directory, and said so, rather than refused. Any other config error is still one.
-fn status_config(p: Option<PathBuf>, dir_given: bool) -> Result<(PathBuf, Config), Fail> {
+/// `status`'s config, and whether it was read. A monitoring user in the state directory's group
+/// may not read the config (it holds the keys): then the status is read from `--state-dir`, or
+/// the state directory the unit gives that config (`/var/lib/ipsyncd`, or `/var/lib/ipsyncd/NAME`
+/// for an `ipsyncd@NAME` instance's `/etc/ipsyncd/NAME.toml`), and said so, rather than refused.
+/// Any other config error is still one.
+fn status_config(p: Option<PathBuf>, dir_given: bool) -> Result<(PathBuf, Config, bool), Fail> {
     let path = p.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
     match std::fs::File::open(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            let cfg = Config::parse("").map_err(Fail::Usage)?;
+            let mut cfg = Config::parse("").map_err(Fail::Usage)?;
+            let instance = path.file_stem().and_then(|n| n.to_str()).filter(|n| *n != "ipsyncd");
+            if let (Some(name), Some(parent)) = (instance, path.parent()) {
+                if parent == std::path::Path::new("/etc/ipsyncd") {
+                    cfg.state_dir = cfg.state_dir.join(name);
+                }
+            }
             if !dir_given {
                 eprintln!(
                     "ipsyncd: {}: {e}; reading the status in {} (give --state-dir for another)",
@@ -87,9 +95,9 @@ fn status_config(p: Option<PathBuf>, dir_given: bool) -> Result<(PathBuf, Config
                     cfg.state_dir.display()
                 );
             }
-            Ok((path, cfg))
+            Ok((path, cfg, false))
         }
-        _ => load_config(p),
+        _ => load_config(p).map(|(path, cfg)| (path, cfg, true)),
     }
 }
 
@@ -143,11 +151,11 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             Ok(())
         }
         Cmd::Status { config, state_dir, json } => {
-            let (cpath, mut cfg) = status_config(config, state_dir.is_some())?;
+            let (cpath, mut cfg, read) = status_config(config, state_dir.is_some())?;
             if let Some(d) = state_dir {
                 cfg.state_dir = d;
             }
-            match status::show(&cfg, &cpath, json)? {
+            match status::show(&cfg, &cpath, read, json)? {
                 true => Ok(()),
                 false => Err(Fail::Negative("ipsyncd is not running; the status above is its last".into())),
             }

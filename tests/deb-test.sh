@@ -144,8 +144,8 @@ for line in 'Type=notify' 'User=ipsyncd' 'Group=ipsyncd' 'NoNewPrivileges=yes' '
   grep -qxF "$line" "$unit" || fail "ipsyncd.service lacks: $line"
 done
 ok "ipsyncd.service: hardening, WatchdogSec=30s, ExecStartPre check, StateDirectoryMode=0750 with Group=ipsyncd"
-for line in 'ExecStartPre=/usr/bin/ipsyncd check --config /etc/ipsyncd/%i.toml' \
-    'ExecStart=/usr/bin/ipsyncd run --config /etc/ipsyncd/%i.toml --interface %i' 'StateDirectory=ipsyncd/%i'; do
+for line in 'ExecStartPre=/usr/bin/ipsyncd check --config /etc/ipsyncd/%I.toml' \
+    'ExecStart=/usr/bin/ipsyncd run --config /etc/ipsyncd/%I.toml --interface %I' 'StateDirectory=ipsyncd/%I'; do
   grep -qxF "$line" "$template" || fail "ipsyncd@.service lacks: $line"
 done
 # The [Service] settings of both, less the per-instance ones, must be the same lines.
@@ -153,7 +153,7 @@ hardening() {
   awk '/^\[/{s=($0=="[Service]")} s && !/^#/ && NF && !/^(ExecStartPre|ExecStart|StateDirectory)=/' "$1"
 }
 diff <(hardening "$unit") <(hardening "$template") >&2 || fail "ipsyncd.service and ipsyncd@.service hardening differ"
-ok "ipsyncd@.service: per-interface config, --interface %i, StateDirectory=ipsyncd/%i, same hardening"
+ok "ipsyncd@.service: per-interface config, --interface %I, StateDirectory=ipsyncd/%I, same hardening"
 grep -q '^g ipsyncd' "$root/usr/lib/sysusers.d/ipsyncd.conf" || fail "sysusers: no group ipsyncd"
 grep -q '^u ipsyncd .*/usr/sbin/nologin$' "$root/usr/lib/sysusers.d/ipsyncd.conf" || fail "sysusers: no user ipsyncd without login"
 ok "sysusers: group ipsyncd, user ipsyncd with /usr/sbin/nologin"

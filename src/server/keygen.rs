@@ -60,33 +60,37 @@ pub fn section(kind: Kind, id: u32) -> String {
     }
 }
 
-/// Prints [`section`] on stdout. When stdout is a regular file (`keygen > keys.toml`), it is
-/// made 0600 first, before any secret is in it: the shell created it 0644 (umask 022), and a
-/// key file every local user can read is a key every local user holds. A terminal or a pipe is
+/// Prints [`section`] on stdout. When stdout is a fresh regular file (`keygen > keys.toml`), it
+/// is made 0600 first, before any secret is in it: the shell created it 0644 (umask 022), and a
+/// key file every local user can read is a key every local user holds (see [`private_stdout`]). A terminal or a pipe is
 /// left alone (its mode says nothing about who reads the secret).
 pub fn run(kind: Kind, id: u32) {
     match private_stdout() {
-        Ok(Some(old)) => {
-            eprintln!("ipsyncd keygen: stdout is a file of mode {old:04o}; made it 0600 (it holds secrets)")
-        }
+        Ok(Some((old, new))) => eprintln!(
+            "ipsyncd keygen: stdout is a file of mode {old:04o} that others could read; made it {new:04o} \
+             (it holds secrets; `umask 077` first avoids the window)"
+        ),
         Ok(None) => {}
         Err(e) => eprintln!("ipsyncd keygen: stdout is a file whose mode could not be made 0600: {e}"),
     }
     println!("{}", section(kind, id));
 }
 
-/// fchmods stdout to 0600 when it is a regular file readable or writable by others; returns the
-/// mode it had when it changed it.
-fn private_stdout() -> nix::Result<Option<u32>> {
+/// When stdout is a regular file others may read: a fresh, empty one (`keygen > keys.toml`) is
+/// made 0600; one with content already (`keygen >> ipsyncd.toml`, which the daemon's group may
+/// need to read) only loses its bits for others, so the daemon is never locked out of its own
+/// config. Returns the mode it had when it changed it.
+fn private_stdout() -> nix::Result<Option<(u32, u32)>> {
     use nix::sys::stat::{fchmod, fstat, Mode, SFlag};
     let st = fstat(1)?;
     let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
     let perm = st.st_mode & 0o7777;
-    if kind != SFlag::S_IFREG || perm & 0o077 == 0 {
+    let want = if st.st_size == 0 { perm & 0o700 } else { perm & !0o007 };
+    if kind != SFlag::S_IFREG || want == perm {
         return Ok(None);
     }
-    fchmod(1, Mode::from_bits_truncate(0o600))?;
-    Ok(Some(perm))
+    fchmod(1, Mode::from_bits_truncate(want))?;
+    Ok(Some((perm, want)))
 }
 
 #[cfg(test)]

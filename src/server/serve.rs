@@ -705,11 +705,11 @@ impl EventLoop<'_> {
             }
             Outcome::Refused(why) => {
                 Stats::bump(&stats.rejected);
-                log::debug!("serve: refused HELLO from {}: {why:?}", c.peer);
+                log::debug!(target: SERVE_TARGET, "serve: refused HELLO from {}: {why:?}", c.peer);
             }
             Outcome::Closed(kind) => {
                 Stats::bump(&stats.io_closed);
-                log::debug!("serve: {}: closed before the exchange finished ({kind:?})", c.peer);
+                log::debug!(target: SERVE_TARGET, "serve: {}: closed before the exchange finished ({kind:?})", c.peer);
             }
         }
     }

@@ -138,7 +138,10 @@ impl Journal {
             .map_err(errno)?;
         let mut f = std::fs::File::from(fd);
         f.write_all(entry)?;
-        let seals = nix::fcntl::SealFlag::all();
+        // As systemd seals it; F_SEAL_FUTURE_WRITE (all()) needs Linux 5.1 and would make the
+        // whole call fail on older thin-client kernels.
+        use nix::fcntl::SealFlag;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
         nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_ADD_SEALS(seals)).map_err(errno)?;
         let addr = UnixAddr::new(&self.path).map_err(errno)?;
         let fds = [f.as_raw_fd()];

@@ -37,8 +37,9 @@ impl Logger {
 
     fn build(mut b: env_logger::Builder, journal: Option<Journal>, stderr_is_journal: bool) -> Logger {
         // Under systemd stderr is the journal's stream: journald adds the time itself and reads
-        // the priority from a `<N>` prefix (sd-daemon(3)).
-        if stderr_is_journal || std::env::var_os("JOURNAL_STREAM").is_some() {
+        // the priority from a `<N>` prefix (sd-daemon(3)). Only when stderr really is that
+        // stream: JOURNAL_STREAM is inherited by shells in a desktop's terminal too.
+        if stderr_is_journal {
             b.format(|f, r| writeln!(f, "<{}>{}", priority(r.level()), r.args()));
         } else {
             b.format_timestamp_millis();

@@ -115,6 +115,11 @@ pub fn check(cfg: &Config, text: &str, path: &Path, role: Role) -> Vec<Problem> 
     } else if let Err(v) = state_file::check_version(&cfg.state_dir) {
         error(format!("state_dir: {}: {v}", state_file::path(&cfg.state_dir).display()));
     }
+    // A terminal trusting a key anyone can sign with follows whoever read the example.
+    for (t, signable) in cfg.example_keys(text) {
+        let severity = if signable && role == Role::Terminal { Severity::Error } else { Severity::Warning };
+        out.push(Problem { severity, text: t });
+    }
     let mut warn = |t: String| out.push(Problem { severity: Severity::Warning, text: t });
     for w in cfg.warnings(text) {
         warn(w);
@@ -141,7 +146,7 @@ pub fn check(cfg: &Config, text: &str, path: &Path, role: Role) -> Vec<Problem> 
         if let Ok(m) = std::fs::metadata(path) {
             if m.permissions().mode() & 0o004 != 0 {
                 warn(format!(
-                    "{} holds secrets and every user can read it (mode {:o}); chmod 600 or 640",
+                    "{} holds secrets and every user can read it (mode {:o}); make it 0600, owned by the daemon's user (ipsyncd)",
                     path.display(),
                     m.permissions().mode() & 0o7777
                 ));

@@ -259,7 +259,7 @@ pub fn query(cfg: &Config) -> Result<Status, StatusError> {
     }
     let mut s = match read(&cfg.state_dir) {
         Ok(mut s) => {
-            s.running = s.pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            s.running = s.pid.is_some_and(daemon_alive);
             // A daemon that is gone holds no connection, whatever its last snapshot said.
             if !s.running {
                 if let Some(srv) = s.server.as_mut() {
@@ -274,6 +274,10 @@ pub fn query(cfg: &Config) -> Result<Status, StatusError> {
         }
         Err(_) => match state_file::read(&cfg.state_dir) {
             Ok(Some(state)) => from_state(cfg, &state),
+            // The state file is 0600: a group member without a status file cannot tell.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(StatusError::Unreadable(cfg.state_dir.clone(), e));
+            }
             _ => return Err(StatusError::NothingKnown(cfg.state_dir.clone())),
         },
     };
@@ -285,6 +289,16 @@ pub fn query(cfg: &Config) -> Result<Status, StatusError> {
         }
     }
     Ok(s)
+}
+
+/// Whether the status file's writer still runs: its pid exists and is an ipsyncd, not another
+/// program that got the pid after a crash (when its name cannot be read, the pid decides).
+fn daemon_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => comm.trim_end() == "ipsyncd",
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(_) => Path::new(&format!("/proc/{pid}")).exists(),
+    }
 }
 
 /// Whether the pin is in the kernel as a PERMANENT entry with the right MAC, and what entry the
@@ -388,14 +402,19 @@ fn counter_line(indent: usize, name: &str, n: u64, words: &str) -> String {
 /// The text form of `status`, at `now` (Unix seconds): times as local dates with their age,
 /// counters one per line with what they mean.
 pub fn render_text(s: &Status, config_path: &Path, now: u64) -> String {
+    render_text_from(s, &config_path.display().to_string(), now)
+}
+
+/// [`render_text`] with the header's "config …" words given: `status` names the state
+/// directory there when it could not read the config.
+pub fn render_text_from(s: &Status, config: &str, now: u64) -> String {
     let mut out = format!(
-        "ipsyncd on {} ({} mode), config {}\n",
+        "ipsyncd on {} ({} mode), config {config}\n",
         s.interface.as_deref().unwrap_or("?"),
         match s.mode {
             Mode::Dhcp => "dhcp",
             Mode::Follow => "follow",
         },
-        config_path.display()
     );
     out += &match (s.running, s.pid) {
         (true, Some(p)) => format!("daemon:   running, pid {p}"),
@@ -477,13 +496,19 @@ pub fn render_text(s: &Status, config_path: &Path, now: u64) -> String {
 
 /// Prints the status (`ipsyncd status [--json]`) on stdout; returns whether the daemon runs
 /// (DESIGN §6: `status` exits 0 when it does, 3 when it does not, as `systemctl status`).
-pub fn show(cfg: &Config, config_path: &Path, json: bool) -> Result<bool, StatusError> {
+/// `config_read` is false when the config could not be read and `cfg` holds only the state
+/// directory to look in: the header then says so.
+pub fn show(cfg: &Config, config_path: &Path, config_read: bool, json: bool) -> Result<bool, StatusError> {
     let s = query(cfg)?;
     if json {
         // Through a Value, whose keys are sorted: the same order the file has.
         println!("{}", serde_json::to_value(&s).map(|v| v.to_string()).unwrap_or_default());
     } else {
-        print!("{}", render_text(&s, config_path, super::clock::unix_secs()));
+        let config = match config_read {
+            true => config_path.display().to_string(),
+            false => format!("{} (not readable; state from {})", config_path.display(), cfg.state_dir.display()),
+        };
+        print!("{}", render_text_from(&s, &config, super::clock::unix_secs()));
     }
     Ok(s.running)
 }

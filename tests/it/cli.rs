@@ -415,6 +415,15 @@ fn r10_keygen_into_a_file_makes_it_0600() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("0644") && err.contains("0600"), "{err}");
     assert!(std::fs::read_to_string(&path).unwrap().contains("secret = \"0x"));
+    // Appending to a config the daemon's group reads: only others lose their access.
+    let conf = dir.join("ipsyncd.toml");
+    std::fs::write(&conf, "mode = \"follow\"\n").unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let f = std::fs::OpenOptions::new().append(true).open(&conf).unwrap();
+    let out = bin().args(["keygen", "--kind", "hmac"]).stdout(Stdio::from(f)).output().unwrap();
+    assert!(out.status.success());
+    let mode = std::fs::metadata(&conf).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640, "ipsyncd.toml is {mode:o}");
     let piped = bin().args(["keygen", "--kind", "hmac"]).output().unwrap();
     assert!(piped.status.success() && piped.stderr.is_empty(), "{}", String::from_utf8_lossy(&piped.stderr));
 }

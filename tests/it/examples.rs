@@ -112,6 +112,33 @@ fn the_terminal_example_warns_that_its_public_key_signs_for_nobody() {
     assert!(all.contains(&want), "missing {want:?} in:\n{all}");
 }
 
+/// A terminal given the server example's key (its signing half is published) would follow
+/// anyone who read the example: `check` calls that an error, and `run` refuses to start.
+#[test]
+fn a_terminal_with_a_key_anyone_can_sign_with_is_refused() {
+    let d = tmpdir("example-signable");
+    let t = std::fs::read_to_string(with_state_dir(TERMINAL, &d, "ok.toml")).expect("copy");
+    let ours = EXAMPLE_KEYS.iter().find(|e| !e.signable).expect("the terminal example's key");
+    let theirs = EXAMPLE_KEYS.iter().find(|e| e.signable && e.why.contains("public half")).expect("server's public");
+    assert_eq!(t.matches(ours.hex).count(), 1);
+    let cfg = d.join("stolen.toml");
+    std::fs::write(&cfg, t.replace(ours.hex, theirs.hex)).expect("write");
+    let want = format!(
+        "stolen.toml: error: line {}: [[key]] id 1 public_key: this is the public half",
+        line_of(&t, "public_key = ")
+    );
+    let out = check(&cfg);
+    let all = text(&out.stdout) + &text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains(&want), "missing {want:?} in:\n{all}");
+    let out = bin().args(["run", "--config"]).arg(&cfg).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains(&want), "run: missing {want:?} in:\n{err}");
+    // The server tools keep it a warning: the server example itself passes `check`.
+    assert!(!all.contains(&theirs.hex[2..]), "the key is never printed");
+}
+
 /// The terminal example with five things wrong at once, each a different kind: `check` lists
 /// them all, each with file, line and key, on stderr, and exits 2; `run` refuses the same.
 #[test]

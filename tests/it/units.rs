@@ -66,9 +66,16 @@ fn r10_units_check_the_config_they_run() {
     has(&single, "ExecStartPre=/usr/bin/ipsyncd check --config /etc/ipsyncd/ipsyncd.toml");
     has(&single, "ExecStart=/usr/bin/ipsyncd run --config /etc/ipsyncd/ipsyncd.toml");
     has(&single, "StateDirectory=ipsyncd");
-    has(&template, "ExecStartPre=/usr/bin/ipsyncd check --config /etc/ipsyncd/%i.toml");
-    has(&template, "ExecStart=/usr/bin/ipsyncd run --config /etc/ipsyncd/%i.toml --interface %i");
-    has(&template, "StateDirectory=ipsyncd/%i");
+    has(&template, "ExecStartPre=/usr/bin/ipsyncd check --config /etc/ipsyncd/%I.toml");
+    has(&template, "ExecStart=/usr/bin/ipsyncd run --config /etc/ipsyncd/%I.toml --interface %I");
+    has(&template, "StateDirectory=ipsyncd/%I");
+    // A config error ends in a failed unit, not a restart every 2 s for ever.
+    for unit in ["capabilities/ipsyncd.service", "capabilities/ipsyncd@.service"] {
+        let text = read(unit);
+        for want in ["StartLimitIntervalSec=60", "StartLimitBurst=5", "RestartPreventExitStatus=2"] {
+            assert!(text.lines().any(|l| l == want), "{unit} lacks {want}");
+        }
+    }
 }
 
 #[test]
