@@ -34,6 +34,10 @@ pub enum Cmd {
         /// Config file [default: /etc/ipsyncd/ipsyncd.toml].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Check for `run --interface IFACE`, as the ipsyncd@IFACE unit runs it: the terminal's
+        /// checks, with this interface instead of the config's.
+        #[arg(long)]
+        interface: Option<String>,
     },
     /// Replay a pcap or pcapng capture through the pipeline; decision log as JSON lines on stdout.
     Replay {

@@ -136,10 +136,10 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             }
             Ok(daemon::run(&cpath, cfg, interface)?)
         }
-        Cmd::Check { config } => {
+        Cmd::Check { config, interface } => {
             let cpath = config.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-            let (_, problems) =
-                preflight::load_and_check(&cpath, None, None).map_err(|e| Fail::Usage(e.to_string()))?;
+            let (_, problems) = preflight::load_and_check(&cpath, interface.as_deref(), None)
+                .map_err(|e| Fail::Usage(e.to_string()))?;
             for p in &problems {
                 println!("{}", preflight::render(&cpath, p));
             }

@@ -144,7 +144,7 @@ for line in 'Type=notify' 'User=ipsyncd' 'Group=ipsyncd' 'NoNewPrivileges=yes' '
   grep -qxF "$line" "$unit" || fail "ipsyncd.service lacks: $line"
 done
 ok "ipsyncd.service: hardening, WatchdogSec=30s, ExecStartPre check, StateDirectoryMode=0750 with Group=ipsyncd"
-for line in 'ExecStartPre=/usr/bin/ipsyncd check --config /etc/ipsyncd/%I.toml' \
+for line in 'ExecStartPre=/usr/bin/ipsyncd check --config /etc/ipsyncd/%I.toml --interface %I' \
     'ExecStart=/usr/bin/ipsyncd run --config /etc/ipsyncd/%I.toml --interface %I' 'StateDirectory=ipsyncd/%I'; do
   grep -qxF "$line" "$template" || fail "ipsyncd@.service lacks: $line"
 done

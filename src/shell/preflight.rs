@@ -124,6 +124,11 @@ pub fn check(cfg: &Config, text: &str, path: &Path, role: Role) -> Vec<Problem> 
     for w in cfg.warnings(text) {
         warn(w);
     }
+    if let Some(hook) = &cfg.hook {
+        for w in hook_dir_warnings(hook) {
+            warn(format!("{}hook: {w}", line("", "hook")));
+        }
+    }
     if role == Role::Terminal {
         if cfg.mode == Mode::Dhcp && cfg.key.is_empty() {
             warn("[[key]]: none: the lease is kept, but no server can be followed or confirmed".into());
@@ -193,6 +198,37 @@ fn hook_problem(hook: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// For a hook directory: each entry that `run` would pass over although its name says it is a
+/// hook (not an executable regular file: copied with `cp`, not `install -m 0755`), and a
+/// directory where nothing would run at all. Names the hook runner skips on purpose (backups,
+/// `.dpkg-*`, hidden files) are not mentioned.
+fn hook_dir_warnings(hook: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(hook) else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut named = 0usize;
+    for e in entries.filter_map(Result::ok) {
+        if !super::hooks::runs_in_dir(std::os::unix::ffi::OsStrExt::as_bytes(e.file_name().as_os_str())) {
+            continue;
+        }
+        named += 1;
+        let p = e.path();
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() && m.mode() & 0o111 != 0 => {}
+            Ok(m) if m.is_file() => out.push(format!(
+                "{}: is not executable (mode {:o}) and will not run; chmod +x it",
+                p.display(),
+                m.mode() & 0o7777
+            )),
+            Ok(_) => out.push(format!("{}: is not a regular file and will not run", p.display())),
+            Err(e) => out.push(format!("{}: {e}; it will not run", p.display())),
+        }
+    }
+    if named == out.len() {
+        out.push(format!("{}: no executable hook in this directory; none will run", hook.display()));
+    }
+    out
+}
+
 /// The state directory is a directory we can write, or can be created (its nearest existing
 /// ancestor is writable).
 fn state_dir_problem(dir: &Path) -> Result<(), String> {
@@ -227,6 +263,28 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn a_hook_directory_names_what_will_not_run() {
+        let d = dir("hookdir");
+        let exe = |name: &str, mode: u32| {
+            std::fs::write(d.join(name), "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(d.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        assert_eq!(
+            hook_dir_warnings(&d),
+            vec![format!("{}: no executable hook in this directory; none will run", d.display())]
+        );
+        exe("50-copied", 0o644);
+        exe("60-installed", 0o755);
+        exe("50-copied.dpkg-dist", 0o644);
+        let w = hook_dir_warnings(&d);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].ends_with("50-copied: is not executable (mode 644) and will not run; chmod +x it"), "{w:?}");
+        std::fs::remove_file(d.join("60-installed")).unwrap();
+        assert_eq!(hook_dir_warnings(&d).len(), 2, "and nothing runs");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

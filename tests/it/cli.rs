@@ -427,3 +427,19 @@ fn r10_keygen_into_a_file_makes_it_0600() {
     let piped = bin().args(["keygen", "--kind", "hmac"]).output().unwrap();
     assert!(piped.status.success() && piped.stderr.is_empty(), "{}", String::from_utf8_lossy(&piped.stderr));
 }
+
+/// `check --interface IFACE` checks as `run --interface IFACE` would (the ipsyncd@IFACE unit's
+/// ExecStartPre): a config without `interface` gets the terminal's checks for that interface.
+#[test]
+fn r10_check_with_interface_checks_for_the_terminal() {
+    let d = tmpdir("check-iface");
+    let conf = d.join("eth9.toml");
+    std::fs::write(&conf, format!("mode = \"follow\"\nstate_dir = \"{}\"\n", d.display())).unwrap();
+    let plain = bin().args(["check", "--config"]).arg(&conf).output().unwrap();
+    assert_eq!(plain.status.code(), Some(0), "{}", String::from_utf8_lossy(&plain.stderr));
+    let out = bin().args(["check", "--interface", "no-such-if9", "--config"]).arg(&conf).output().unwrap();
+    let all = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("no network interface \"no-such-if9\""), "{all}");
+    assert!(all.contains("follow mode needs at least one key"), "{all}");
+}

@@ -66,7 +66,7 @@ fn r10_units_check_the_config_they_run() {
     has(&single, "ExecStartPre=/usr/bin/ipsyncd check --config /etc/ipsyncd/ipsyncd.toml");
     has(&single, "ExecStart=/usr/bin/ipsyncd run --config /etc/ipsyncd/ipsyncd.toml");
     has(&single, "StateDirectory=ipsyncd");
-    has(&template, "ExecStartPre=/usr/bin/ipsyncd check --config /etc/ipsyncd/%I.toml");
+    has(&template, "ExecStartPre=/usr/bin/ipsyncd check --config /etc/ipsyncd/%I.toml --interface %I");
     has(&template, "ExecStart=/usr/bin/ipsyncd run --config /etc/ipsyncd/%I.toml --interface %I");
     has(&template, "StateDirectory=ipsyncd/%I");
     // A config error ends in a failed unit, not a restart every 2 s for ever.
