@@ -152,8 +152,20 @@ impl Journal {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A journal socket of the test's own, bound in a fresh temp directory named by `tag`:
+    /// the directory (to remove), the socket's path, and the receiving end (non-blocking).
+    pub(crate) fn test_socket(tag: &str) -> (std::path::PathBuf, std::path::PathBuf, UnixDatagram) {
+        let dir = std::env::temp_dir().join(format!("ipsyncd-{tag}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("socket");
+        let _ = std::fs::remove_file(&path);
+        let server = UnixDatagram::bind(&path).unwrap();
+        server.set_nonblocking(true).unwrap();
+        (dir, path, server)
+    }
 
     #[test]
     fn fields_round_trip_with_and_without_newlines() {
@@ -169,11 +181,7 @@ mod tests {
 
     #[test]
     fn sends_to_the_socket_it_is_given() {
-        let dir = std::env::temp_dir().join(format!("ipsyncd-journal-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("socket");
-        let _ = std::fs::remove_file(&path);
-        let server = UnixDatagram::bind(&path).unwrap();
+        let (dir, path, server) = test_socket("journal");
         let j = Journal::open(&path).unwrap();
         let mut e = Vec::new();
         put_field(&mut e, "MESSAGE", b"hello");

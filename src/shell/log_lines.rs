@@ -86,7 +86,6 @@ mod tests {
     use crate::shell::logging::Logger;
     use crate::wire::Mac;
     use std::net::Ipv4Addr;
-    use std::os::unix::net::UnixDatagram;
 
     #[test]
     fn ids_are_distinct_and_128_bits() {
@@ -102,12 +101,7 @@ mod tests {
     /// What the daemon's sink does, into a journal socket of the test's own.
     #[test]
     fn reject_and_alarm_reach_the_journal_with_their_fields() {
-        let dir = std::env::temp_dir().join(format!("ipsyncd-loglines-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("socket");
-        let _ = std::fs::remove_file(&path);
-        let server = UnixDatagram::bind(&path).unwrap();
-        server.set_nonblocking(true).unwrap();
+        let (dir, path, server) = crate::shell::journal::tests::test_socket("loglines");
         let logger = Logger::with_filter("info,ipsyncd::decision=debug", Some(Journal::open(&path).unwrap()));
         let mut lines = DecisionLines::default();
         let srv = Ipv4Addr::new(10, 77, 0, 20);

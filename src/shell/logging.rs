@@ -143,16 +143,10 @@ pub fn emit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::net::UnixDatagram;
 
     #[test]
     fn the_journal_gets_fields_and_the_filter_of_rust_log() {
-        let dir = std::env::temp_dir().join(format!("ipsyncd-logging-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("socket");
-        let _ = std::fs::remove_file(&path);
-        let server = UnixDatagram::bind(&path).unwrap();
-        server.set_nonblocking(true).unwrap();
+        let (dir, path, server) = crate::shell::journal::tests::test_socket("logging");
         let l = Logger::with_filter("info,ipsyncd::decision=debug", Some(Journal::open(&path).unwrap()));
         emit(&l, log::Level::Debug, "ipsyncd::decision", &[("IPSYNC_VERDICT", "reject")], || "{}".into());
         emit(&l, log::Level::Debug, "ipsyncd::shell::worker", &[], || "filtered out".into());
