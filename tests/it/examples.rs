@@ -194,25 +194,14 @@ fn a_broken_terminal_example_lists_every_problem_with_file_line_and_key() {
     }
 }
 
-/// Removes the named network namespace when dropped, even after a failed assertion.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 #[test]
 #[ignore = "needs root"]
 fn both_examples_pass_check_as_shipped() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (run with --include-ignored as root)");
-    let ns = Netns(format!("ipsyex{}", std::process::id()));
-    let ip = |args: &[&str]| Command::new("ip").args(args).status().map(|s| s.success()).unwrap_or(false);
-    assert!(ip(&["netns", "add", &ns.0]));
+    // The namespace guard of the kernel tests (removed on drop; fails without root).
+    let ns = crate::netns::Ns::new("ex");
     // A veth pair rather than a dummy link: the dummy module is not loadable everywhere (in a
     // container), veth is what the other namespace tests use.
-    assert!(ip(&["-n", &ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer"]));
+    assert!(ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer"]));
     // A fresh tmpfs over /var/lib/ipsyncd, or over /var/lib where the host has no
     // /var/lib/ipsyncd to mount on: state_dir is then writable (or creatable) and empty, and
     // nothing is written to the host.

@@ -37,7 +37,6 @@ impl Ns {
         crate::lab::in_netns(&self.0, f)
     }
 
-    #[allow(dead_code)]
     pub fn ip(&self, args: &[&str]) -> bool {
         Command::new("ip").arg("-n").arg(&self.0).args(args).status().map(|s| s.success()).unwrap_or(false)
     }
