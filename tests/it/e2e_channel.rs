@@ -4,7 +4,7 @@
 //! leaves the terminal on A with the alarm, and completes once `serve` runs on B; a genuine move
 //! during a flood of spoofed ARP from random MACs still fires its SERVER_CHANGED hook.
 
-use crate::lab::{within, Lab, SRV_MAC};
+use crate::lab::{poll, within, Lab, SRV_MAC};
 use ipsyncd::shell::capture::Transmitter;
 use ipsyncd::shell::netlink::Netlink;
 use ipsyncd::wire::{arp, frame, Mac};
@@ -100,9 +100,17 @@ fn r6_planned_move_needs_bs_welcome() {
     assert!(within(Duration::from_secs(2), || lab.term_neigh(A).is_none()).is_some(), "A unpinned after the move");
     assert!(lab.pinned(B, SRV_MAC));
     assert_eq!(lab.status()["server"]["ip"], "10.77.0.20");
-    let log = lab.log("hook.log");
-    let changed = log.find("SERVER_CHANGED 10.77.0.1 10.77.0.20").unwrap_or(usize::MAX);
-    assert!(log[changed.min(log.len())..].contains("SERVER_CONNECTED"), "CHANGED precedes CONNECTED: {log}");
+    // The hooks run one after another on their own thread: SERVER_CONNECTED may still be
+    // starting when SERVER_CHANGED is already in the log.
+    let connected_after_changed = |log: &str| {
+        let changed = log.find("SERVER_CHANGED 10.77.0.1 10.77.0.20").unwrap_or(usize::MAX);
+        log[changed.min(log.len())..].contains("SERVER_CONNECTED")
+    };
+    assert!(
+        poll(Duration::from_secs(2), || connected_after_changed(&lab.log("hook.log"))),
+        "CHANGED precedes CONNECTED: {}",
+        lab.log("hook.log")
+    );
 }
 
 #[test]
